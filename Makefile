@@ -1,0 +1,28 @@
+# The two commands of the README: `make run` and `make test`. `make setup` builds .venv/ once.
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip --disable-pip-version-check -q
+
+.PHONY: setup run test train clean
+
+setup: $(VENV)/.installed
+
+# Rebuilt only when the dependency list changes. torch comes first, pinned, so that pip takes the local
+# CPU build instead of resolving a multi-gigabyte CUDA one.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e '.[cloud,train,dev]'
+	touch $@
+
+run: setup
+	$(PY) -m local.stack
+
+test: setup
+	$(PY) -m pytest
+
+train: setup
+	$(PY) -m training.train --config training/configs/cpu.json
+
+clean:
+	rm -rf $(VENV) .stack build

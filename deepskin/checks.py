@@ -1,0 +1,120 @@
+"""Is this upload something we may and can assess? Format, size, decoding, and photo quality.
+
+Every refusal is a `Refusal` with a stable `reason` code and a `message` for a person; `status` says
+whether the file itself is unacceptable (`rejected`) or just a photo to retake (`unusable`).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+MAX_BYTES = 20 * 1024 * 1024  # a 12 MP phone JPEG is 3-8 MB; PNGs of the same can reach ~20 MB
+MAX_PIXELS = 50_000_000  # above any phone or dermatoscope; protects memory from decompression bombs
+MIN_SIDE = 64  # below this there is no lesion detail to assess
+
+# Photo-quality limits, measured on the canonical (shorter side 150) greyscale image; chosen so that at
+# most ~1% of HAM10000 validation images are flagged (see training/reports/quality_gate.md).
+MIN_SHARPNESS = 5.0  # Laplacian variance; HAM10000 copies: 0.5th percentile 10, a 1.5 px blur gives 2-7
+MIN_BRIGHTNESS = 40.0  # mean grey level 0-255; HAM10000 copies: 0.5th percentile 102
+MAX_CLIPPED_FRACTION = 0.5  # share of pixels at >= 250
+
+
+@dataclass
+class Refusal(Exception):
+    status: str  # "rejected" or "unusable"
+    reason: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.status}/{self.reason}: {self.message}"
+
+
+def reject(reason: str, message: str) -> Refusal:
+    return Refusal("rejected", reason, message)
+
+
+# Magic bytes of formats people actually send, supported or not, so a refusal can name them.
+_SIGNATURES = (
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"GIF8", "gif"),
+    (b"BM", "bmp"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
+    (b"%PDF", "pdf"),
+)
+SUPPORTED = ("jpeg", "png", "webp")
+
+
+def sniff(data: bytes) -> str:
+    """The format by content (never by file name or declared type)."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if data[4:8] == b"ftyp":
+        brand = data[8:12]
+        return "heic" if brand in (b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1") else "avif"
+    for signature, name in _SIGNATURES:
+        if data.startswith(signature):
+            return name
+    return "unknown"
+
+
+def decode(data: bytes) -> Image.Image:
+    """Bytes -> a fully decoded PIL image, or a `Refusal` that says why not."""
+    if not data:
+        raise reject("empty", "The file is empty.")
+    if len(data) > MAX_BYTES:
+        raise reject("too_large", f"The file is {len(data) / 1e6:.1f} MB; the limit is {MAX_BYTES / 1e6:.0f} MB.")
+    kind = sniff(data)
+    if kind not in SUPPORTED:
+        shown = {"heic": "HEIC (iPhone)", "unknown": "not an image we recognise"}.get(kind, kind.upper())
+        raise reject(
+            "unsupported_format",
+            f"This file is {shown}. Please send a JPEG, PNG or WebP photo"
+            + (" (on an iPhone: Settings > Camera > Formats > Most Compatible)." if kind == "heic" else "."),
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise reject("too_many_pixels", f"The image is {width}x{height} pixels; the limit is 50 megapixels.")
+            if image.format == "JPEG":
+                # Decode a JPEG at the smallest power-of-two scale that still covers the model's needs.
+                image.draft("RGB", (max(150, width // 8), max(150, height // 8)))
+            image.load()
+    except Refusal:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise reject("too_many_pixels", "The image has too many pixels to be a photo.") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise reject("corrupt", f"The image could not be read ({type(exc).__name__}); it may be truncated.") from None
+    if min(width, height) < MIN_SIDE:
+        raise reject("too_small", f"The image is {width}x{height} pixels; at least {MIN_SIDE} on each side is needed.")
+    return image
+
+
+def photo_quality(image: Image.Image) -> None:
+    """Raise `unusable` for a photo that is too blurry, too dark or burnt out (image at canonical scale)."""
+    grey = image.convert("L")
+    arr = np.asarray(grey, dtype=np.float32)
+    brightness = float(arr.mean())
+    if brightness < MIN_BRIGHTNESS:
+        raise Refusal("unusable", "too_dark", "The photo is too dark. Retake it in daylight or with more light.")
+    if float((arr >= 250).mean()) > MAX_CLIPPED_FRACTION:
+        raise Refusal("unusable", "overexposed", "The photo is overexposed. Avoid the flash and direct glare.")
+    if sharpness(grey) < MIN_SHARPNESS:
+        raise Refusal("unusable", "blurry", "The photo is out of focus. Hold still and let the camera focus.")
+
+
+def sharpness(grey: Image.Image) -> float:
+    """Variance of a Laplacian edge response: low for a blurred photo."""
+    a = np.asarray(grey, dtype=np.float32)
+    laplacian = a[:-2, 1:-1] + a[2:, 1:-1] + a[1:-1, :-2] + a[1:-1, 2:] - 4 * a[1:-1, 1:-1]
+    return float(laplacian.var())

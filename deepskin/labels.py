@@ -1,0 +1,35 @@
+"""Class names, the malignant set, risk bands and the words a person reads."""
+
+CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+CLASS_NAMES = {
+    "akiec": "actinic keratosis / intraepithelial carcinoma",
+    "bcc": "basal cell carcinoma",
+    "bkl": "benign keratosis",
+    "df": "dermatofibroma",
+    "mel": "melanoma",
+    "nv": "melanocytic nevus (mole)",
+    "vasc": "vascular lesion",
+}
+# HAM10000's convention: akiec (intraepithelial carcinoma / Bowen's disease) counts as malignant.
+MALIGNANT = ("akiec", "bcc", "mel")
+MALIGNANT_INDEX = tuple(CLASSES.index(c) for c in MALIGNANT)
+# Coarse labels a reporter may give instead of a class.
+COARSE_LABELS = ("benign", "malignant")
+
+RISK_BANDS = ("low", "medium", "high")
+NOT_A_DIAGNOSIS = (
+    "DeepSkin is a triage aid, not a diagnosis. If the lesion changes, bleeds, itches or worries you, "
+    "see a doctor whatever this result says."
+)
+ADVICE = {
+    "low": "Low risk. Keep an eye on it: photograph it again in 3 months, or sooner if it changes.",
+    "medium": "Medium risk. Have it looked at by a doctor or dermatologist within the next few weeks.",
+    "high": "High risk. See a dermatologist soon, ideally within 2 weeks; bring this photo with you.",
+    "retake": "The photo could not be assessed. Retake it in good light, in focus, with the lesion centred "
+    "and filling about half of the frame.",
+}
+
+
+def advice_for(band: str) -> str:
+    """The next step for a risk band (or "retake"), always with the standing disclaimer."""
+    return f"{ADVICE[band]} {NOT_A_DIAGNOSIS}"

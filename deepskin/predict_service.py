@@ -1,0 +1,139 @@
+"""The predict path, shared by the storage-event and HTTP entry points: claim, assess, store, answer.
+
+A result is keyed by the uploaded object's version (`store.result_id`), so the HTTP path and a retried or
+duplicated storage event agree on one document, and only the caller that claims it does the work.
+Image bytes and their metadata (EXIF) are never logged: only result ids, statuses and reasons.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+
+from google.api_core.exceptions import NotFound
+
+from deepskin import checks, store
+from deepskin.config import settings
+from deepskin.model import default_model
+from deepskin.pipeline import assess
+
+log = logging.getLogger(__name__)
+
+SOURCE_KEY = "deepskin-source"  # object metadata: "http" when the HTTP path already scored the object
+TOKEN_KEY = "deepskin-token-sha256"  # object metadata: the owner's capability token, hashed
+# What an owner may read back; internal fields (upload location, token hash, claim times) stay private.
+PUBLIC_FIELDS = ("status", "reason", "message", "probabilities", "malignant_probability", "risk", "advice",
+                 "ood_score", "model_version", "timings_ms", "source", "created_at", "expire_at")
+INTERNAL_ERROR = {"status": "failed", "reason": "internal_error",
+                  "message": "The image could not be assessed because of an internal error. Please try again later."}
+
+
+@dataclass
+class Outcome:
+    id: str
+    fields: dict
+    heatmap_png: bytes | None = None
+
+
+def token_sha256(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def handle_upload(bucket: str, name: str, generation: int | str, size: int | str,
+                  metadata: dict[str, str] | None) -> Outcome | None:
+    """A finalized object in the uploads bucket -> its stored result; None when there is nothing to do."""
+    metadata = metadata or {}
+    if metadata.get(SOURCE_KEY) == "http" or bucket != settings().uploads_bucket:
+        return None
+    upload = {"bucket": bucket, "name": name, "generation": str(generation)}
+    id_ = store.result_id(bucket, name, generation)
+    if not store.claim(id_, upload):
+        log.info("result %s already claimed: duplicate or retried event", id_)
+        return None
+    extra = {"upload": upload, "source": "event"}
+    if TOKEN_KEY in metadata:
+        extra["owner_token_sha256"] = metadata[TOKEN_KEY]
+    with released_on_error(id_):
+        # The event states the size: refuse before downloading, so a huge object never reaches memory.
+        if int(size) > checks.MAX_BYTES:
+            refusal = checks.reject("too_large", f"The file is {int(size) / 1e6:.1f} MB; the limit is "
+                                                 f"{checks.MAX_BYTES / 1e6:.0f} MB.")
+            return record(id_, {"status": refusal.status, "reason": refusal.reason, "message": refusal.message},
+                          extra)
+        try:
+            data = store.read_upload(bucket, name, generation)
+        except NotFound:
+            return record(id_, {"status": "rejected", "reason": "upload_missing",
+                                "message": "The uploaded file was deleted before it could be assessed."}, extra)
+        return assess_and_record(id_, data, extra)
+
+
+def predict_bytes(data: bytes, content_type: str, token: str) -> Outcome:
+    """An image sent over HTTP: store it as an upload (so delete and retention treat it alike), then score it.
+
+    The returned fields are the stored document's, as GET /results/<id> would show them.
+    """
+    owner = token_sha256(token)
+    upload = store.put_upload(f"http/{uuid.uuid4()}", data, content_type, {SOURCE_KEY: "http", TOKEN_KEY: owner})
+    id_ = store.result_id(upload["bucket"], upload["name"], upload["generation"])
+    store.claim(id_, upload)  # a fresh object name: nobody else can hold this claim
+    with released_on_error(id_):
+        outcome = assess_and_record(id_, data, {"upload": upload, "source": "http", "owner_token_sha256": owner})
+    outcome.fields = store.get_result(id_) or outcome.fields
+    return outcome
+
+
+@contextmanager
+def released_on_error(id_: str) -> Iterator[None]:
+    """On any error, give the claim back and re-raise, so that the platform's retry redoes the work."""
+    try:
+        yield
+    except Exception:
+        try:
+            store.release(id_)
+        except Exception:  # pylint: disable=broad-except
+            # Firestore itself is failing: the claim turns stale after store.STALE_CLAIM and is re-claimed.
+            log.warning("could not release the claim on %s", id_, exc_info=True)
+        raise
+
+
+def assess_and_record(id_: str, data: bytes, extra: dict) -> Outcome:
+    try:
+        assessment = assess(data, default_model())
+    except Exception:  # pylint: disable=broad-except
+        # A bug, not bad input (assess refuses bad input with a status): record it rather than crash-loop on
+        # retries of the same bytes.
+        log.exception("assess failed for result %s", id_)
+        return record(id_, dict(INTERNAL_ERROR), extra)
+    fields = assessment.fields()
+    if assessment.heatmap_png:
+        fields["heatmap"] = store.save_heatmap(id_, assessment.heatmap_png)
+    return record(id_, fields, extra, assessment.heatmap_png)
+
+
+def record(id_: str, fields: dict, extra: dict, heatmap_png: bytes | None = None) -> Outcome:
+    fields = {**fields, **extra}
+    store.finish(id_, fields)
+    log.info("result %s: %s %s", id_, fields["status"], fields.get("reason") or fields.get("risk", ""))
+    return Outcome(id_, fields, heatmap_png)
+
+
+def public_fields(doc: dict) -> dict:
+    """JSON-ready: timestamps as ISO 8601 strings."""
+    return {key: doc[key].isoformat() if isinstance(doc[key], datetime) else doc[key]
+            for key in PUBLIC_FIELDS if key in doc}
+
+
+def owned_result(id_: str, token: str | None) -> dict | None:
+    """The result document if `token` is its owner's; None otherwise, whether or not it exists."""
+    doc = store.get_result(id_)
+    owner = (doc or {}).get("owner_token_sha256")
+    if not token or not owner or not hmac.compare_digest(owner, token_sha256(token)):
+        return None
+    return doc

@@ -1,0 +1,37 @@
+# syntax=docker/dockerfile:1
+# Cloud Run serving image: the predict_http function under functions-framework.
+# Only the onnxruntime inference stack (functions/predict/requirements.txt), no torch.
+# Build from the repo root:
+#   docker build -f docker/serving.Dockerfile -t REGION-docker.pkg.dev/PROJECT/deepskin/serving:TAG .
+# Deploy private (no --allow-unauthenticated), e.g.
+#   gcloud run deploy deepskin-serving --image ... --no-allow-unauthenticated \
+#     --cpu 1 --memory 1Gi --concurrency 1 --min-instances 0 --timeout 60
+FROM python:3.11.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PORT=8080
+
+RUN groupadd --system --gid 10001 deepskin \
+    && useradd --system --uid 10001 --gid deepskin --no-create-home deepskin
+
+WORKDIR /app
+
+# Same layout as the staged Cloud Function (infra/stage_functions.py):
+# main.py + requirements.txt, deepskin/ and models/ side by side.
+COPY functions/predict/requirements.txt ./requirements.txt
+RUN pip install -r requirements.txt \
+    && python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is not None)"
+
+COPY functions/predict/ ./
+COPY deepskin/ ./deepskin/
+COPY models/ ./models/
+
+USER 10001:10001
+
+EXPOSE 8080
+
+# functions-framework reads PORT from the environment (Cloud Run sets it).
+CMD ["functions-framework", "--target=predict_http", "--source=main.py"]

@@ -1,0 +1,34 @@
+# Firestore in native mode. Collections used by the product: predictions,
+# feedback, models, ledger, jobs. predictions and feedback carry personal health
+# data and have a TTL policy on `expire_at` (a timestamp the functions set to
+# creation time + var.retention_days). Firestore deletes expired documents
+# typically within 24 hours of expiry.
+resource "google_firestore_database" "main" {
+  project     = var.project_id
+  name        = "(default)"
+  location_id = var.firestore_location
+  type        = "FIRESTORE_NATIVE"
+
+  point_in_time_recovery_enablement = "POINT_IN_TIME_RECOVERY_DISABLED"
+  delete_protection_state           = var.force_destroy ? "DELETE_PROTECTION_DISABLED" : "DELETE_PROTECTION_ENABLED"
+  deletion_policy                   = var.force_destroy ? "DELETE" : "ABANDON"
+
+  depends_on = [google_project_service.apis]
+}
+
+locals {
+  ttl_collections = toset(["predictions", "feedback"])
+}
+
+resource "google_firestore_field" "expire_at_ttl" {
+  for_each = local.ttl_collections
+
+  project    = var.project_id
+  database   = google_firestore_database.main.name
+  collection = each.value
+  field      = "expire_at"
+
+  ttl_config {}
+
+  # Keep the default single-field indexes (inherited): index_config is omitted.
+}

@@ -1,0 +1,284 @@
+# Cloud Functions (2nd gen, runtime var.python_runtime). Sources are staged by
+# `python infra/stage_functions.py` into build/functions/<name>/ (function code
+# + the deepskin package, + models/ for predict) and zipped here.
+#
+# A 2nd gen function has exactly ONE trigger (HTTP or one event trigger), so the
+# predict code is deployed twice from the same archive:
+#   * predict_event: entry point on_upload, Eventarc storage "finalized" trigger
+#     on the uploads bucket, internal ingress only;
+#   * predict_http:  entry point predict_http, HTTPS, authenticated callers only.
+#
+# Sizing of both predict functions (1 GiB, 1 vCPU, concurrency 1, timeout 60 s,
+# min instances 0 by default): ONNX inference is CPU-bound (~20 ms warm on one
+# vCPU) so a second concurrent request would only queue behind the first inside
+# the instance; concurrency 1 lets Cloud Run scale out instead. 1 GiB holds the
+# runtime, onnxruntime, the ~18 MB model and decoded images with headroom.
+# Scale to zero keeps idle cost at storage only; the price is a ~2 s cold start
+# (set var.predict_min_instances = 1 to remove it). 60 s bounds a stuck request
+# well above cold start + inference + heatmap + Firestore/GCS writes.
+#
+# No function allows unauthenticated access: HTTP functions grant
+# roles/run.invoker only to var.invoker_members, event functions only to the
+# Eventarc trigger service account.
+
+locals {
+  function_names = {
+    predict_event = "${var.name_prefix}-predict-event"
+    predict_http  = "${var.name_prefix}-predict-http"
+    feedback      = "${var.name_prefix}-feedback"
+    retrain       = "${var.name_prefix}-retrain-trigger"
+  }
+
+  # Environment read by deepskin/config.py.
+  common_env = {
+    GOOGLE_CLOUD_PROJECT     = var.project_id
+    DEEPSKIN_UPLOADS_BUCKET  = google_storage_bucket.uploads.name
+    DEEPSKIN_RESULTS_BUCKET  = google_storage_bucket.results.name
+    DEEPSKIN_MODELS_BUCKET   = google_storage_bucket.models.name
+    DEEPSKIN_TRAINING_BUCKET = google_storage_bucket.training.name
+    DEEPSKIN_FEEDBACK_TOPIC  = google_pubsub_topic.feedback.name
+    DEEPSKIN_RETENTION_DAYS  = tostring(var.retention_days)
+    LOG_EXECUTION_ID         = "true"
+  }
+
+  predict_env = merge(
+    local.common_env,
+    var.model_path == "" ? {} : { DEEPSKIN_MODEL_PATH = var.model_path },
+  )
+
+  # Extra settings for the retrain trigger, which submits Vertex AI custom jobs.
+  retrain_env = merge(local.common_env, {
+    DEEPSKIN_REGION                   = var.region
+    DEEPSKIN_TRAINING_IMAGE           = local.training_image_uri
+    DEEPSKIN_TRAINING_SERVICE_ACCOUNT = google_service_account.training.email
+    DEEPSKIN_TRAINING_MACHINE_TYPE    = var.training_machine_type
+    DEEPSKIN_TRAINING_ACCELERATOR     = var.training_accelerator_type
+    DEEPSKIN_TRAINING_ACCELERATORS    = tostring(var.training_accelerator_count)
+  })
+
+  staged = toset(["predict", "feedback", "retrain_trigger"])
+}
+
+data "archive_file" "function" {
+  for_each = local.staged
+
+  type        = "zip"
+  source_dir  = "${path.module}/${var.functions_source_root}/${each.value}"
+  output_path = "${path.module}/../build/zips/${each.value}.zip"
+  excludes    = ["**/__pycache__/**", "**/*.pyc"]
+}
+
+resource "google_storage_bucket_object" "function_source" {
+  for_each = local.staged
+
+  # Content-addressed name: a code change produces a new object and a redeploy.
+  name   = "${each.value}/${data.archive_file.function[each.value].output_md5}.zip"
+  bucket = google_storage_bucket.sources.name
+  source = data.archive_file.function[each.value].output_path
+}
+
+# --- predict: storage event ---------------------------------------------------
+resource "google_cloudfunctions2_function" "predict_event" {
+  name        = local.function_names.predict_event
+  project     = var.project_id
+  location    = var.region
+  description = "Scores every image finalized in the uploads bucket (entry point on_upload)."
+
+  build_config {
+    runtime         = var.python_runtime
+    entry_point     = "on_upload"
+    service_account = google_service_account.build.id
+    source {
+      storage_source {
+        bucket = google_storage_bucket.sources.name
+        object = google_storage_bucket_object.function_source["predict"].name
+      }
+    }
+  }
+
+  service_config {
+    available_memory                 = "1Gi"
+    available_cpu                    = "1"
+    max_instance_request_concurrency = var.predict_concurrency
+    min_instance_count               = var.predict_min_instances
+    max_instance_count               = var.predict_max_instances
+    timeout_seconds                  = 60
+    ingress_settings                 = "ALLOW_INTERNAL_ONLY"
+    all_traffic_on_latest_revision   = true
+    service_account_email            = google_service_account.fn["predict_event"].email
+    environment_variables            = local.predict_env
+  }
+
+  event_trigger {
+    trigger_region        = var.region
+    event_type            = "google.cloud.storage.object.v1.finalized"
+    retry_policy          = "RETRY_POLICY_RETRY"
+    service_account_email = google_service_account.eventarc.email
+    event_filters {
+      attribute = "bucket"
+      value     = google_storage_bucket.uploads.name
+    }
+  }
+
+  depends_on = [
+    google_project_iam_member.gcs_agent_pubsub_publisher,
+    google_project_iam_member.eventarc_event_receiver,
+    google_project_iam_member.build,
+  ]
+}
+
+# --- predict: HTTP (same source, second resource because one trigger each) ----
+resource "google_cloudfunctions2_function" "predict_http" {
+  name        = local.function_names.predict_http
+  project     = var.project_id
+  location    = var.region
+  description = "Scores an image POSTed by an authenticated caller (entry point predict_http)."
+
+  build_config {
+    runtime         = var.python_runtime
+    entry_point     = "predict_http"
+    service_account = google_service_account.build.id
+    source {
+      storage_source {
+        bucket = google_storage_bucket.sources.name
+        object = google_storage_bucket_object.function_source["predict"].name
+      }
+    }
+  }
+
+  service_config {
+    available_memory                 = "1Gi"
+    available_cpu                    = "1"
+    max_instance_request_concurrency = var.predict_concurrency
+    min_instance_count               = var.predict_min_instances
+    max_instance_count               = var.predict_max_instances
+    timeout_seconds                  = 60
+    ingress_settings                 = "ALLOW_ALL" # reachable, but IAM still requires an identity token
+    all_traffic_on_latest_revision   = true
+    service_account_email            = google_service_account.fn["predict_http"].email
+    environment_variables            = local.predict_env
+  }
+
+  depends_on = [google_project_iam_member.build]
+}
+
+# --- feedback: HTTP -------------------------------------------------------------
+resource "google_cloudfunctions2_function" "feedback" {
+  name        = local.function_names.feedback
+  project     = var.project_id
+  location    = var.region
+  description = "Records clinician/user feedback on a prediction and publishes it to the feedback topic (entry point feedback_http)."
+
+  build_config {
+    runtime         = var.python_runtime
+    entry_point     = "feedback_http"
+    service_account = google_service_account.build.id
+    source {
+      storage_source {
+        bucket = google_storage_bucket.sources.name
+        object = google_storage_bucket_object.function_source["feedback"].name
+      }
+    }
+  }
+
+  service_config {
+    available_memory                 = "512Mi"
+    available_cpu                    = "1"
+    max_instance_request_concurrency = 10 # I/O-bound (Firestore + Pub/Sub)
+    min_instance_count               = 0
+    max_instance_count               = var.feedback_max_instances
+    timeout_seconds                  = 30
+    ingress_settings                 = "ALLOW_ALL" # IAM still requires an identity token
+    all_traffic_on_latest_revision   = true
+    service_account_email            = google_service_account.fn["feedback"].email
+    environment_variables            = local.common_env
+  }
+
+  depends_on = [google_project_iam_member.build]
+}
+
+# --- retrain trigger: Pub/Sub event on the feedback topic ------------------------
+resource "google_cloudfunctions2_function" "retrain_trigger" {
+  name        = local.function_names.retrain
+  project     = var.project_id
+  location    = var.region
+  description = "Consumes feedback messages and submits Vertex AI training jobs when enough new labels exist (entry point on_feedback)."
+
+  build_config {
+    runtime         = var.python_runtime
+    entry_point     = "on_feedback"
+    service_account = google_service_account.build.id
+    source {
+      storage_source {
+        bucket = google_storage_bucket.sources.name
+        object = google_storage_bucket_object.function_source["retrain_trigger"].name
+      }
+    }
+  }
+
+  service_config {
+    available_memory                 = "512Mi"
+    available_cpu                    = "1"
+    max_instance_request_concurrency = 1
+    min_instance_count               = 0
+    max_instance_count               = var.retrain_max_instances
+    timeout_seconds                  = 120
+    ingress_settings                 = "ALLOW_INTERNAL_ONLY"
+    all_traffic_on_latest_revision   = true
+    service_account_email            = google_service_account.fn["retrain"].email
+    environment_variables            = local.retrain_env
+  }
+
+  event_trigger {
+    trigger_region        = var.region
+    event_type            = "google.cloud.pubsub.topic.v1.messagePublished"
+    pubsub_topic          = google_pubsub_topic.feedback.id
+    retry_policy          = "RETRY_POLICY_RETRY"
+    service_account_email = google_service_account.eventarc.email
+  }
+
+  depends_on = [
+    google_project_iam_member.eventarc_event_receiver,
+    google_project_iam_member.build,
+  ]
+}
+
+# --- invokers ------------------------------------------------------------------
+# 2nd gen functions are Cloud Run services with the function's name; invocation
+# is controlled by roles/run.invoker on that service.
+locals {
+  http_functions = {
+    predict_http = google_cloudfunctions2_function.predict_http.name
+    feedback     = google_cloudfunctions2_function.feedback.name
+  }
+
+  http_invoker_bindings = {
+    for pair in setproduct(keys(local.http_functions), var.invoker_members) :
+    "${pair[0]}|${pair[1]}" => { function = pair[0], member = pair[1] }
+  }
+
+  event_functions = {
+    predict_event = google_cloudfunctions2_function.predict_event.name
+    retrain       = google_cloudfunctions2_function.retrain_trigger.name
+  }
+}
+
+resource "google_cloud_run_service_iam_member" "http_invoker" {
+  for_each = local.http_invoker_bindings
+
+  project  = var.project_id
+  location = var.region
+  service  = local.http_functions[each.value.function]
+  role     = "roles/run.invoker"
+  member   = each.value.member
+}
+
+resource "google_cloud_run_service_iam_member" "eventarc_invoker" {
+  for_each = local.event_functions
+
+  project  = var.project_id
+  location = var.region
+  service  = each.value
+  role     = "roles/run.invoker"
+  member   = "serviceAccount:${google_service_account.eventarc.email}"
+}

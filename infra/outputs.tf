@@ -1,0 +1,114 @@
+output "project_id" {
+  description = "Project the stack is deployed in."
+  value       = var.project_id
+}
+
+output "region" {
+  description = "Region of the functions, buckets, Artifact Registry and Vertex AI jobs."
+  value       = var.region
+}
+
+output "uploads_bucket" {
+  description = "Private bucket for uploaded lesion images (DEEPSKIN_UPLOADS_BUCKET); objects expire after retention_days and trigger predict_event."
+  value       = google_storage_bucket.uploads.name
+}
+
+output "results_bucket" {
+  description = "Private bucket for heatmaps (DEEPSKIN_RESULTS_BUCKET); objects expire after retention_days."
+  value       = google_storage_bucket.results.name
+}
+
+output "models_bucket" {
+  description = "Private, versioned bucket for promoted ONNX models and model cards (DEEPSKIN_MODELS_BUCKET)."
+  value       = google_storage_bucket.models.name
+}
+
+output "training_bucket" {
+  description = "Private bucket for training data (ham10000/), feedback images (feedback/) and run outputs (runs/) (DEEPSKIN_TRAINING_BUCKET)."
+  value       = google_storage_bucket.training.name
+}
+
+output "function_sources_bucket" {
+  description = "Bucket holding the zipped function sources uploaded by Terraform."
+  value       = google_storage_bucket.sources.name
+}
+
+output "predict_http_url" {
+  description = "HTTPS URL of the predict HTTP function; callers need roles/run.invoker and an identity token with this URL as audience."
+  value       = google_cloudfunctions2_function.predict_http.service_config[0].uri
+}
+
+output "feedback_http_url" {
+  description = "HTTPS URL of the feedback HTTP function; callers need roles/run.invoker and an identity token with this URL as audience."
+  value       = google_cloudfunctions2_function.feedback.service_config[0].uri
+}
+
+output "function_names" {
+  description = "Names of the four Cloud Functions (predict_event, predict_http, feedback, retrain), e.g. for `gcloud functions logs read`."
+  value = {
+    predict_event = google_cloudfunctions2_function.predict_event.name
+    predict_http  = google_cloudfunctions2_function.predict_http.name
+    feedback      = google_cloudfunctions2_function.feedback.name
+    retrain       = google_cloudfunctions2_function.retrain_trigger.name
+  }
+}
+
+output "feedback_topic" {
+  description = "Pub/Sub topic the feedback function publishes to (DEEPSKIN_FEEDBACK_TOPIC)."
+  value       = google_pubsub_topic.feedback.name
+}
+
+output "feedback_dead_letter_topic" {
+  description = "Pub/Sub dead-letter topic for feedback messages that exhausted max_delivery_attempts."
+  value       = google_pubsub_topic.feedback_dead.name
+}
+
+output "feedback_dead_letter_subscription" {
+  description = "Pull subscription that retains dead-lettered feedback messages for inspection and replay."
+  value       = google_pubsub_subscription.feedback_dead.name
+}
+
+output "firestore_database" {
+  description = "Firestore database ID (native mode) holding predictions, feedback, models, ledger and jobs."
+  value       = google_firestore_database.main.name
+}
+
+output "function_service_accounts" {
+  description = "Runtime service account email of each function (predict_event, predict_http, feedback, retrain)."
+  value       = { for k, sa in google_service_account.fn : k => sa.email }
+}
+
+output "training_service_account_email" {
+  description = "Service account Vertex AI custom training jobs must run as (--service-account)."
+  value       = google_service_account.training.email
+}
+
+output "eventarc_service_account_email" {
+  description = "Service account used by the Eventarc triggers to invoke the event functions."
+  value       = google_service_account.eventarc.email
+}
+
+output "build_service_account_email" {
+  description = "Service account Cloud Build uses to build the functions."
+  value       = google_service_account.build.email
+}
+
+output "artifact_registry_repository" {
+  description = "Docker repository path (HOST/PROJECT/REPO) for the training and serving images."
+  value       = local.image_repository
+}
+
+output "training_image_uri" {
+  description = "Training image URI (docker/training.Dockerfile) with var.training_image_tag."
+  value       = local.training_image_uri
+}
+
+output "serving_image_uri" {
+  description = "Cloud Run serving image URI (docker/serving.Dockerfile) with var.serving_image_tag."
+  value       = local.serving_image_uri
+}
+
+output "vertex_training_spec" {
+  description = "Settings for submitting Vertex AI custom training jobs (region, service account, image, machine, accelerator, /gcs data and runs paths)."
+  value       = local.vertex_training_spec
+}

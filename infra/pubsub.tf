@@ -1,0 +1,94 @@
+# Feedback flow: feedback_http publishes to `feedback`; retrain_trigger consumes
+# it through an Eventarc trigger (functions.tf). Messages that fail
+# var.max_delivery_attempts times go to `feedback-dead`, which keeps them in a
+# pull subscription for inspection and replay.
+
+resource "google_pubsub_topic" "feedback" {
+  name    = var.feedback_topic_name
+  project = var.project_id
+
+  # Messages only reference Firestore document IDs; keep them no longer than a week.
+  message_retention_duration = "604800s"
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_pubsub_topic" "feedback_dead" {
+  name    = var.feedback_dead_letter_topic_name
+  project = var.project_id
+
+  message_retention_duration = "604800s"
+
+  depends_on = [google_project_service.apis]
+}
+
+# Without a subscription, messages published to the dead-letter topic are lost.
+resource "google_pubsub_subscription" "feedback_dead" {
+  name    = "${var.feedback_dead_letter_topic_name}-store"
+  project = var.project_id
+  topic   = google_pubsub_topic.feedback_dead.id
+
+  ack_deadline_seconds       = 60
+  message_retention_duration = "604800s" # 7 days, the Pub/Sub maximum
+  retain_acked_messages      = false
+
+  expiration_policy {
+    ttl = "" # never expire the subscription itself
+  }
+}
+
+# Subscription policy applied to the retrain trigger's delivery. The subscription
+# itself is created and owned by Eventarc (a 2nd gen function with a Pub/Sub
+# event_trigger), and the Google provider cannot set dead lettering on it
+# (hashicorp/terraform-provider-google#25069, #17697), so these values are
+# applied with gcloud in terraform_data.retrain_subscription_policy below.
+locals {
+  feedback_subscription_policy = {
+    min_retry_delay       = "10s"  # exponential backoff from 10 s ...
+    max_retry_delay       = "600s" # ... up to 10 min between attempts
+    max_delivery_attempts = var.max_delivery_attempts
+    dead_letter_topic     = google_pubsub_topic.feedback_dead.id
+  }
+}
+
+# The Pub/Sub service agent forwards undeliverable messages: it needs publisher
+# on the dead-letter topic (topic-level) and subscriber on the source
+# subscription (granted on the Eventarc-managed subscription below).
+resource "google_pubsub_topic_iam_member" "dead_letter_publisher" {
+  project = var.project_id
+  topic   = google_pubsub_topic.feedback_dead.name
+  role    = "roles/pubsub.publisher"
+  member  = local.pubsub_service_agent
+}
+
+resource "terraform_data" "retrain_subscription_policy" {
+  count = var.configure_eventarc_dead_letter ? 1 : 0
+
+  # Re-run whenever the function's Eventarc trigger or the policy changes.
+  triggers_replace = [
+    google_cloudfunctions2_function.retrain_trigger.event_trigger[0].trigger,
+    local.feedback_subscription_policy,
+  ]
+
+  provisioner "local-exec" {
+    interpreter = ["bash", "-c"]
+    command     = <<-EOT
+      set -euo pipefail
+      trigger="${google_cloudfunctions2_function.retrain_trigger.event_trigger[0].trigger}"
+      sub="$(gcloud eventarc triggers describe "$${trigger##*/}" \
+        --project="${var.project_id}" --location="${var.region}" \
+        --format='value(transport.pubsub.subscription)')"
+      test -n "$sub"
+      gcloud pubsub subscriptions update "$sub" \
+        --dead-letter-topic="${local.feedback_subscription_policy.dead_letter_topic}" \
+        --max-delivery-attempts="${local.feedback_subscription_policy.max_delivery_attempts}" \
+        --min-retry-delay="${local.feedback_subscription_policy.min_retry_delay}" \
+        --max-retry-delay="${local.feedback_subscription_policy.max_retry_delay}"
+      gcloud pubsub subscriptions add-iam-policy-binding "$sub" \
+        --member="${local.pubsub_service_agent}" \
+        --role="roles/pubsub.subscriber" >/dev/null
+    EOT
+  }
+
+  depends_on = [google_pubsub_topic_iam_member.dead_letter_publisher]
+}

@@ -1,0 +1,187 @@
+variable "project_id" {
+  description = "Google Cloud project ID that hosts DeepSkin (must already exist with billing linked)."
+  type        = string
+}
+
+variable "region" {
+  description = "Region for functions, buckets, Eventarc, Artifact Registry and Vertex AI. Buckets are regional in this region so the Eventarc storage trigger can use it."
+  type        = string
+  default     = "europe-west1"
+}
+
+variable "firestore_location" {
+  description = "Firestore location ID (a region such as europe-west1 or a multi-region such as eur3). Cannot be changed after creation."
+  type        = string
+  default     = "europe-west1"
+}
+
+variable "name_prefix" {
+  description = "Short prefix for resource names (buckets, functions, service accounts, repositories). Lowercase letters, digits and hyphens; at most 12 characters so service-account IDs stay within 30 characters."
+  type        = string
+  default     = "deepskin"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,11}$", var.name_prefix))
+    error_message = "name_prefix must match ^[a-z][a-z0-9-]{1,11}$."
+  }
+}
+
+variable "labels" {
+  description = "Extra labels applied to every resource that supports labels."
+  type        = map(string)
+  default     = {}
+}
+
+variable "enable_apis" {
+  description = "Whether Terraform enables the required Google APIs (set false when a platform team manages services)."
+  type        = bool
+  default     = true
+}
+
+variable "retention_days" {
+  description = "Days after which uploaded images, heatmaps and feedback-derived training data are deleted (bucket lifecycle), and the value the functions use to set the Firestore expire_at TTL field."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.retention_days >= 1 && var.retention_days <= 3650
+    error_message = "retention_days must be between 1 and 3650."
+  }
+}
+
+variable "training_data_retention_days" {
+  description = "Days after which any other object in the training bucket (e.g. the copied public HAM10000 data set) is deleted. The training workflow re-syncs the data set when it is missing."
+  type        = number
+  default     = 365
+}
+
+variable "model_noncurrent_versions_kept" {
+  description = "How many noncurrent (superseded) versions of each model object the versioned models bucket keeps for rollback."
+  type        = number
+  default     = 5
+}
+
+variable "force_destroy" {
+  description = "Allow `terraform destroy` to delete non-empty buckets and the Firestore database. Keep false in production; set true only to tear a project down."
+  type        = bool
+  default     = false
+}
+
+variable "invoker_members" {
+  description = "IAM members (e.g. user:alice@example.com, group:clinicians@example.com, serviceAccount:web@p.iam.gserviceaccount.com) granted roles/run.invoker on the HTTP functions. allUsers and allAuthenticatedUsers are rejected."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for m in var.invoker_members : !contains(["allUsers", "allAuthenticatedUsers"], m)])
+    error_message = "invoker_members must not contain allUsers or allAuthenticatedUsers: the HTTP functions handle health data."
+  }
+}
+
+variable "functions_source_root" {
+  description = "Directory holding the staged function sources written by infra/stage_functions.py (one sub-directory per function), relative to the infra/ module."
+  type        = string
+  default     = "../build/functions"
+}
+
+variable "python_runtime" {
+  description = "Cloud Functions runtime for all functions."
+  type        = string
+  default     = "python311"
+}
+
+variable "model_path" {
+  description = "Value for DEEPSKIN_MODEL_PATH in the predict functions, relative to the function source root (models/ is staged next to main.py). Empty string leaves the deepskin default."
+  type        = string
+  default     = ""
+}
+
+variable "predict_min_instances" {
+  description = "Minimum warm instances for each predict function. 0 scales to zero (cheapest, ~2 s cold start); 1 removes cold starts for about the price of one always-on 1 vCPU/1 GiB instance."
+  type        = number
+  default     = 0
+}
+
+variable "predict_max_instances" {
+  description = "Maximum instances for each predict function (caps cost and Firestore write rate)."
+  type        = number
+  default     = 10
+}
+
+variable "predict_concurrency" {
+  description = "Requests handled at once by one predict instance. ONNX inference is CPU-bound on the single vCPU, so 1 avoids requests queueing behind each other inside an instance."
+  type        = number
+  default     = 1
+}
+
+variable "feedback_max_instances" {
+  description = "Maximum instances for the feedback HTTP function."
+  type        = number
+  default     = 5
+}
+
+variable "retrain_max_instances" {
+  description = "Maximum instances for the retrain trigger function (1 serialises retraining decisions)."
+  type        = number
+  default     = 1
+}
+
+variable "feedback_topic_name" {
+  description = "Pub/Sub topic the feedback function publishes to (matches DEEPSKIN_FEEDBACK_TOPIC)."
+  type        = string
+  default     = "feedback"
+}
+
+variable "feedback_dead_letter_topic_name" {
+  description = "Pub/Sub dead-letter topic for feedback messages that fail delivery max_delivery_attempts times."
+  type        = string
+  default     = "feedback-dead"
+}
+
+variable "max_delivery_attempts" {
+  description = "Delivery attempts before a feedback message is moved to the dead-letter topic (Pub/Sub allows 5 to 100)."
+  type        = number
+  default     = 5
+}
+
+variable "configure_eventarc_dead_letter" {
+  description = "Run gcloud (local-exec) after apply to attach the dead-letter and retry policy to the Eventarc-managed subscription of the retrain trigger, which the provider cannot manage. Needs gcloud on the machine running Terraform."
+  type        = bool
+  default     = true
+}
+
+variable "training_image_tag" {
+  description = "Tag of the training image in Artifact Registry reported in the outputs and passed to the retrain function."
+  type        = string
+  default     = "latest"
+}
+
+variable "serving_image_tag" {
+  description = "Tag of the Cloud Run serving image (docker/serving.Dockerfile) reported in the outputs."
+  type        = string
+  default     = "latest"
+}
+
+variable "training_machine_type" {
+  description = "Vertex AI machine type for training custom jobs (g2-standard-8 pairs with NVIDIA_L4; use a2-highgpu-1g for NVIDIA_TESLA_A100)."
+  type        = string
+  default     = "g2-standard-8"
+}
+
+variable "training_accelerator_type" {
+  description = "Vertex AI accelerator type for training custom jobs."
+  type        = string
+  default     = "NVIDIA_L4"
+}
+
+variable "training_accelerator_count" {
+  description = "Number of accelerators attached to the training worker."
+  type        = number
+  default     = 1
+}
+
+variable "image_keep_count" {
+  description = "Number of most recent image versions Artifact Registry keeps per image (older untagged versions are cleaned up)."
+  type        = number
+  default     = 10
+}

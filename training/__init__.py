@@ -1,0 +1,1 @@
+"""Training, evaluation and export of the DeepSkin model (PyTorch lives only here)."""
