@@ -2,6 +2,8 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip --disable-pip-version-check -q
+CHROMIUM := /usr/bin/chromium
+AXE := tests/web/node_modules/axe-core/axe.min.js
 
 .PHONY: setup run test train clean
 
@@ -15,14 +17,22 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -e '.[cloud,train,dev]'
 	touch $@
 
+# Browser tests use Debian's Chromium (Playwright never downloads one) and axe-core from npm.
+$(CHROMIUM):
+	apt-get update -qq && apt-get install -y -qq chromium
+
+$(AXE): tests/web/package-lock.json
+	cd tests/web && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 run: setup
 	$(PY) -m local.stack
 
-test: setup
+test: setup $(CHROMIUM) $(AXE)
 	$(PY) -m pytest
 
 train: setup
 	$(PY) -m training.train --config training/configs/cpu.json
 
 clean:
-	rm -rf $(VENV) .stack build
+	rm -rf $(VENV) .stack build tests/web/node_modules

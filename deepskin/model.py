@@ -91,11 +91,16 @@ _cached: Model | None = None
 
 
 def default_model() -> Model:
-    """The model for this process, loaded once (lazily): $DEEPSKIN_MODEL_PATH or the bundled one."""
+    """The model for this process, loaded once (lazily): $DEEPSKIN_MODEL_PATH or the bundled one, replaced by
+    the registry's current version where a registry is configured (deepskin.registry.refreshed: checked at
+    most every $DEEPSKIN_MODEL_CHECK_SECONDS; on any registry error the model in use stays)."""
     global _cached  # pylint: disable=global-statement
+    from deepskin import registry  # pylint: disable=import-outside-toplevel  # registry imports this module
+
     with _lock:
         if _cached is None:
             _cached = Model(os.environ.get("DEEPSKIN_MODEL_PATH") or BUNDLED_MODEL)
+        _cached = registry.refreshed(_cached)
         return _cached
 
 

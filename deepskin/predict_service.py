@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from google.api_core.exceptions import NotFound
 
 from deepskin import checks, store
 from deepskin.config import settings
+from deepskin.metadata import strip_metadata
 from deepskin.model import default_model
 from deepskin.pipeline import assess
 
@@ -30,8 +32,14 @@ TOKEN_KEY = "deepskin-token-sha256"  # object metadata: the owner's capability t
 # What an owner may read back; internal fields (upload location, token hash, claim times) stay private.
 PUBLIC_FIELDS = ("status", "reason", "message", "probabilities", "malignant_probability", "risk", "advice",
                  "ood_score", "model_version", "timings_ms", "source", "created_at", "expire_at")
+# How long a duplicate delivery waits for the attempt holding the claim before failing to be redelivered.
+CLAIM_WAIT_S = 10.0
 INTERNAL_ERROR = {"status": "failed", "reason": "internal_error",
                   "message": "The image could not be assessed because of an internal error. Please try again later."}
+
+
+class ClaimHeld(Exception):
+    """Another attempt holds the claim and has not finished: this delivery must not be acknowledged yet."""
 
 
 @dataclass
@@ -55,6 +63,7 @@ def handle_upload(bucket: str, name: str, generation: int | str, size: int | str
     id_ = store.result_id(bucket, name, generation)
     if not store.claim(id_, upload):
         log.info("result %s already claimed: duplicate or retried event", id_)
+        wait_for_claim_holder(id_)
         return None
     extra = {"upload": upload, "source": "event"}
     if TOKEN_KEY in metadata:
@@ -74,19 +83,48 @@ def handle_upload(bucket: str, name: str, generation: int | str, size: int | str
         return assess_and_record(id_, data, extra)
 
 
+def wait_for_claim_holder(id_: str) -> None:
+    """Return once the attempt holding the claim has finished; raise ClaimHeld while it is still pending.
+
+    Acknowledging a duplicate while the holder works would lose the upload if the holder then dies (its
+    claim would stay pending with no event left to retry it). Failing instead makes Pub/Sub redeliver, and
+    a redelivery after store.STALE_CLAIM takes the dead holder's claim over.
+    """
+    deadline = time.monotonic() + CLAIM_WAIT_S
+    while (store.get_result(id_) or {}).get("status") == "pending":
+        if time.monotonic() > deadline:
+            raise ClaimHeld(f"result {id_} is still pending in another attempt")
+        time.sleep(0.2)
+
+
 def predict_bytes(data: bytes, content_type: str, token: str) -> Outcome:
     """An image sent over HTTP: store it as an upload (so delete and retention treat it alike), then score it.
 
-    The returned fields are the stored document's, as GET /results/<id> would show them.
+    What is stored is the image without its metadata (EXIF, GPS, comments): the HTTP caller sent it to be
+    assessed, not archived. The returned fields are the stored document's, as GET /results/<id> shows them.
     """
     owner = token_sha256(token)
-    upload = store.put_upload(f"http/{uuid.uuid4()}", data, content_type, {SOURCE_KEY: "http", TOKEN_KEY: owner})
+    upload = store.put_upload(f"http/{uuid.uuid4()}", strip_metadata(data), content_type,
+                              {SOURCE_KEY: "http", TOKEN_KEY: owner})
     id_ = store.result_id(upload["bucket"], upload["name"], upload["generation"])
-    store.claim(id_, upload)  # a fresh object name: nobody else can hold this claim
-    with released_on_error(id_):
-        outcome = assess_and_record(id_, data, {"upload": upload, "source": "http", "owner_token_sha256": owner})
+    try:
+        store.claim(id_, upload)  # a fresh object name: nobody else can hold this claim
+        with released_on_error(id_):
+            outcome = assess_and_record(id_, data, {"upload": upload, "source": "http", "owner_token_sha256": owner})
+    except Exception:
+        discard_upload(upload)
+        raise
     outcome.fields = store.get_result(id_) or outcome.fields
     return outcome
+
+
+def discard_upload(upload: dict) -> None:
+    """Without a result the caller holds no token that could delete the image, so it is not kept."""
+    try:
+        store.delete_blob(store.blob_at(f"gs://{upload['bucket']}/{upload['name']}"))
+    except Exception:  # pylint: disable=broad-except
+        # Storage itself is failing: the uploads bucket's lifecycle rule deletes it after the retention period.
+        log.warning("could not delete the unassessed upload %s", upload["name"], exc_info=True)
 
 
 @contextmanager
@@ -104,8 +142,11 @@ def released_on_error(id_: str) -> Iterator[None]:
 
 
 def assess_and_record(id_: str, data: bytes, extra: dict) -> Outcome:
+    # Outside the try below: a missing or corrupt model is the service's fault, not this upload's; it must
+    # fail the request (claim released, event retried) rather than record a permanent failure.
+    model = default_model()
     try:
-        assessment = assess(data, default_model())
+        assessment = assess(data, model)
     except Exception:  # pylint: disable=broad-except
         # A bug, not bad input (assess refuses bad input with a status): record it rather than crash-loop on
         # retries of the same bytes.

@@ -27,7 +27,7 @@ class Preprocess:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Preprocess":
+    def from_dict(cls, d: dict) -> Preprocess:
         return cls(
             image_size=int(d["image_size"]),
             canonical_short_side=int(d["canonical_short_side"]),

@@ -142,6 +142,12 @@ def delete_blob(blob: storage.Blob) -> str | None:
     return f"gs://{blob.bucket.name}/{blob.name}"
 
 
+def blob_at(uri: str) -> storage.Blob:
+    """gs://bucket/name -> Blob."""
+    bucket, name = uri.removeprefix("gs://").split("/", 1)
+    return storage_client().bucket(bucket).blob(name)
+
+
 def delete_result(id_: str) -> dict[str, list[str]]:
     """Erase everything derived from one upload: the image, the heatmap, the result and its feedback."""
     db = firestore_client()
@@ -150,8 +156,10 @@ def delete_result(id_: str) -> dict[str, list[str]]:
     upload = result.get("upload")
     if upload:
         blobs.insert(0, storage_client().bucket(upload["bucket"]).blob(upload["name"]))
-    objects = [path for path in map(delete_blob, blobs) if path]
     feedback = list(db.collection(FEEDBACK).where(filter=firestore.FieldFilter("prediction_id", "==", id_)).stream())
+    # A clinician-labelled upload was also copied to the training bucket: the owner's delete erases it too.
+    blobs += [blob_at(uri) for uri in (s.to_dict().get("training_image") for s in feedback) if uri]
+    objects = [path for path in map(delete_blob, blobs) if path]
     for snapshot in feedback:
         snapshot.reference.delete()
     documents = [f"{FEEDBACK}/{snapshot.id}" for snapshot in feedback]

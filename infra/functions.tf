@@ -29,25 +29,61 @@ locals {
     retrain       = "${var.name_prefix}-retrain-trigger"
   }
 
-  # Environment read by deepskin/config.py.
+  # The feedback function verifies clinicians' Google ID tokens against its own
+  # URL (DEEPSKIN_FEEDBACK_AUDIENCE). google_cloudfunctions2_function.feedback's
+  # url / service_config[0].uri cannot be used in that function's own
+  # environment_variables (a self-reference: Terraform rejects the cycle), so
+  # the URL is built from inputs only: a 2nd gen function is always served at
+  # the deterministic https://<region>-<project>.cloudfunctions.net/<name>
+  # (its `url` attribute), and Cloud Run IAM accepts ID tokens minted for that
+  # audience. The Cloud Run run.app URI is not used: service_config[0].uri may be
+  # the hash-based legacy URL, which differs from any URL computable here.
+  # A postcondition on the function checks the pattern after every apply, and
+  # output feedback_http_url returns this same URL, so clients mint tokens for
+  # exactly the audience the function checks. (Domain-scoped project IDs such
+  # as example.com:proj are not supported by this pattern.)
+  feedback_audience = "https://${var.region}-${var.project_id}.cloudfunctions.net/${local.function_names.feedback}"
+
+  # Environment read by deepskin/config.py (every function imports it).
   common_env = {
-    GOOGLE_CLOUD_PROJECT     = var.project_id
-    DEEPSKIN_UPLOADS_BUCKET  = google_storage_bucket.uploads.name
-    DEEPSKIN_RESULTS_BUCKET  = google_storage_bucket.results.name
-    DEEPSKIN_MODELS_BUCKET   = google_storage_bucket.models.name
-    DEEPSKIN_TRAINING_BUCKET = google_storage_bucket.training.name
-    DEEPSKIN_FEEDBACK_TOPIC  = google_pubsub_topic.feedback.name
-    DEEPSKIN_RETENTION_DAYS  = tostring(var.retention_days)
+    GOOGLE_CLOUD_PROJECT         = var.project_id
+    DEEPSKIN_UPLOADS_BUCKET      = google_storage_bucket.data["uploads"].name
+    DEEPSKIN_RESULTS_BUCKET      = google_storage_bucket.data["results"].name
+    DEEPSKIN_MODELS_BUCKET       = google_storage_bucket.data["models"].name
+    DEEPSKIN_TRAINING_BUCKET     = google_storage_bucket.data["training"].name
+    DEEPSKIN_FEEDBACK_TOPIC      = google_pubsub_topic.feedback.name
+    DEEPSKIN_FEEDBACK_DEAD_TOPIC = google_pubsub_topic.feedback_dead.name
+    DEEPSKIN_RETENTION_DAYS      = tostring(var.retention_days)
+    # Exact browser origins allowed by CORS on the HTTP functions. Always set:
+    # unset, config.py would fall back to the local stack's localhost origins;
+    # an empty list allows no browser origin at all.
+    DEEPSKIN_ALLOWED_ORIGINS = join(",", var.allowed_origins)
     LOG_EXECUTION_ID         = "true"
   }
 
+  # Predict (both entry points): the bundled model unless var.model_path says
+  # otherwise, replaced by the registry's promoted model (Firestore
+  # models/current + the models bucket), checked every model_check_seconds.
   predict_env = merge(
     local.common_env,
     var.model_path == "" ? {} : { DEEPSKIN_MODEL_PATH = var.model_path },
+    {
+      DEEPSKIN_MODEL_CHECK_SECONDS = tostring(var.model_check_seconds)
+    },
   )
 
-  # Extra settings for the retrain trigger, which submits Vertex AI custom jobs.
+  # Feedback: who counts as a clinician, and the audience their tokens must carry.
+  feedback_env = merge(local.common_env, {
+    DEEPSKIN_FEEDBACK_AUDIENCE = local.feedback_audience
+    DEEPSKIN_CLINICIANS        = join(",", var.clinician_emails)
+  })
+
+  # Retrain trigger: when to train (ledger threshold) and how VertexLauncher
+  # submits the Vertex AI custom job (deepskin/jobs.py; same spec as vertex.tf).
   retrain_env = merge(local.common_env, {
+    DEEPSKIN_JOB_LAUNCHER             = "vertex"
+    DEEPSKIN_RETRAIN_MIN_LABELS       = tostring(var.retrain_min_labels)
+    DEEPSKIN_RETRAIN_CONFIG           = var.retrain_config
     DEEPSKIN_REGION                   = var.region
     DEEPSKIN_TRAINING_IMAGE           = local.training_image_uri
     DEEPSKIN_TRAINING_SERVICE_ACCOUNT = google_service_account.training.email
@@ -73,7 +109,7 @@ resource "google_storage_bucket_object" "function_source" {
 
   # Content-addressed name: a code change produces a new object and a redeploy.
   name   = "${each.value}/${data.archive_file.function[each.value].output_md5}.zip"
-  bucket = google_storage_bucket.sources.name
+  bucket = google_storage_bucket.data["sources"].name
   source = data.archive_file.function[each.value].output_path
 }
 
@@ -90,7 +126,7 @@ resource "google_cloudfunctions2_function" "predict_event" {
     service_account = google_service_account.build.id
     source {
       storage_source {
-        bucket = google_storage_bucket.sources.name
+        bucket = google_storage_bucket.data["sources"].name
         object = google_storage_bucket_object.function_source["predict"].name
       }
     }
@@ -116,7 +152,7 @@ resource "google_cloudfunctions2_function" "predict_event" {
     service_account_email = google_service_account.eventarc.email
     event_filters {
       attribute = "bucket"
-      value     = google_storage_bucket.uploads.name
+      value     = google_storage_bucket.data["uploads"].name
     }
   }
 
@@ -140,7 +176,7 @@ resource "google_cloudfunctions2_function" "predict_http" {
     service_account = google_service_account.build.id
     source {
       storage_source {
-        bucket = google_storage_bucket.sources.name
+        bucket = google_storage_bucket.data["sources"].name
         object = google_storage_bucket_object.function_source["predict"].name
       }
     }
@@ -175,7 +211,7 @@ resource "google_cloudfunctions2_function" "feedback" {
     service_account = google_service_account.build.id
     source {
       storage_source {
-        bucket = google_storage_bucket.sources.name
+        bucket = google_storage_bucket.data["sources"].name
         object = google_storage_bucket_object.function_source["feedback"].name
       }
     }
@@ -191,7 +227,17 @@ resource "google_cloudfunctions2_function" "feedback" {
     ingress_settings                 = "ALLOW_ALL" # IAM still requires an identity token
     all_traffic_on_latest_revision   = true
     service_account_email            = google_service_account.fn["feedback"].email
-    environment_variables            = local.common_env
+    environment_variables            = local.feedback_env
+  }
+
+  lifecycle {
+    # DEEPSKIN_FEEDBACK_AUDIENCE is computed, not read from this resource (see
+    # local.feedback_audience): fail loudly if the platform ever serves the
+    # function elsewhere, instead of silently refusing every clinician.
+    postcondition {
+      condition     = self.url == local.feedback_audience
+      error_message = "The feedback function's URL differs from DEEPSKIN_FEEDBACK_AUDIENCE (local.feedback_audience): clinician tokens would be refused."
+    }
   }
 
   depends_on = [google_project_iam_member.build]
@@ -210,7 +256,7 @@ resource "google_cloudfunctions2_function" "retrain_trigger" {
     service_account = google_service_account.build.id
     source {
       storage_source {
-        bucket = google_storage_bucket.sources.name
+        bucket = google_storage_bucket.data["sources"].name
         object = google_storage_bucket_object.function_source["retrain_trigger"].name
       }
     }

@@ -66,18 +66,13 @@ locals {
     "models|retrain|roles/storage.objectViewer"   = { bucket = "models", sa = "retrain", role = "roles/storage.objectViewer" }
   }
 
-  buckets_by_key = {
-    uploads  = google_storage_bucket.uploads.name
-    results  = google_storage_bucket.results.name
-    models   = google_storage_bucket.models.name
-    training = google_storage_bucket.training.name
-  }
+  function_sa_emails = { for key, sa in google_service_account.fn : key => sa.email }
 }
 
 resource "google_storage_bucket_iam_member" "functions" {
   for_each = local.bucket_bindings
 
-  bucket = local.buckets_by_key[each.value.bucket]
+  bucket = google_storage_bucket.data[each.value.bucket].name
   role   = each.value.role
   member = "serviceAccount:${google_service_account.fn[each.value.sa].email}"
 }
@@ -85,12 +80,9 @@ resource "google_storage_bucket_iam_member" "functions" {
 # Training job: read HAM10000/feedback and write runs/ in the training bucket;
 # write the promoted model (promotion gate) in the models bucket.
 resource "google_storage_bucket_iam_member" "training" {
-  for_each = {
-    training = google_storage_bucket.training.name
-    models   = google_storage_bucket.models.name
-  }
+  for_each = toset(["training", "models"])
 
-  bucket = each.value
+  bucket = google_storage_bucket.data[each.key].name
   role   = "roles/storage.objectUser"
   member = "serviceAccount:${google_service_account.training.email}"
 }
@@ -101,6 +93,15 @@ resource "google_pubsub_topic_iam_member" "feedback_publisher" {
   topic   = google_pubsub_topic.feedback.name
   role    = "roles/pubsub.publisher"
   member  = "serviceAccount:${google_service_account.fn["feedback"].email}"
+}
+
+# The retrain trigger dead-letters poison messages itself (deepskin.jobs.dead_letter
+# publishes them to DEEPSKIN_FEEDBACK_DEAD_TOPIC, then acknowledges them).
+resource "google_pubsub_topic_iam_member" "retrain_dead_letter_publisher" {
+  project = var.project_id
+  topic   = google_pubsub_topic.feedback_dead.name
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${google_service_account.fn["retrain"].email}"
 }
 
 # --- service-account-level bindings ---------------------------------------------------
@@ -123,20 +124,17 @@ resource "google_service_account_iam_member" "predict_http_self_sign" {
 # Firestore IAM is per project/database: every runtime that reads or writes
 # predictions, feedback, models, ledger or jobs needs roles/datastore.user.
 resource "google_project_iam_member" "firestore_user" {
-  for_each = {
-    predict_event = google_service_account.fn["predict_event"].email
-    predict_http  = google_service_account.fn["predict_http"].email
-    feedback      = google_service_account.fn["feedback"].email
-    retrain       = google_service_account.fn["retrain"].email
-    training      = google_service_account.training.email
-  }
+  for_each = merge(local.function_sa_emails, { training = google_service_account.training.email })
 
   project = var.project_id
   role    = "roles/datastore.user"
   member  = "serviceAccount:${each.value}"
 }
 
-# Vertex AI job creation has no per-resource IAM.
+# Vertex AI job creation has no per-resource IAM: roles/aiplatform.user at project
+# level is the narrowest predefined role with aiplatform.customJobs.create. The
+# job runs as the training SA, which the retrain SA may act as (serviceAccountUser
+# on that one SA only, above), not as any other identity.
 resource "google_project_iam_member" "retrain_vertex_user" {
   project = var.project_id
   role    = "roles/aiplatform.user"
@@ -187,6 +185,6 @@ resource "google_project_iam_member" "build_sources_reader" {
   condition {
     title       = "gcf-sources-only"
     description = "Only the Cloud Functions source buckets"
-    expression  = "resource.name.startsWith(\"projects/_/buckets/gcf-v2-sources-\") || resource.name.startsWith(\"projects/_/buckets/${google_storage_bucket.sources.name}\")"
+    expression  = "resource.name.startsWith(\"projects/_/buckets/gcf-v2-sources-\") || resource.name.startsWith(\"projects/_/buckets/${google_storage_bucket.data["sources"].name}\")"
   }
 }

@@ -10,27 +10,27 @@ output "region" {
 
 output "uploads_bucket" {
   description = "Private bucket for uploaded lesion images (DEEPSKIN_UPLOADS_BUCKET); objects expire after retention_days and trigger predict_event."
-  value       = google_storage_bucket.uploads.name
+  value       = google_storage_bucket.data["uploads"].name
 }
 
 output "results_bucket" {
   description = "Private bucket for heatmaps (DEEPSKIN_RESULTS_BUCKET); objects expire after retention_days."
-  value       = google_storage_bucket.results.name
+  value       = google_storage_bucket.data["results"].name
 }
 
 output "models_bucket" {
   description = "Private, versioned bucket for promoted ONNX models and model cards (DEEPSKIN_MODELS_BUCKET)."
-  value       = google_storage_bucket.models.name
+  value       = google_storage_bucket.data["models"].name
 }
 
 output "training_bucket" {
   description = "Private bucket for training data (ham10000/), feedback images (feedback/) and run outputs (runs/) (DEEPSKIN_TRAINING_BUCKET)."
-  value       = google_storage_bucket.training.name
+  value       = google_storage_bucket.data["training"].name
 }
 
 output "function_sources_bucket" {
   description = "Bucket holding the zipped function sources uploaded by Terraform."
-  value       = google_storage_bucket.sources.name
+  value       = google_storage_bucket.data["sources"].name
 }
 
 output "predict_http_url" {
@@ -39,8 +39,8 @@ output "predict_http_url" {
 }
 
 output "feedback_http_url" {
-  description = "HTTPS URL of the feedback HTTP function; callers need roles/run.invoker and an identity token with this URL as audience."
-  value       = google_cloudfunctions2_function.feedback.service_config[0].uri
+  description = "HTTPS URL of the feedback HTTP function (https://<region>-<project>.cloudfunctions.net/<name>); callers need roles/run.invoker and an identity token with exactly this URL as audience: it is DEEPSKIN_FEEDBACK_AUDIENCE, against which clinician tokens are verified."
+  value       = google_cloudfunctions2_function.feedback.url
 }
 
 output "function_names" {
@@ -75,7 +75,7 @@ output "firestore_database" {
 
 output "function_service_accounts" {
   description = "Runtime service account email of each function (predict_event, predict_http, feedback, retrain)."
-  value       = { for k, sa in google_service_account.fn : k => sa.email }
+  value       = local.function_sa_emails
 }
 
 output "training_service_account_email" {

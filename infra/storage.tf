@@ -3,169 +3,113 @@
 # object public. Images and heatmaps are health data: they expire after
 # var.retention_days via lifecycle rules, and soft delete is switched off so a
 # delete (lifecycle or the product's delete path) really removes the bytes.
+#
+# One resource, one entry per bucket in local.buckets:
+#   versioning      : keep noncurrent versions (only the models bucket)
+#   soft_delete_off : retention_duration_seconds = 0 (every bucket with user data)
+#   force_destroy   : allow `terraform destroy` of a non-empty bucket
+#   lifecycle_rules : Delete rules; each rule is a condition (keys of the
+#                     lifecycle_rule condition block, absent keys unset)
 
-# Data buckets that hold user-derived health data: delete after retention_days,
-# no versioning (a versioned bucket would keep deleted images as noncurrent copies).
-resource "google_storage_bucket" "uploads" {
-  name          = local.bucket_names.uploads
-  project       = var.project_id
-  location      = upper(var.region)
-  storage_class = "STANDARD"
-  force_destroy = var.force_destroy
-
-  uniform_bucket_level_access = true
-  public_access_prevention    = "enforced"
-
-  versioning {
-    enabled = false
-  }
-
-  soft_delete_policy {
-    retention_duration_seconds = 0
-  }
-
-  lifecycle_rule {
-    condition {
-      age = var.retention_days
+locals {
+  buckets = {
+    # Data buckets that hold user-derived health data: delete after retention_days,
+    # no versioning (a versioned bucket would keep deleted images as noncurrent
+    # copies). Browser uploads go through signed URLs issued by an authenticated
+    # function, never through public access.
+    uploads = {
+      versioning      = false
+      soft_delete_off = true
+      force_destroy   = var.force_destroy
+      lifecycle_rules = [{ age = var.retention_days }]
     }
-    action {
-      type = "Delete"
+    results = {
+      versioning      = false
+      soft_delete_off = true
+      force_destroy   = var.force_destroy
+      lifecycle_rules = [{ age = var.retention_days }]
+    }
+
+    # Training bucket: the public HAM10000 copy under ham10000/, run outputs under
+    # runs/ and feedback-derived images under feedback/. Feedback images and runs
+    # expire after retention_days like every other user-derived object; everything
+    # else (the public data set) after training_data_retention_days.
+    training = {
+      versioning      = false
+      soft_delete_off = true
+      force_destroy   = var.force_destroy
+      lifecycle_rules = [
+        # feedback/ holds copies of clinician-labelled uploads whose custom_time is
+        # the ORIGINAL upload's creation time (deepskin.feedback.copy_for_training):
+        # this rule deletes a copy when the original upload is deleted, so a copy
+        # never outlives the upload's retention even though it was created later.
+        { days_since_custom_time = var.retention_days, matches_prefix = ["feedback/"] },
+        # Backstop by the copy's own age (e.g. an object written without
+        # custom_time), and the retention of run outputs.
+        { age = var.retention_days, matches_prefix = ["feedback/", "runs/"] },
+        { age = var.training_data_retention_days },
+      ]
+    }
+
+    # Models bucket: EXCLUDED from age-based deletion on purpose. It holds the
+    # promoted ONNX model and model card, which contain no images or personal data
+    # and must outlive retention_days to keep serving. It is versioned so a bad
+    # promotion can be rolled back; superseded versions are deleted once more than
+    # model_noncurrent_versions_kept newer versions exist.
+    models = {
+      versioning      = true
+      soft_delete_off = false
+      force_destroy   = var.force_destroy
+      lifecycle_rules = [{ with_state = "ARCHIVED", num_newer_versions = var.model_noncurrent_versions_kept }]
+    }
+
+    # Function source archives uploaded by Terraform (code + model, no user data).
+    # Cloud Build copies the source at build time, so old archives can expire.
+    sources = {
+      versioning      = false
+      soft_delete_off = false
+      force_destroy   = true # only build inputs that Terraform re-uploads
+      lifecycle_rules = [{ age = var.retention_days }]
     }
   }
-
-  # Browser uploads from the web page go through signed URLs issued by an
-  # authenticated function, never through public access.
-  depends_on = [google_project_service.apis]
 }
 
-resource "google_storage_bucket" "results" {
-  name          = local.bucket_names.results
+resource "google_storage_bucket" "data" {
+  for_each = local.buckets
+
+  name          = local.bucket_names[each.key]
   project       = var.project_id
   location      = upper(var.region)
   storage_class = "STANDARD"
-  force_destroy = var.force_destroy
+  force_destroy = each.value.force_destroy
 
   uniform_bucket_level_access = true
   public_access_prevention    = "enforced"
 
   versioning {
-    enabled = false
+    enabled = each.value.versioning
   }
 
-  soft_delete_policy {
-    retention_duration_seconds = 0
-  }
-
-  lifecycle_rule {
-    condition {
-      age = var.retention_days
-    }
-    action {
-      type = "Delete"
+  dynamic "soft_delete_policy" {
+    for_each = each.value.soft_delete_off ? [0] : []
+    content {
+      retention_duration_seconds = 0
     }
   }
 
-  depends_on = [google_project_service.apis]
-}
-
-# Training bucket: the public HAM10000 copy under ham10000/, run outputs under
-# runs/ and feedback-derived images under feedback/. Feedback images and runs
-# expire after retention_days like every other user-derived object; everything
-# else (the public data set) after training_data_retention_days.
-resource "google_storage_bucket" "training" {
-  name          = local.bucket_names.training
-  project       = var.project_id
-  location      = upper(var.region)
-  storage_class = "STANDARD"
-  force_destroy = var.force_destroy
-
-  uniform_bucket_level_access = true
-  public_access_prevention    = "enforced"
-
-  versioning {
-    enabled = false
-  }
-
-  soft_delete_policy {
-    retention_duration_seconds = 0
-  }
-
-  lifecycle_rule {
-    condition {
-      age            = var.retention_days
-      matches_prefix = ["feedback/", "runs/"]
-    }
-    action {
-      type = "Delete"
-    }
-  }
-
-  lifecycle_rule {
-    condition {
-      age = var.training_data_retention_days
-    }
-    action {
-      type = "Delete"
-    }
-  }
-
-  depends_on = [google_project_service.apis]
-}
-
-# Models bucket: EXCLUDED from age-based deletion on purpose. It holds the
-# promoted ONNX model and model card, which contain no images or personal data
-# and must outlive retention_days to keep serving. It is versioned so a bad
-# promotion can be rolled back; superseded versions are deleted once more than
-# model_noncurrent_versions_kept newer versions exist.
-resource "google_storage_bucket" "models" {
-  name          = local.bucket_names.models
-  project       = var.project_id
-  location      = upper(var.region)
-  storage_class = "STANDARD"
-  force_destroy = var.force_destroy
-
-  uniform_bucket_level_access = true
-  public_access_prevention    = "enforced"
-
-  versioning {
-    enabled = true
-  }
-
-  lifecycle_rule {
-    condition {
-      with_state         = "ARCHIVED"
-      num_newer_versions = var.model_noncurrent_versions_kept
-    }
-    action {
-      type = "Delete"
-    }
-  }
-
-  depends_on = [google_project_service.apis]
-}
-
-# Function source archives uploaded by Terraform (code + model, no user data).
-# Cloud Build copies the source at build time, so old archives can expire.
-resource "google_storage_bucket" "sources" {
-  name          = local.bucket_names.sources
-  project       = var.project_id
-  location      = upper(var.region)
-  storage_class = "STANDARD"
-  force_destroy = true # only build inputs that Terraform re-uploads
-
-  uniform_bucket_level_access = true
-  public_access_prevention    = "enforced"
-
-  versioning {
-    enabled = false
-  }
-
-  lifecycle_rule {
-    condition {
-      age = var.retention_days
-    }
-    action {
-      type = "Delete"
+  dynamic "lifecycle_rule" {
+    for_each = each.value.lifecycle_rules
+    content {
+      condition {
+        age                    = try(lifecycle_rule.value.age, null)
+        days_since_custom_time = try(lifecycle_rule.value.days_since_custom_time, null)
+        matches_prefix         = try(lifecycle_rule.value.matches_prefix, null)
+        with_state             = try(lifecycle_rule.value.with_state, null)
+        num_newer_versions     = try(lifecycle_rule.value.num_newer_versions, null)
+      }
+      action {
+        type = "Delete"
+      }
     }
   }
 

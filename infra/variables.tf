@@ -96,6 +96,61 @@ variable "model_path" {
   default     = ""
 }
 
+variable "model_check_seconds" {
+  description = "DEEPSKIN_MODEL_CHECK_SECONDS for the predict functions: at most how often (seconds) an instance checks Firestore models/current for a newly promoted or rolled-back model, so a promotion reaches serving without a redeploy."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.model_check_seconds >= 1 && var.model_check_seconds <= 86400
+    error_message = "model_check_seconds must be between 1 and 86400."
+  }
+}
+
+variable "allowed_origins" {
+  description = "DEEPSKIN_ALLOWED_ORIGINS: exact browser origins (scheme://host[:port], no path, no wildcard) allowed by CORS on the predict and feedback HTTP functions, e.g. [\"https://deepskin.example.org\"]. Empty: no browser origin is allowed (server-to-server calls with an identity token still work)."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for o in var.allowed_origins : can(regex("^https?://[^/*,\\s]+$", o))])
+    error_message = "allowed_origins entries must look like https://host[:port] (no path, comma or wildcard)."
+  }
+}
+
+variable "clinician_emails" {
+  description = "DEEPSKIN_CLINICIANS: Google account e-mails (verified) whose feedback counts as a training label and who may ask for a retrain (POST /retrain). Their ID token must be minted for output feedback_http_url, and they must also be allowed to invoke the feedback function (invoker_members, e.g. through a group). Empty: nobody is a clinician; user feedback still works."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for e in var.clinician_emails : can(regex("^[^@,\\s]+@[^@,\\s]+\\.[^@,\\s]+$", e))])
+    error_message = "clinician_emails must be plain e-mail addresses (no commas or spaces)."
+  }
+}
+
+variable "retrain_min_labels" {
+  description = "DEEPSKIN_RETRAIN_MIN_LABELS: new clinician training labels (since the last job) that make the retrain trigger start a Vertex AI training job."
+  type        = number
+  default     = 50
+
+  validation {
+    condition     = var.retrain_min_labels >= 1
+    error_message = "retrain_min_labels must be at least 1."
+  }
+}
+
+variable "retrain_config" {
+  description = "DEEPSKIN_RETRAIN_CONFIG: training config, relative to the training image's working directory, passed by the retrain trigger to `python -m training.retrain --config` in the Vertex AI job."
+  type        = string
+  default     = "training/configs/gpu.json"
+
+  validation {
+    condition     = can(regex("^training/configs/[A-Za-z0-9_.-]+\\.json$", var.retrain_config))
+    error_message = "retrain_config must be a training/configs/<name>.json path."
+  }
+}
+
 variable "predict_min_instances" {
   description = "Minimum warm instances for each predict function. 0 scales to zero (cheapest, ~2 s cold start); 1 removes cold starts for about the price of one always-on 1 vCPU/1 GiB instance."
   type        = number

@@ -17,8 +17,8 @@ locals {
     machine_type      = var.training_machine_type
     accelerator_type  = var.training_accelerator_type
     accelerator_count = var.training_accelerator_count
-    data_dir          = "/gcs/${google_storage_bucket.training.name}/ham10000"
-    runs_dir          = "/gcs/${google_storage_bucket.training.name}/runs"
+    data_dir          = "/gcs/${google_storage_bucket.data["training"].name}/ham10000"
+    runs_dir          = "/gcs/${google_storage_bucket.data["training"].name}/runs"
     config            = "training/configs/gpu.json"
   }
 }

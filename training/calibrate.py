@@ -1,8 +1,9 @@
 """Calibration and operating points, fitted on the validation split only.
 
-- Prior correction: the class-weighted loss inflates rare classes by w_c; adding -log(w_c) to the logits
-  undoes that shift exactly (logit adjustment), before any fitting.
-- Temperature scaling: one scalar T minimising the validation negative log-likelihood.
+- Temperature scaling: one scalar T minimising the validation negative log-likelihood, fitted twice: on
+  the raw logits, and after a prior correction (the class-weighted loss inflates rare classes by w_c, and
+  adding -log(w_c) to the logits undoes that shift in theory). The one with the lower validation NLL is
+  kept; label smoothing and a short schedule often leave the network nearer the true prior than theory says.
 - Risk bands on the calibrated malignant probability p: "high" when p >= t_high, the largest threshold that
   still flags >= 95% of validation malignancies; "low" when p < t_low, the largest threshold under which
   at most 1% of validation malignancies fall; "medium" in between.
@@ -62,9 +63,11 @@ def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = 15) -> 
 
 def fit(logits: np.ndarray, targets: np.ndarray, class_weights: np.ndarray) -> dict:
     """Everything the model card's `calibration` and `thresholds` need, from validation logits."""
-    logit_bias = [float(-np.log(w)) for w in class_weights]
-    temperature = fit_temperature(logits, targets, logit_bias)
-    calibration = {"logit_bias": logit_bias, "temperature": temperature}
+    candidates = []
+    for bias in ([0.0] * len(class_weights), [float(-np.log(w)) for w in class_weights]):
+        candidate = {"logit_bias": bias, "temperature": fit_temperature(logits, targets, bias)}
+        candidates.append((nll(logits, targets, candidate), candidate))
+    calibration = min(candidates, key=lambda c: c[0])[1]
     is_malignant = np.isin(targets, MALIGNANT_INDEX)
     p = malignant_probability(calibrate(logits, calibration))
     raw = malignant_probability(softmax(logits))
@@ -74,6 +77,7 @@ def fit(logits: np.ndarray, targets: np.ndarray, class_weights: np.ndarray) -> d
         "val": {
             "nll_before": nll(logits, targets, {}),
             "nll_after": nll(logits, targets, calibration),
+            "nll_prior_corrected": candidates[1][0],
             "ece_before": expected_calibration_error(raw, is_malignant),
             "ece_after": expected_calibration_error(p, is_malignant),
         },

@@ -4,8 +4,9 @@
 
 The ONNX graph takes preprocessed images (N, 3, S, S) and returns
   logits (N, 7), cam (N, 7, h, w) class activation maps, and ood (N,) an out-of-scope score: the
-  distance of the pooled features from the training lesions' (Mahalanobis in the top principal
-  components plus the residual, probabilistic-PCA style), so a photo of a cat scores high.
+  distance of the pooled features from the nearest class of training lesions (class-conditional
+  Mahalanobis with a shared covariance, in its top principal components plus the residual,
+  probabilistic-PCA style), so a photo of a cat scores high while a rare lesion class does not.
 The card is then filled by fitting calibration and thresholds on the validation split through the
 exported ONNX itself (the same code path as serving); `training.evaluate` adds the test metrics.
 """
@@ -20,6 +21,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from PIL import Image
 from torch import nn
@@ -29,11 +31,11 @@ from deepskin.model import Model, card_path
 from deepskin.preprocess import model_input
 from training import calibrate
 from training.data import data_root, image_paths, load_split, split_hash
-from training.net import EfficientNetLite, VARIANTS
+from training.net import VARIANTS, EfficientNetLite
 from training.train import TrainConfig, class_weights, load_model
 
 OOD_COMPONENTS = 128
-OOD_FIT_IMAGES = 1500  # training images whose features define "a lesion"
+OOD_FIT_PER_CLASS = 250  # training images per class whose features define "a lesion"
 OOD_VAL_KEEP = 0.98  # the threshold keeps 98% of validation lesions in scope
 PARITY_TOLERANCE = 1e-4
 
@@ -41,11 +43,11 @@ PARITY_TOLERANCE = 1e-4
 class Served(nn.Module):
     """The network plus its out-of-scope scorer, as one graph."""
 
-    def __init__(self, net: EfficientNetLite, mean: torch.Tensor, components: torch.Tensor,
+    def __init__(self, net: EfficientNetLite, means: torch.Tensor, components: torch.Tensor,
                  variances: torch.Tensor, residual_variance: float):
         super().__init__()
         self.net = net
-        self.register_buffer("mean", mean)
+        self.register_buffer("means", means)  # (classes, 1280)
         self.register_buffer("components", components)  # (k, 1280), orthonormal rows
         self.register_buffer("inv_var", 1.0 / variances)
         self.residual_variance = residual_variance
@@ -55,11 +57,11 @@ class Served(nn.Module):
         pooled = features.mean(dim=(2, 3))
         logits = self.net._fc(pooled)
         cam = torch.einsum("kc,nchw->nkhw", self.net._fc.weight, features)
-        centred = pooled - self.mean
+        centred = pooled[:, None, :] - self.means[None]  # (N, classes, 1280)
         projected = centred @ self.components.T
-        residual = (centred * centred).sum(1) - (projected * projected).sum(1)
-        ood = ((projected * projected) * self.inv_var).sum(1) + residual / self.residual_variance
-        return logits, cam, ood / pooled.shape[1]
+        residual = (centred * centred).sum(-1) - (projected * projected).sum(-1)
+        distance = ((projected * projected) * self.inv_var).sum(-1) + residual / self.residual_variance
+        return logits, cam, distance.min(dim=1).values / pooled.shape[1]
 
 
 def batches(paths: list[Path], spec, size: int = 64):
@@ -76,15 +78,23 @@ def pooled_features(net: EfficientNetLite, paths: list[Path], spec) -> torch.Ten
     return torch.cat([net.features(torch.from_numpy(x)).mean(dim=(2, 3)) for x in batches(paths, spec)])
 
 
-def ood_scorer(net: EfficientNetLite, features: torch.Tensor) -> Served:
-    mean = features.mean(0)
-    centred = (features - mean).double()
-    cov = centred.T @ centred / (len(features) - 1)
+def ood_scorer(net: EfficientNetLite, features: torch.Tensor, labels: np.ndarray) -> Served:
+    """Fit class means and the shared within-class covariance (top components + residual) of training features."""
+    present = sorted(set(labels.tolist()))
+    means = torch.stack([features[torch.from_numpy(labels == c)].mean(0) for c in present])
+    centred = (features - means[torch.as_tensor([present.index(c) for c in labels])]).double()
+    cov = centred.T @ centred / (len(features) - len(present))
     eigenvalues, eigenvectors = torch.linalg.eigh(cov)  # ascending
     eigenvalues, eigenvectors = eigenvalues.flip(0).clamp_min(1e-6), eigenvectors.flip(1)
     k = OOD_COMPONENTS
     residual_variance = float(eigenvalues[k:].mean())
-    return Served(net, mean, eigenvectors[:, :k].T.float().contiguous(), eigenvalues[:k].float(), residual_variance)
+    return Served(net, means, eigenvectors[:, :k].T.float().contiguous(), eigenvalues[:k].float(), residual_variance)
+
+
+def ood_fit_rows(split: pd.DataFrame, per_class: int) -> pd.DataFrame:
+    """Up to `per_class` training images of each class, so rare classes define "a lesion" too."""
+    train = split[split.split == "train"]
+    return pd.concat([rows.sample(min(len(rows), per_class), random_state=0) for _, rows in train.groupby("dx")])
 
 
 def export_onnx(served: Served, image_size: int, path: Path) -> None:
@@ -125,16 +135,15 @@ def main() -> None:
     config = TrainConfig(**{**ckpt["config"], "net": TrainConfig().net.__class__(**ckpt["config"]["net"])})
     spec = config.preprocess()
     paths, split = image_paths(data_root(args.data)), load_split()
-    rng = np.random.default_rng(0)
-    train_ids = split.image_id[split.split == "train"].to_numpy()
-    fit_ids = rng.choice(train_ids, min(len(train_ids), args.limit or OOD_FIT_IMAGES), replace=False)
+    fit = ood_fit_rows(split, args.limit or OOD_FIT_PER_CLASS)
     val = split[split.split == "val"]
     if args.limit:
         val = val.sample(args.limit, random_state=0)
     test = split[split.split == "test"].head(32)
 
-    print(f"fitting the out-of-scope scorer on {len(fit_ids)} training images")
-    served = ood_scorer(net, pooled_features(net, [paths[i] for i in sorted(fit_ids)], spec)).eval()
+    print(f"fitting the out-of-scope scorer on {len(fit)} training images")
+    labels = np.array([CLASSES.index(d) for d in fit.dx])
+    served = ood_scorer(net, pooled_features(net, [paths[i] for i in fit.image_id], spec), labels).eval()
     out = Path(args.out)
     export_onnx(served, spec.image_size, out)
 
@@ -164,7 +173,7 @@ def main() -> None:
         calibration=fitted["calibration"],
         thresholds=fitted["thresholds"],
         ood={"threshold": float(np.quantile(ood_val, OOD_VAL_KEEP)), "components": OOD_COMPONENTS,
-             "fit_images": len(fit_ids), "val_keep": OOD_VAL_KEEP},
+             "fit_images": len(fit), "class_conditional": True, "val_keep": OOD_VAL_KEEP},
         validation=fitted["val"],
         onnx_sha256=digest,
         parity_max_abs_diff=max_diff,
@@ -176,7 +185,7 @@ def main() -> None:
             "data": "HAM10000 (CC BY-NC 4.0), 200x150 copies, lesion-grouped split",
             "git_commit": git_commit(),
         },
-        created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
     card_path(out).write_text(json.dumps(card, indent=1) + "\n")
     print(json.dumps({k: card[k] for k in ("version", "calibration", "thresholds", "ood", "validation")}, indent=1))

@@ -106,7 +106,7 @@ class EfficientNetLite(nn.Module):
         for i, (repeats, kernel, stride, expand, c_in, c_out) in enumerate(_B0_STAGES):
             c_in, c_out = _round_filters(c_in, width), _round_filters(c_out, width)
             # Lite scales depth everywhere but the first and last stage.
-            n = repeats if i in (0, len(_B0_STAGES) - 1) else int(math.ceil(depth * repeats))
+            n = repeats if i in (0, len(_B0_STAGES) - 1) else math.ceil(depth * repeats)
             for j in range(n):
                 blocks.append(MBConv(c_in if j == 0 else c_out, c_out, kernel, stride if j == 0 else 1, expand))
         self._blocks = nn.ModuleList(blocks)

@@ -51,7 +51,7 @@ class TrainConfig:
     limit_val: int = 0
 
     @classmethod
-    def load(cls, path: str | None, overrides: list[str]) -> "TrainConfig":
+    def load(cls, path: str | None, overrides: list[str]) -> TrainConfig:
         raw = json.loads(Path(path).read_text()) if path else {}
         for item in overrides:
             key, value = item.split("=", 1)
@@ -222,7 +222,6 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
     args = parser.parse_args()
     config = TrainConfig.load(args.config, args.set)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     best = train(config, args.data, Path(args.out or f"runs/{config.name}"), args.resume)
     print(f"best checkpoint: {best}")
 

@@ -7,9 +7,11 @@ problems so the negative tests below can prove it flags broken configurations.
 """
 
 # pylint: disable=use-implicit-booleaness-not-comparison  # `== []` shows the problems in the diff
+# pylint: disable=too-many-lines  # one file: every checker next to the test proving it can fail
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import os
 import re
@@ -122,6 +124,71 @@ def refers_to(value, address: str) -> bool:
 
 
 # --------------------------------------------------------------------------------------
+# for_each over a local map: instantiate each instance (each.key / each.value.X, dynamic
+# blocks over lists) so the checkers see the same concrete bodies as separate resources.
+# --------------------------------------------------------------------------------------
+_MISSING = object()
+_REF = re.compile(r"\$\{(?:try\(([A-Za-z0-9_]+)\.value\.([A-Za-z0-9_]+), null\)|([A-Za-z0-9_]+)\.value\.([A-Za-z0-9_]+))\}")
+_PICK = re.compile(r"\$\{([A-Za-z0-9_]+)\.value\.([A-Za-z0-9_]+) \? \[0\] : \[\]\}")
+
+
+def _for_each_map(config: dict, body: dict) -> dict | None:
+    """for_each = local.X (a literal map) -> that map; None for any other for_each or none."""
+    m = re.fullmatch(r"\$\{local\.([A-Za-z0-9_]+)\}", str(body.get("for_each", "")))
+    value = config["locals"].get(m.group(1)) if m else None
+    return value if isinstance(value, dict) else None
+
+
+def _instantiate(obj, scope: dict[str, dict], key: str):
+    """Resolve `<it>.value.<attr>` (plain or in try(..., null)) and `each.key`; expand dynamic blocks."""
+    if isinstance(obj, list):
+        return [_instantiate(v, scope, key) for v in obj]
+    if isinstance(obj, dict):
+        out: dict = {}
+        for k, v in obj.items():
+            if k == "dynamic":
+                for dyn in v:
+                    for block, spec in dyn.items():
+                        items = _instantiate(spec.get("for_each"), scope, key)
+                        for item in items if isinstance(items, list) else []:
+                            inner = {**scope, block: item if isinstance(item, dict) else {}}
+                            out.setdefault(block, []).extend(_instantiate(spec.get("content", []), inner, key))
+                continue
+            value = _instantiate(v, scope, key)
+            if value is not _MISSING:
+                out[k] = value
+        return out
+    if not isinstance(obj, str):
+        return obj
+    if m := _PICK.fullmatch(obj):
+        return [0] if scope.get(m.group(1), {}).get(m.group(2)) is True else []
+    if m := _REF.fullmatch(obj):
+        it, attr = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+        return scope.get(it, {}).get(attr, _MISSING) if it in scope else obj
+    return obj.replace("each.key", f'"{key}"')
+
+
+def instances(config: dict, rtype: str) -> dict[str, dict]:
+    """{instance: body} of every `rtype` resource; a for_each over a local map gives one per key."""
+    out = {}
+    for name, body in config["resource"].get(rtype, {}).items():
+        specs = _for_each_map(config, body)
+        if specs is None:
+            out[name] = body
+            continue
+        for key, spec in specs.items():
+            out[key] = _instantiate({k: v for k, v in body.items() if k != "for_each"}, {"each": spec}, key)
+    return out
+
+
+def refers_to_bucket(value, key: str) -> bool:
+    """value references bucket `key`: google_storage_bucket.<key> or google_storage_bucket.<name>["<key>"]."""
+    return isinstance(value, str) and re.search(
+        rf'\bgoogle_storage_bucket\.(?:{re.escape(key)}\b|[A-Za-z0-9_]+\[\\?"{re.escape(key)}\\?"\])',
+        value) is not None
+
+
+# --------------------------------------------------------------------------------------
 # Checkers: each returns a list of human-readable problems.
 # --------------------------------------------------------------------------------------
 def check_no_public_members(config: dict) -> list[str]:
@@ -139,7 +206,7 @@ def check_no_public_members(config: dict) -> list[str]:
 
 def check_buckets(config: dict) -> list[str]:
     problems = []
-    buckets = config["resource"].get("google_storage_bucket", {})
+    buckets = instances(config, "google_storage_bucket")
     if not buckets:
         return ["no google_storage_bucket resources"]
     for name, body in buckets.items():
@@ -162,12 +229,24 @@ def check_buckets(config: dict) -> list[str]:
             continue
         if versioning not in (False, "false"):
             problems.append(f"{where}: versioning must be off (deleted images would survive as noncurrent)")
+        soft_delete = first(body.get("soft_delete_policy")).get("retention_duration_seconds")
+        if name in DATA_BUCKETS and soft_delete != 0:
+            problems.append(f"{where}: soft delete must be off (retention_duration_seconds = 0), got {soft_delete!r}")
         if not any("age" in first(r.get("condition")) for r in delete_rules):
             problems.append(f"{where}: needs an age-based Delete rule")
         if name in DATA_BUCKETS and not any(
             refers_to(first(r.get("condition")).get("age"), "var.retention_days") for r in delete_rules
         ):
             problems.append(f"{where}: user data must expire after var.retention_days")
+    if "training" in buckets and not any(
+        refers_to(first(r.get("condition")).get("days_since_custom_time"), "var.retention_days")
+        and first(r.get("condition")).get("matches_prefix") == ["feedback/"]
+        for r in buckets["training"].get("lifecycle_rule") or []
+        if first(r.get("action")).get("type") == "Delete"
+    ):
+        # Feedback copies carry the original upload's creation time as custom_time.
+        problems.append("google_storage_bucket.training: feedback/ copies need a Delete rule with "
+                        "days_since_custom_time = var.retention_days (they must not outlive the upload)")
     for required in ("uploads", "results", "models", "training"):
         if required not in buckets:
             problems.append(f"missing bucket {required}")
@@ -212,7 +291,7 @@ def check_triggers(config: dict) -> list[str]:
     if trig.get("event_type") != "google.cloud.storage.object.v1.finalized":
         problems.append("predict event trigger is not google.cloud.storage.object.v1.finalized")
     filters = {first([f]).get("attribute"): f.get("value") for f in trig.get("event_filters", [])}
-    if not refers_to(filters.get("bucket"), "google_storage_bucket.uploads"):
+    if not refers_to_bucket(filters.get("bucket"), "uploads"):
         problems.append(f"predict event trigger bucket filter does not point at the uploads bucket: {filters}")
 
     _, retrain = by_entry["on_feedback"]
@@ -304,7 +383,7 @@ def check_pubsub(config: dict) -> list[str]:
     dl_pub = [b for b in config["resource"].get("google_pubsub_topic_iam_member", {}).values()
               if refers_to(b.get("topic"), "google_pubsub_topic.feedback_dead")
               and b.get("role") == "roles/pubsub.publisher"]
-    if not dl_pub or "pubsub_service_agent" not in str(dl_pub[0].get("member")):
+    if not any("pubsub_service_agent" in str(b.get("member")) for b in dl_pub):
         problems.append("Pub/Sub service agent lacks publisher on the dead-letter topic")
     return problems
 
@@ -365,8 +444,215 @@ def check_references(config: dict) -> list[str]:
     return sorted(problems)
 
 
+# --------------------------------------------------------------------------------------
+# Function environment: every DEEPSKIN_* setting the deployed code reads is set by Terraform.
+# --------------------------------------------------------------------------------------
+ENV_NAME = re.compile(r"\bDEEPSKIN_[A-Z0-9_]+\b")
+
+# Read by deployed code but deliberately NOT set by Terraform: unset is the safe (and wanted) cloud behaviour.
+SAFE_DEFAULTS = {
+    # Local stand-in for clinician identity: ignored on Cloud Run (K_SERVICE is set); unset admits nobody.
+    "DEEPSKIN_LOCAL_CLINICIAN_KEYS": "local stack only",
+    # Unset: the model registry is on wherever K_SERVICE is set (Cloud Run); only "off" disables it.
+    "DEEPSKIN_MODEL_REGISTRY": "registry on in the cloud",
+    # Unset: 0 = the promotion gate evaluates every held-out image (the strictest gate).
+    "DEEPSKIN_RETRAIN_EVAL_LIMIT": "full evaluation",
+    # Unset: the bundled model (predict stages models/); set on predict only when var.model_path is not empty.
+    # feedback/retrain read it through deepskin.config but never load a model.
+    "DEEPSKIN_MODEL_PATH": "bundled model",
+    # Unset: 60 s, the default of var.model_check_seconds; the predict functions set it explicitly
+    # (test_required_function_settings); feedback/retrain import the registry but never serve a model.
+    "DEEPSKIN_MODEL_CHECK_SECONDS": "60 s",
+}
+
+# Read by modules a function imports but never on that function's code path (per staged source).
+NOT_ON_CODE_PATH = {
+    # deepskin.jobs imports deepskin.feedback for publish_message and the label names only; the
+    # clinician check (audience, e-mail list) runs in the feedback function.
+    "retrain_trigger": {"DEEPSKIN_FEEDBACK_AUDIENCE", "DEEPSKIN_CLINICIANS"},
+}
+
+
+def deepskin_modules(sources: list[Path], repo: Path = REPO) -> set[Path]:
+    """The files of `sources` plus every deepskin module they import, transitively (lazy imports included)."""
+    seen: set[Path] = set()
+    todo = list(sources)
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                module = node.module or ""
+                if node.level:  # relative import inside the deepskin package
+                    module = ".".join(filter(None, ["deepskin", module]))
+                names = [module, *(f"{module}.{alias.name}" for alias in node.names)]
+            else:
+                continue
+            for name in names:
+                parts = name.split(".")
+                if parts[0] != "deepskin":
+                    continue
+                for i in range(1, len(parts) + 1):
+                    base = repo.joinpath(*parts[:i])
+                    todo.extend(f for f in (base.with_suffix(".py"), base / "__init__.py") if f.is_file())
+    return seen
+
+
+def env_reads(files: set[Path]) -> set[str]:
+    """DEEPSKIN_* names in the string literals (docstrings included) of `files`."""
+    names: set[str] = set()
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                names.update(ENV_NAME.findall(node.value))
+    return names
+
+
+def function_source(body: dict) -> str | None:
+    """The staged source directory (functions/<name>/) a google_cloudfunctions2_function deploys."""
+    obj = first(first(first(body.get("build_config")).get("source")).get("storage_source")).get("object", "")
+    m = re.search(r'function_source\[\\?"([A-Za-z0-9_]+)\\?"\]', str(obj))
+    return m.group(1) if m else None
+
+
+def env_settings(config: dict, expr, depth: int = 0) -> dict[str, str]:
+    """environment_variables expression -> {NAME: value expression}, following local.X and merge(...)."""
+    if depth > 10:
+        return {}
+    if isinstance(expr, dict):
+        return {k: str(v) for k, v in expr.items()}
+    if not isinstance(expr, str):
+        return {}
+    out: dict[str, str] = {}
+    inner = expr[2:-1] if expr.startswith("${") and expr.endswith("}") else expr
+    bare = re.fullmatch(r"local\.([A-Za-z0-9_]+)", inner.strip())
+    merged = re.fullmatch(r"merge\((.*)\)", inner.strip(), flags=re.DOTALL)
+    if bare:
+        return env_settings(config, config["locals"].get(bare.group(1)), depth + 1)
+    if not merged:
+        return {}
+    args = merged.group(1)
+    # merge() arguments that are locals (local.common_env, ...); not locals used as values inside literals.
+    for name in re.findall(r"(?:^|,)\s*local\.([A-Za-z0-9_]+)\s*(?=,|$)", args):
+        out.update(env_settings(config, config["locals"].get(name), depth + 1))
+    pair = re.compile(r"([A-Z][A-Z0-9_]*)\s*=(?!=)\s*(.*?)(?=,\s*[A-Z][A-Z0-9_]*\s*=(?!=)|\}\s*(?:,|$))",
+                      flags=re.DOTALL)
+    out.update({k: v.strip() for k, v in pair.findall(args)})
+    return out
+
+
+def function_env(config: dict) -> dict[str, tuple[str | None, dict[str, str]]]:
+    """{function resource name: (staged source, {env NAME: value expression})}."""
+    return {name: (function_source(body),
+                   env_settings(config, first(body.get("service_config")).get("environment_variables")))
+            for name, body in functions(config).items()}
+
+
+def check_function_env(config: dict, reads_by_source: dict[str, set[str]]) -> list[str]:
+    """Every DEEPSKIN_* name a function's code reads is set for it, or has a documented safe default."""
+    problems = []
+    for name, (source, env) in function_env(config).items():
+        if source not in reads_by_source:
+            problems.append(f"function {name}: cannot tell which functions/<name>/ source it deploys ({source})")
+            continue
+        allowed = set(SAFE_DEFAULTS) | NOT_ON_CODE_PATH.get(source, set())
+        for var in sorted(reads_by_source[source] - set(env) - allowed):
+            problems.append(f"function {name}: code in functions/{source}/ (+ deepskin) reads {var}, "
+                            "which Terraform does not set and which has no listed safe default")
+    return problems
+
+
+def code_env_reads() -> dict[str, set[str]]:
+    out = {}
+    for fn_dir in sorted(p for p in (REPO / "functions").iterdir() if p.is_dir()):
+        out[fn_dir.name] = env_reads(deepskin_modules(sorted(fn_dir.glob("*.py"))))
+    return out
+
+
+def check_required_settings(config: dict) -> list[str]:
+    """Settings whose value (not just presence) matters in the cloud."""
+    problems = []
+    by_source: dict[str, dict[str, str]] = {}
+    for name, (source, env) in function_env(config).items():
+        by_source.setdefault(str(source), {})
+        if source == "predict" and not refers_to(env.get("DEEPSKIN_MODEL_CHECK_SECONDS"), "var.model_check_seconds"):
+            problems.append(f"function {name}: DEEPSKIN_MODEL_CHECK_SECONDS must come from var.model_check_seconds")
+        by_source[str(source)] = env
+
+    def want(source, var, ok, why):
+        value = by_source.get(source, {}).get(var)
+        if value is None or not ok(value):
+            problems.append(f"{source}: {var} = {value!r}: {why}")
+
+    want("feedback", "DEEPSKIN_FEEDBACK_AUDIENCE",
+         lambda v: refers_to(v, "local.feedback_audience") and "google_cloudfunctions2_function" not in v,
+         "must be the computed URL (local.feedback_audience), not the function's own attribute (a cycle)")
+    want("feedback", "DEEPSKIN_CLINICIANS", lambda v: refers_to(v, "var.clinician_emails"),
+         "must come from var.clinician_emails")
+    audience = str(config["locals"].get("feedback_audience", ""))
+    if not audience.startswith("https://") or "google_cloudfunctions2_function" in audience:
+        problems.append(f"local.feedback_audience must be a URL computed from inputs only: {audience!r}")
+    want("retrain_trigger", "DEEPSKIN_JOB_LAUNCHER", lambda v: v == '"vertex"', 'must be "vertex"')
+    want("retrain_trigger", "DEEPSKIN_RETRAIN_MIN_LABELS", lambda v: refers_to(v, "var.retrain_min_labels"),
+         "must come from var.retrain_min_labels")
+    want("retrain_trigger", "DEEPSKIN_RETRAIN_CONFIG", lambda v: refers_to(v, "var.retrain_config"),
+         "must come from var.retrain_config")
+    want("retrain_trigger", "DEEPSKIN_FEEDBACK_DEAD_TOPIC",
+         lambda v: refers_to(v, "google_pubsub_topic.feedback_dead"), "must be the feedback-dead topic")
+    for var in ("DEEPSKIN_REGION", "DEEPSKIN_TRAINING_IMAGE", "DEEPSKIN_TRAINING_SERVICE_ACCOUNT",
+                "DEEPSKIN_TRAINING_MACHINE_TYPE", "DEEPSKIN_TRAINING_ACCELERATOR", "DEEPSKIN_TRAINING_ACCELERATORS"):
+        want("retrain_trigger", var, bool, "VertexLauncher needs it")
+    return problems
+
+
+def firestore_identities(config: dict) -> set[str]:
+    """Keys of google_project_iam_member.firestore_user's for_each; a local that maps over
+    google_service_account.fn contributes every function service account."""
+    expr = str(config["resource"].get("google_project_iam_member", {}).get("firestore_user", {}).get("for_each", ""))
+    names = set(re.findall(r"\b([A-Za-z0-9_]+)\s*=", expr))
+    for local in re.findall(r"\blocal\.([A-Za-z0-9_]+)", expr):
+        if re.search(r"\bin google_service_account\.fn\b", str(config["locals"].get(local, ""))):
+            names.update(config["locals"].get("function_service_accounts", {}))
+    return names
+
+
+def check_function_permissions(config: dict) -> list[str]:
+    """What the settings above make the functions do must also be allowed."""
+    problems = []
+    res = config["resource"]
+    topic_members = [(b.get("topic"), b.get("role"), str(b.get("member")))
+                     for b in res.get("google_pubsub_topic_iam_member", {}).values()]
+    if not any(refers_to(t, "google_pubsub_topic.feedback_dead") and r == "roles/pubsub.publisher"
+               and 'fn["retrain"]' in m.replace('\\"', '"') for t, r, m in topic_members):
+        problems.append("retrain SA lacks roles/pubsub.publisher on feedback-dead (it dead-letters poison messages)")
+    project = [(b.get("role"), str(b.get("member")).replace('\\"', '"'))
+               for b in res.get("google_project_iam_member", {}).values()]
+    if not any(r == "roles/aiplatform.user" and 'fn["retrain"]' in m for r, m in project):
+        problems.append("retrain SA lacks roles/aiplatform.user (Vertex AI custom jobs)")
+    acts_as = [b for b in res.get("google_service_account_iam_member", {}).values()
+               if b.get("role") == "roles/iam.serviceAccountUser"]
+    if not acts_as or any(not refers_to(b.get("service_account_id"), "google_service_account.training")
+                          for b in acts_as):
+        problems.append("iam.serviceAccountUser must be granted on the training SA only")
+    if any(r == "roles/iam.serviceAccountUser" for r, _ in project):
+        problems.append("iam.serviceAccountUser at project level would let a function act as any SA")
+    bindings = str(config["locals"].get("bucket_bindings", {}))
+    firestore = firestore_identities(config)
+    for sa in ("predict_event", "predict_http"):
+        if f"models|{sa}|roles/storage.objectViewer" not in bindings:
+            problems.append(f"{sa} cannot read the models bucket (promoted models)")
+        if sa not in firestore:
+            problems.append(f"{sa} cannot read Firestore models/current")
+    return problems
+
+
 ALL_CHECKS = (check_no_public_members, check_buckets, check_function_service_accounts, check_triggers,
-              check_runtime_and_sizing, check_firestore, check_pubsub, check_iam, check_references)
+              check_runtime_and_sizing, check_firestore, check_pubsub, check_iam, check_references,
+              check_required_settings, check_function_permissions)
 
 
 # --------------------------------------------------------------------------------------
@@ -418,6 +704,30 @@ def test_defaults(stack):
     assert v["predict_min_instances"]["default"] == 0
     assert v["force_destroy"]["default"] is False
     assert v["invoker_members"]["default"] == []
+
+
+def test_function_env_covers_code_reads(stack):
+    reads = code_env_reads()
+    assert set(reads) == {"predict", "feedback", "retrain_trigger"}
+    assert "DEEPSKIN_FEEDBACK_AUDIENCE" in reads["feedback"]  # the scan sees through deepskin imports
+    assert "DEEPSKIN_TRAINING_IMAGE" not in reads["predict"]  # ... but only into what a function imports
+    assert check_function_env(stack, reads) == []
+
+
+def test_allow_lists_are_not_stale():
+    """A name the code no longer reads must leave the allow-lists (they are exceptions, not a wildcard)."""
+    reads = code_env_reads()
+    every = set().union(*reads.values())
+    assert set(SAFE_DEFAULTS) <= every, set(SAFE_DEFAULTS) - every
+    for source, names in NOT_ON_CODE_PATH.items():
+        assert names <= reads[source], names - reads[source]
+
+
+def test_retrain_config_default_exists(stack):
+    assert (REPO / stack["variable"]["retrain_config"]["default"]).is_file()
+    assert stack["variable"]["retrain_min_labels"]["default"] == 50
+    assert stack["variable"]["model_check_seconds"]["default"] == 60
+    assert stack["variable"]["clinician_emails"]["default"] == []
 
 
 def test_provider_pins():
@@ -554,6 +864,129 @@ resource "google_project_iam_member" "x" {
 ''')
     problems = "\n".join(check_iam(bad))
     assert "over-broad" in problems and "eventReceiver" in problems
+
+
+def test_checker_flags_training_bucket_without_custom_time_rule():
+    bad = parse_hcl('''
+resource "google_storage_bucket" "training" {
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  lifecycle_rule {
+    condition {
+      age            = var.retention_days
+      matches_prefix = ["feedback/", "runs/"]
+    }
+    action {
+      type = "Delete"
+    }
+  }
+}
+''')
+    assert any("days_since_custom_time" in p for p in check_buckets(bad))
+
+
+def test_checker_sees_through_bucket_for_each():
+    """The same rules hold when the buckets are one for_each resource over a local map."""
+    # The real storage.tf resource, fed a broken bucket map.
+    bad_map = '''locals {
+  buckets = {
+    uploads  = { versioning = true, soft_delete_off = false, lifecycle_rules = [{ age = 3650 }] }
+    results  = { versioning = false, soft_delete_off = true, lifecycle_rules = [{ age = var.retention_days }] }
+    training = { versioning = false, soft_delete_off = true, lifecycle_rules = [{ age = var.retention_days, matches_prefix = ["feedback/"] }] }
+  }
+}
+'''
+    text = (INFRA / "storage.tf").read_text(encoding="utf-8")
+    bad = parse_hcl(re.sub(r"^locals \{.*?^\}\n", lambda _: bad_map, text, count=1, flags=re.DOTALL | re.MULTILINE))
+    problems = check_buckets(bad)
+    assert set(instances(bad, "google_storage_bucket")) == {"uploads", "results", "training"}
+    assert not any("google_storage_bucket.results" in p for p in problems), problems
+    for needle in ("uploads: versioning must be off", "uploads: soft delete must be off",
+                   "uploads: user data must expire after var.retention_days",
+                   "training: feedback/ copies need a Delete rule", "missing bucket models"):
+        assert any(needle in p for p in problems), (needle, problems)
+    assert refers_to_bucket('${google_storage_bucket.data[\\"uploads\\"].name}', "uploads")
+    assert not refers_to_bucket('${google_storage_bucket.data[\\"results\\"].name}', "uploads")
+
+
+BAD_FUNCTIONS = '''
+locals {
+  common_env = {
+    DEEPSKIN_UPLOADS_BUCKET = "u"
+  }
+  fb_env = merge(local.common_env, { DEEPSKIN_CLINICIANS = join(",", var.clinician_emails) })
+  rt_env = merge(local.common_env, {
+    DEEPSKIN_JOB_LAUNCHER       = "local"
+    DEEPSKIN_FEEDBACK_AUDIENCE  = google_cloudfunctions2_function.feedback.url
+  })
+}
+resource "google_cloudfunctions2_function" "feedback" {
+  build_config {
+    source {
+      storage_source {
+        object = google_storage_bucket_object.function_source["feedback"].name
+      }
+    }
+  }
+  service_config {
+    environment_variables = local.fb_env
+  }
+}
+resource "google_cloudfunctions2_function" "retrain_trigger" {
+  build_config {
+    source {
+      storage_source {
+        object = google_storage_bucket_object.function_source["retrain_trigger"].name
+      }
+    }
+  }
+  service_config {
+    environment_variables = local.rt_env
+  }
+}
+'''
+
+
+def test_checker_flags_unset_function_env():
+    bad = parse_hcl(BAD_FUNCTIONS)
+    assert set(function_env(bad)["feedback"][1]) == {"DEEPSKIN_UPLOADS_BUCKET", "DEEPSKIN_CLINICIANS"}
+    reads = {"feedback": {"DEEPSKIN_UPLOADS_BUCKET", "DEEPSKIN_FEEDBACK_AUDIENCE", "DEEPSKIN_LOCAL_CLINICIAN_KEYS"},
+             "retrain_trigger": {"DEEPSKIN_CLINICIANS", "DEEPSKIN_RETRAIN_MIN_LABELS"}}
+    problems = check_function_env(bad, reads)
+    assert len(problems) == 2, problems
+    assert "feedback" in problems[0] and "DEEPSKIN_FEEDBACK_AUDIENCE" in problems[0]
+    assert "retrain_trigger" in problems[1] and "DEEPSKIN_RETRAIN_MIN_LABELS" in problems[1]
+
+
+def test_checker_flags_wrong_function_settings():
+    problems = "\n".join(check_required_settings(parse_hcl(BAD_FUNCTIONS)))
+    for needle in ("DEEPSKIN_FEEDBACK_AUDIENCE = None", "DEEPSKIN_JOB_LAUNCHER = '\"local\"'",
+                   "DEEPSKIN_RETRAIN_MIN_LABELS = None", "DEEPSKIN_TRAINING_IMAGE = None",
+                   "local.feedback_audience must be"):
+        assert needle in problems, needle
+    perms = "\n".join(check_function_permissions(parse_hcl('''
+resource "google_project_iam_member" "x" {
+  role   = "roles/iam.serviceAccountUser"
+  member = "serviceAccount:${google_service_account.fn["retrain"].email}"
+}
+''')))
+    for needle in ("feedback-dead", "aiplatform.user", "training SA only", "project level", "models bucket",
+                   "models/current"):
+        assert needle in perms, needle
+
+
+def test_env_scan_follows_imports_only(tmp_path):
+    (tmp_path / "deepskin").mkdir()
+    (tmp_path / "functions" / "x").mkdir(parents=True)
+    (tmp_path / "deepskin" / "__init__.py").write_text("", encoding="utf-8")
+    (tmp_path / "deepskin" / "a.py").write_text(
+        "import os\nfrom . import c\nX = os.environ.get('DEEPSKIN_A', '1')\n", encoding="utf-8")
+    (tmp_path / "deepskin" / "b.py").write_text("import os\nY = os.environ['DEEPSKIN_B']\n", encoding="utf-8")
+    (tmp_path / "deepskin" / "c.py").write_text('"""Reads $DEEPSKIN_C."""\n', encoding="utf-8")
+    (tmp_path / "functions" / "x" / "main.py").write_text(
+        "def f():\n    from deepskin import a  # lazy\n    return a.X  # DEEPSKIN_COMMENT\n", encoding="utf-8")
+    files = deepskin_modules([tmp_path / "functions" / "x" / "main.py"], repo=tmp_path)
+    assert env_reads(files) == {"DEEPSKIN_A", "DEEPSKIN_C"}
 
 
 # --------------------------------------------------------------------------------------

@@ -3,10 +3,11 @@
 import numpy as np
 import torch
 
+from deepskin.labels import CLASSES
 from deepskin.model import Model
 from deepskin.preprocess import Preprocess
 from training.data import data_root, image_paths, load_split
-from training.export import PARITY_TOLERANCE, batches, export_onnx, ood_scorer, parity, pooled_features
+from training.export import PARITY_TOLERANCE, batches, export_onnx, ood_fit_rows, ood_scorer, parity, pooled_features
 from training.net import LiteConfig, pretrained
 
 
@@ -15,8 +16,9 @@ def test_onnx_matches_torch_on_32_test_images(tmp_path):
     net = pretrained(LiteConfig()).eval()  # ImageNet backbone, random head: parity is about the graph
     spec = Preprocess(image_size=96)
     split, paths = load_split(), image_paths(data_root())
-    train_ids = split.image_id[split.split == "train"].head(200)
-    served = ood_scorer(net, pooled_features(net, [paths[i] for i in train_ids], spec)).eval()
+    fit = ood_fit_rows(split, per_class=30)
+    labels = np.array([CLASSES.index(d) for d in fit.dx])
+    served = ood_scorer(net, pooled_features(net, [paths[i] for i in fit.image_id], spec), labels).eval()
     export_onnx(served, spec.image_size, tmp_path / "m.onnx")
     card = {"version": "test", "classes": ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"],
             "preprocess": spec.to_dict(), "thresholds": {"low": 0.1, "high": 0.5}}

@@ -1,0 +1,261 @@
+"""Retraining jobs: the feedback ledger that decides when to train, and the launchers that start a job.
+
+Firestore:
+  ledger/state              {training_labels, signals, labels_at_last_job, active_job, last_job}
+  ledger/state/seen/{key}   one per counted message (key: the report id, or the message id of a manual
+                            trigger), so a redelivered or republished message counts once
+  jobs/{id}                 {status: queued|running|done|failed, trigger, new_labels, launcher, handle, ...}
+One transaction counts a message and, when the training labels since the last job reach
+$DEEPSKIN_RETRAIN_MIN_LABELS (default 50) or on a clinician's manual trigger, creates the queued job and
+marks it active; while a job is active no other starts. The launch happens after the commit (a
+transaction body may run more than once); a failed launch fails the job and gives its labels back.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from google.cloud import firestore
+
+from deepskin import store
+from deepskin.config import settings
+from deepskin.feedback import LABELS, ROLES, SIGNAL, TRAINING_LABEL, publish_message
+
+log = logging.getLogger(__name__)
+
+JOBS = "jobs"
+MANUAL = "manual"
+REPORT_ID = re.compile(r"^[0-9a-f]{32}$")
+REPO = Path(__file__).resolve().parent.parent
+
+
+class Poison(Exception):
+    """A message that no retry can make valid: it goes to the dead-letter topic instead."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Counted:
+    key: str  # what makes a redelivery recognisable
+    kind: str  # training_label, signal or manual
+    requested_by: str | None = None
+
+
+def decode(message: dict) -> Counted:
+    """A Pub/Sub message (as in the CloudEvent's `message`) -> what to count; Poison when it is invalid."""
+    attributes = message.get("attributes") or {}
+    try:
+        data = json.loads(base64.b64decode(message.get("data") or "", validate=True))
+    except (binascii.Error, ValueError):  # ValueError covers JSON and UTF-8 errors
+        raise Poison("undecodable") from None
+    if not isinstance(data, dict):
+        raise Poison("not_a_json_object")
+    if attributes.get("manual") == "true" or MANUAL in data:
+        message_id = message.get("messageId") or message.get("message_id")
+        if attributes.get("role") != "clinician" or not isinstance(data.get("requested_by"), str) or not message_id:
+            raise Poison("manual_trigger_not_from_clinician")
+        return Counted(f"message-{message_id}", MANUAL, data["requested_by"])
+    report_id = data.get("report_id")
+    if not isinstance(report_id, str) or not REPORT_ID.match(report_id):
+        raise Poison("invalid_report_id")
+    if data.get("label") not in LABELS or data.get("role") not in ROLES:
+        raise Poison("invalid_label_or_role")
+    if data.get("counts_as") != (TRAINING_LABEL if data["role"] == "clinician" else SIGNAL):
+        raise Poison("counts_as_does_not_match_role")  # a user report never becomes a training label
+    return Counted(report_id, data["counts_as"])
+
+
+def min_labels() -> int:
+    return int(os.environ.get("DEEPSKIN_RETRAIN_MIN_LABELS", "50"))
+
+
+def state_doc() -> firestore.DocumentReference:
+    return store.firestore_client().collection("ledger").document("state")
+
+
+def job_doc(job_id: str) -> firestore.DocumentReference:
+    return store.firestore_client().collection(JOBS).document(job_id)
+
+
+def handle(message: dict) -> str | None:
+    """Count one message; start a job when it is due. Returns the started job's id."""
+    counted = decode(message)
+    job_id = count(store.firestore_client().transaction(), counted, min_labels())
+    if job_id is None:
+        return None
+    try:
+        name, handle_ = launcher_name(), launcher().launch(job_id)
+    except Exception:  # pylint: disable=broad-except
+        # Redelivery would not help (the message is already counted): give the labels back instead.
+        log.exception("could not launch job %s", job_id)
+        finish(store.firestore_client().transaction(), job_id, {"status": "failed", "error": "launch_failed"},
+               give_labels_back=True)
+        return None
+    job_doc(job_id).update({"launcher": name, "handle": handle_})
+    log.info("job %s launched (%s): %s", job_id, name, handle_)
+    return job_id
+
+
+@firestore.transactional
+def count(transaction: firestore.Transaction, counted: Counted, threshold: int) -> str | None:
+    state_ref = state_doc()
+    seen_ref = state_ref.collection("seen").document(counted.key)
+    if seen_ref.get(transaction=transaction).exists:
+        log.info("message %s already counted", counted.key)
+        return None
+    state = state_ref.get(transaction=transaction).to_dict() or {}
+    labels = state.get("training_labels", 0) + (counted.kind == TRAINING_LABEL)
+    update = {"training_labels": labels, "signals": state.get("signals", 0) + (counted.kind == SIGNAL),
+              "updated_at": firestore.SERVER_TIMESTAMP}
+    new_labels = labels - state.get("labels_at_last_job", 0)
+    due = counted.kind == MANUAL or (counted.kind == TRAINING_LABEL and new_labels >= threshold)
+    job_id = None
+    if due and state.get("active_job"):
+        log.info("training is due but job %s is still active", state["active_job"])
+    elif due:
+        job_id = uuid.uuid4().hex[:20]
+        transaction.create(job_doc(job_id), {
+            "status": "queued", "trigger": counted.kind, "requested_by": counted.requested_by,
+            "new_labels": new_labels, "labels_at_previous_job": state.get("labels_at_last_job", 0),
+            "created_at": firestore.SERVER_TIMESTAMP})
+        update.update(active_job=job_id, last_job=job_id, labels_at_last_job=labels)
+    transaction.create(seen_ref, {"kind": counted.kind, "job": job_id, "at": firestore.SERVER_TIMESTAMP})
+    transaction.set(state_ref, update, merge=True)
+    return job_id
+
+
+def mark_running(job_id: str, **fields) -> None:
+    job_doc(job_id).update({"status": "running", "started_at": firestore.SERVER_TIMESTAMP, **fields})
+
+
+@firestore.transactional
+def finish(transaction: firestore.Transaction, job_id: str, fields: dict, give_labels_back: bool = False) -> None:
+    """Close a job and free the ledger for the next one."""
+    state_ref, job_ref = state_doc(), job_doc(job_id)
+    state = state_ref.get(transaction=transaction).to_dict() or {}
+    job = job_ref.get(transaction=transaction).to_dict() or {}
+    transaction.set(job_ref, {**fields, "finished_at": firestore.SERVER_TIMESTAMP}, merge=True)
+    if state.get("active_job") == job_id:
+        update = {"active_job": None}
+        if give_labels_back:
+            update["labels_at_last_job"] = job.get("labels_at_previous_job", 0)
+        transaction.set(state_ref, update, merge=True)
+
+
+def dead_letter(message: dict, reason: str) -> None:
+    """Keep the poison message, as it came, on the dead-letter topic for inspection and replay."""
+    raw = message.get("data") or ""
+    try:
+        data = base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        data = str(raw).encode()
+    attributes = {**(message.get("attributes") or {}), "dead_letter_reason": reason,
+                  "original_message_id": str(message.get("messageId") or message.get("message_id") or "")}
+    publish_message(settings().feedback_dead_topic, data, attributes)
+    log.warning("poison message %s (%s) sent to %s", attributes["original_message_id"], reason,
+                settings().feedback_dead_topic)
+
+
+# --- launchers ----------------------------------------------------------------------------------------
+
+def retrain_args() -> list[str]:
+    """The job's arguments after --job-id: the config and how many held-out images the gate uses (0: all)."""
+    default = "training/configs/gpu.json" if launcher_name() == "vertex" else "training/configs/cpu.json"
+    return ["--config", os.environ.get("DEEPSKIN_RETRAIN_CONFIG", default),
+            "--eval-limit", os.environ.get("DEEPSKIN_RETRAIN_EVAL_LIMIT", "0")]
+
+
+class LocalLauncher:
+    """`python -m training.retrain` as a child process of this one (local stack and tests)."""
+
+    def __init__(self) -> None:
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def launch(self, job_id: str) -> str:
+        logs = Path(tempfile.gettempdir()) / "deepskin-jobs"
+        logs.mkdir(exist_ok=True)
+        log_path = logs / f"{job_id}.log"
+        with open(log_path, "wb") as out:
+            # Not waited for here: the job outlives this request (tests wait with `wait`).
+            self.processes[job_id] = subprocess.Popen(  # pylint: disable=consider-using-with
+                [sys.executable, "-m", "training.retrain", "--job-id", job_id, *retrain_args()],
+                cwd=REPO, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        return f"pid {self.processes[job_id].pid}, log {log_path}"
+
+    def wait(self, job_id: str, timeout: float) -> int:
+        return self.processes.pop(job_id).wait(timeout)
+
+
+class VertexLauncher:
+    """A Vertex AI CustomJob through the REST API (google-cloud-aiplatform is not a dependency).
+
+    Only testable on Google Cloud: it needs the training image, the training service account and
+    credentials allowed to act as it (infra/iam.tf, infra/vertex.tf).
+    """
+
+    def launch(self, job_id: str) -> str:
+        import google.auth  # pylint: disable=import-outside-toplevel
+        from google.auth.transport.requests import AuthorizedSession  # pylint: disable=import-outside-toplevel
+
+        credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
+        region, project = os.environ["DEEPSKIN_REGION"], settings().project
+        url = f"https://{region}-aiplatform.googleapis.com/v1/projects/{project}/locations/{region}/customJobs"
+        response = AuthorizedSession(credentials).post(url, json=custom_job(job_id), timeout=60)
+        response.raise_for_status()
+        return response.json()["name"]
+
+
+def custom_job(job_id: str) -> dict:
+    """The CustomJob body: the training image runs training.retrain on the FUSE-mounted training bucket."""
+    env, config = os.environ, settings()
+    machine = {"machineType": env.get("DEEPSKIN_TRAINING_MACHINE_TYPE", "n1-standard-8")}
+    accelerator = env.get("DEEPSKIN_TRAINING_ACCELERATOR", "")
+    if accelerator and accelerator != "ACCELERATOR_TYPE_UNSPECIFIED":
+        machine.update(acceleratorType=accelerator,
+                       acceleratorCount=int(env.get("DEEPSKIN_TRAINING_ACCELERATORS", "1")))
+    passed = {"GOOGLE_CLOUD_PROJECT": config.project, "DEEPSKIN_MODELS_BUCKET": config.models_bucket,
+              "DEEPSKIN_TRAINING_BUCKET": config.training_bucket, "DEEPSKIN_RETENTION_DAYS": str(config.retention_days)}
+    return {
+        "displayName": f"deepskin-retrain-{job_id}",
+        "jobSpec": {
+            "workerPoolSpecs": [{
+                "machineSpec": machine,
+                "replicaCount": "1",
+                "containerSpec": {
+                    "imageUri": env["DEEPSKIN_TRAINING_IMAGE"],
+                    "command": ["python", "-m", "training.retrain"],
+                    "args": ["--job-id", job_id, *retrain_args(), "--data", f"/gcs/{config.training_bucket}/ham10000",
+                             "--work", f"/gcs/{config.training_bucket}/runs/{job_id}"],
+                    "env": [{"name": k, "value": v} for k, v in passed.items()],
+                },
+            }],
+            "serviceAccount": env["DEEPSKIN_TRAINING_SERVICE_ACCOUNT"],
+        },
+        "labels": {"deepskin-job": job_id},
+    }
+
+
+def launcher_name() -> str:
+    emulated = os.environ.get("FIRESTORE_EMULATOR_HOST") or os.environ.get("PUBSUB_EMULATOR_HOST")
+    return os.environ.get("DEEPSKIN_JOB_LAUNCHER") or ("local" if emulated else "vertex")
+
+
+def make_launcher() -> LocalLauncher | VertexLauncher:
+    return {"local": LocalLauncher, "vertex": VertexLauncher}[launcher_name()]()
+
+
+launcher = store.once(make_launcher)

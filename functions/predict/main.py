@@ -1,0 +1,114 @@
+"""Predict functions: one archive, two entry points (infra/functions.tf deploys each as its own function).
+
+- on_upload: Eventarc `google.cloud.storage.object.v1.finalized` on the uploads bucket.
+- predict_http: POST an image, then GET or DELETE its result with the returned capability token.
+The work is done in deepskin.predict_service; this file only translates events and HTTP.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import secrets
+
+import flask
+import functions_framework
+from cloudevents.http import CloudEvent
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from deepskin import checks, predict_service, store
+from deepskin.cors import with_cors
+
+RESULT_PATH = re.compile(r"^/results/(?P<id>[0-9a-f]{32})(?P<heatmap>/heatmap)?/?$")
+RAW_TYPES = ("image/", "application/octet-stream")
+# Room for the multipart framing around an image of the maximum size.
+MAX_BODY = checks.MAX_BYTES + 64 * 1024
+
+
+@functions_framework.cloud_event
+def on_upload(cloud_event: CloudEvent) -> None:
+    data = cloud_event.data
+    predict_service.handle_upload(data["bucket"], data["name"], data["generation"], data.get("size", 0),
+                                  data.get("metadata"))
+
+
+@functions_framework.http
+def predict_http(request: flask.Request) -> flask.Response:
+    return with_cors(request, route, "GET, POST, DELETE, OPTIONS", "Content-Type, X-DeepSkin-Token, Authorization")
+
+
+class Refused(Exception):
+    """An error answer, raised from wherever the request is found wanting."""
+
+    def __init__(self, status: int, code: str):
+        super().__init__(code)
+        self.status, self.code = status, code
+
+
+def route(request: flask.Request) -> flask.Response:
+    try:
+        if request.method == "POST" and request.path in ("/", "/predict"):
+            return post_image(request)
+        match = RESULT_PATH.match(request.path)
+        if match is None:
+            raise Refused(404, "not_found")
+        return result_request(request, match["id"], heatmap=bool(match["heatmap"]))
+    except Refused as refused:
+        body = json.dumps({"error": refused.code})
+        # Streamed, so that functions-framework does not drain an oversize body into memory after we answer.
+        return flask.Response(iter([body]) if refused.status == 413 else body, refused.status,
+                              mimetype="application/json")
+
+
+def result_request(request: flask.Request, id_: str, heatmap: bool) -> flask.Response:
+    token = request.headers.get("X-DeepSkin-Token") or request.args.get("token")
+    doc = predict_service.owned_result(id_, token)
+    if doc is None:
+        raise Refused(404, "not_found")  # the same answer whether or not the result exists
+    if request.method == "GET" and heatmap:
+        png = store.read_heatmap(id_)
+        if png is None:
+            raise Refused(404, "not_found")
+        return flask.Response(png, mimetype="image/png")
+    if request.method == "GET":
+        return flask.jsonify({"id": id_, **predict_service.public_fields(doc)})
+    if request.method == "DELETE" and not heatmap:
+        return flask.jsonify({"id": id_, "deleted": store.delete_result(id_)})
+    raise Refused(405, "method_not_allowed")
+
+
+def post_image(request: flask.Request) -> flask.Response:
+    data, content_type = read_image(request)
+    token = secrets.token_urlsafe(24)
+    outcome = predict_service.predict_bytes(data, content_type, token)
+    body = {"id": outcome.id, "token": token, **predict_service.public_fields(outcome.fields)}
+    if outcome.heatmap_png:
+        body["heatmap_png_base64"] = base64.b64encode(outcome.heatmap_png).decode()
+    return flask.jsonify(body)
+
+
+def read_image(request: flask.Request) -> tuple[bytes, str]:
+    """(bytes, content type) from a raw image body or the multipart field `image`."""
+    # Refuse by the declared length before reading a byte; max_content_length also stops an undeclared
+    # (chunked) body from being read past the limit.
+    if (request.content_length or 0) > MAX_BODY:
+        raise Refused(413, "too_large")
+    request.max_content_length = MAX_BODY
+    try:
+        if request.mimetype == "multipart/form-data":
+            part = request.files.get("image")
+            if part is None:
+                raise Refused(400, "missing_image_field")
+            data, content_type = part.read(), part.mimetype or "application/octet-stream"
+        elif request.mimetype.startswith(RAW_TYPES):
+            data, content_type = request.get_data(), request.mimetype
+        else:
+            raise Refused(415, "unsupported_media_type")
+    except RequestEntityTooLarge:
+        raise Refused(413, "too_large") from None
+    if not data:
+        raise Refused(400, "empty")
+    if len(data) > checks.MAX_BYTES:
+        raise Refused(413, "too_large")
+    return data, content_type

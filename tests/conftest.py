@@ -1,0 +1,49 @@
+"""Shared fixtures: the real Firestore, Pub/Sub and Cloud Storage emulators, started once per session.
+
+Set FIRESTORE_EMULATOR_HOST, PUBSUB_EMULATOR_HOST and STORAGE_EMULATOR_HOST to reuse running emulators
+(e.g. those of `make run`); otherwise local/emulators.py starts them on free loopback ports.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from deepskin.config import settings
+from local.emulators import DEFAULT_PROJECT, Emulators, create_resources
+
+EMULATOR_VARS = ("FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST", "STORAGE_EMULATOR_HOST")
+
+
+@pytest.fixture(scope="session")
+def emulators() -> Iterator[dict[str, str]]:
+    """The emulator environment, applied to os.environ for the whole session, with resources created."""
+    if all(os.environ.get(var) for var in EMULATOR_VARS):
+        os.environ.setdefault("GOOGLE_CLOUD_PROJECT", DEFAULT_PROJECT)
+        os.environ.setdefault("NO_GCE_CHECK", "true")
+        create_resources()
+        yield {var: os.environ[var] for var in (*EMULATOR_VARS, "GOOGLE_CLOUD_PROJECT")}
+        return
+    with Emulators.start() as running:
+        saved = {var: os.environ.get(var) for var in running.env}
+        os.environ.update(running.env)
+        try:
+            create_resources()
+            yield running.env
+        finally:
+            for var, value in saved.items():
+                if value is None:
+                    os.environ.pop(var, None)
+                else:
+                    os.environ[var] = value
+
+
+@pytest.fixture
+def clean_firestore(emulators: dict[str, str]) -> None:
+    """Each test starts from an empty database (the emulator's own reset endpoint)."""
+    url = (f"http://{emulators['FIRESTORE_EMULATOR_HOST']}/emulator/v1/projects/{settings().project}"
+           "/databases/(default)/documents")
+    urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=30).close()

@@ -1,0 +1,154 @@
+"""The feedback HTTP function against the real emulators: validation, ownership, identity, idempotency."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from feedback_support import CLINICIAN_KEY, RETRAIN_SUBSCRIPTION, pull, report
+
+from deepskin import feedback, store
+from deepskin.config import settings
+
+ORIGIN = "http://localhost:8080"
+CLINICIAN = {"X-DeepSkin-Clinician": CLINICIAN_KEY}
+
+
+def post(client, body, headers=None, **kwargs):
+    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    kwargs.setdefault("content_type", "application/json")
+    return client.post("/feedback", data=data, headers=headers or {}, **kwargs)
+
+
+def feedback_docs() -> list[dict]:
+    return [s.to_dict() for s in store.firestore_client().collection(store.FEEDBACK).stream()]
+
+
+def test_invalid_requests_get_clear_4xx_and_change_nothing(feedback_client, prediction):
+    id_, token = prediction
+    owner = {"X-DeepSkin-Token": token}
+    cases = [
+        (post(feedback_client, report(id_), owner, content_type="text/plain"), 415, "unsupported_media_type"),
+        (post(feedback_client, "{not json", owner), 400, "malformed_json"),
+        (post(feedback_client, "[1, 2]", owner), 400, "malformed_json"),
+        (post(feedback_client, report(id_, label="melanoma"), owner), 422, "invalid_label"),
+        (post(feedback_client, report(id_, role="admin"), owner), 422, "invalid_role"),
+        (post(feedback_client, report(id_, histopathology="yes"), owner), 422, "invalid_histopathology"),
+        (post(feedback_client, report(id_, comment="x" * 501), owner), 422, "invalid_comment"),
+        (post(feedback_client, report(id_, idempotency_key="k" * 129), owner), 422, "invalid_idempotency_key"),
+        (post(feedback_client, {k: v for k, v in report(id_).items() if k != "idempotency_key"}, owner), 422,
+         "invalid_idempotency_key"),
+        (post(feedback_client, report(id_, extra=1), owner), 422, "unknown_field"),
+        (post(feedback_client, report("zz"), owner), 422, "invalid_prediction_id"),
+        (post(feedback_client, report("0" * 32), owner), 404, "unknown_prediction"),
+        (post(feedback_client, report(id_), {"X-DeepSkin-Token": "not-the-owner"}), 404, "unknown_prediction"),
+        (post(feedback_client, report(id_)), 404, "unknown_prediction"),
+        (post(feedback_client, report(id_, role="clinician"), owner), 403, "clinician_identity_required"),
+        (post(feedback_client, report(id_, role="clinician"), {"X-DeepSkin-Clinician": "guess"}), 403,
+         "clinician_identity_required"),
+        (post(feedback_client, report(id_, comment="x" * 9000), owner), 413, "too_large"),
+        (feedback_client.get("/feedback"), 405, "method_not_allowed"),
+        (feedback_client.post("/elsewhere", json=report(id_)), 404, "not_found"),
+    ]
+    for response, status, code in cases:
+        assert (response.status_code, response.get_json()["error"]) == (status, code), response.get_json()
+        assert response.mimetype == "application/json"
+    assert feedback_docs() == [] and pull(RETRAIN_SUBSCRIPTION) == []
+
+
+def test_declared_oversize_body_is_refused_before_reading(feedback_client, prediction, monkeypatch):
+    monkeypatch.setattr(feedback, "parse_report", lambda body: pytest.fail("the body was read"))
+    response = feedback_client.post("/feedback", input_stream=io.BytesIO(b"{}"), content_type="application/json",
+                                    environ_overrides={"CONTENT_LENGTH": str(feedback.MAX_BODY + 1)})
+    assert response.status_code == 413
+
+
+def test_user_report_is_a_signal_stored_and_published_once(feedback_client, prediction):
+    id_, token = prediction
+    body = report(id_, label="nv", comment="my GP said it is a mole", idempotency_key="key-1")
+    answers = [post(feedback_client, body, {"X-DeepSkin-Token": token, "Origin": ORIGIN}) for _ in range(3)]
+    assert {a.status_code for a in answers} == {202}
+    assert answers[0].headers["Access-Control-Allow-Origin"] == ORIGIN
+    assert len({a.get_json()["report_id"] for a in answers}) == 1
+    assert answers[0].get_json()["counts_as"] == "signal"
+
+    messages = pull(RETRAIN_SUBSCRIPTION)
+    assert len(messages) == 1  # the repeated key did not publish again
+    assert dict(messages[0].attributes) == {"report_id": answers[0].get_json()["report_id"], "prediction_id": id_,
+                                            "role": "user", "label": "nv", "counts_as": "signal"}
+    assert "comment" not in json.loads(messages[0].data)  # free text stays in Firestore
+    [doc] = feedback_docs()
+    assert doc["comment"] == "my GP said it is a mole" and doc["published"] and doc["reporter"] is None
+    assert "training_image" not in doc and doc["model_version"]
+    assert 29 <= (doc["expire_at"] - doc["created_at"]).days <= 30
+
+    reused = post(feedback_client, {**body, "label": "mel"}, {"X-DeepSkin-Token": token})
+    assert reused.status_code == 409 and pull(RETRAIN_SUBSCRIPTION) == []
+
+
+def test_clinician_report_is_a_training_label_with_its_image_copied(feedback_client, prediction):
+    id_, _ = prediction
+    response = post(feedback_client, report(id_, role="clinician", label="bcc", histopathology=True), CLINICIAN)
+    assert response.status_code == 202
+    answer = response.get_json()
+    assert answer["counts_as"] == "training_label"
+    [message] = pull(RETRAIN_SUBSCRIPTION)
+    assert message.attributes["counts_as"] == "training_label" and message.attributes["role"] == "clinician"
+    [doc] = feedback_docs()
+    assert doc["reporter"].startswith("local:")
+    name = f"feedback/{answer['report_id']}.jpg"
+    assert doc["training_image"] == f"gs://{settings().training_bucket}/{name}"
+    copy = store.storage_client().bucket(settings().training_bucket).get_blob(name)
+    upload = store.get_result(id_)["upload"]
+    original = store.storage_client().bucket(upload["bucket"]).get_blob(upload["name"])
+    assert copy.metadata["label"] == "bcc" and copy.md5_hash == original.md5_hash
+
+    deleted = store.delete_result(id_)  # the owner's delete reaches the training copy too
+    assert doc["training_image"] in deleted["objects"]
+    assert store.storage_client().bucket(settings().training_bucket).get_blob(name) is None
+
+
+def test_on_google_cloud_only_a_verified_allowlisted_google_identity_is_a_clinician(feedback_client, prediction,
+                                                                                 monkeypatch):
+    id_, _ = prediction
+    monkeypatch.setenv("K_SERVICE", "deepskin-feedback")  # as on Cloud Run: the local key means nothing
+    monkeypatch.setenv("DEEPSKIN_FEEDBACK_AUDIENCE", "https://feedback.example.run.app")
+    monkeypatch.setenv("DEEPSKIN_CLINICIANS", "derm@example.org, other@example.org")
+    tokens = {"good": {"email": "Derm@example.org", "email_verified": True},
+              "unverified": {"email": "derm@example.org", "email_verified": False},
+              "stranger": {"email": "someone@example.org", "email_verified": True}}
+
+    def verify(token, request, audience):
+        assert audience == "https://feedback.example.run.app"
+        if token not in tokens:
+            raise ValueError("bad signature")
+        return tokens[token]
+
+    monkeypatch.setattr(feedback.id_token, "verify_oauth2_token", verify)
+    as_clinician = report(id_, role="clinician")
+    for headers in (CLINICIAN, {"Authorization": "Bearer forged"}, {"Authorization": "Bearer unverified"},
+                    {"Authorization": "Bearer stranger"}, {"Authorization": "Basic good"}):
+        assert post(feedback_client, as_clinician, headers).status_code == 403, headers
+    response = post(feedback_client, as_clinician, {"Authorization": "Bearer good"})
+    assert response.status_code == 202 and response.get_json()["counts_as"] == "training_label"
+    assert feedback_docs()[0]["reporter"] == "google:derm@example.org"
+    monkeypatch.delenv("DEEPSKIN_FEEDBACK_AUDIENCE")  # misconfigured: never an open door
+    assert post(feedback_client, report(id_, role="clinician"), {"Authorization": "Bearer good"}).status_code == 403
+
+
+def test_manual_retrain_request_needs_a_clinician(feedback_client):
+    assert feedback_client.post("/retrain").status_code == 403
+    assert feedback_client.post("/retrain", headers=CLINICIAN).status_code == 202
+    [message] = pull(RETRAIN_SUBSCRIPTION)
+    assert dict(message.attributes) == {"manual": "true", "role": "clinician"}
+
+
+def test_cors_preflight(feedback_client):
+    allowed = feedback_client.options("/feedback", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST"})
+    assert allowed.status_code == 204 and allowed.headers["Access-Control-Allow-Origin"] == ORIGIN
+    for header in ("X-DeepSkin-Token", "Authorization", "Content-Type"):
+        assert header in allowed.headers["Access-Control-Allow-Headers"]
+    refused = feedback_client.options("/feedback", headers={"Origin": "https://evil.example",
+                                                            "Access-Control-Request-Method": "POST"})
+    assert refused.status_code == 403 and "Access-Control-Allow-Origin" not in refused.headers

@@ -1,0 +1,224 @@
+"""Feedback -> ledger -> one training job -> promotion gate -> the predict path, against the real emulators.
+
+One real retraining run (tiny config: 64 px, 32 base images + the reports' images, one epoch, most blocks
+frozen, the gate on a fixed subset of 24 test images); the gate's other outcomes use candidates built
+from the served model with a changed card.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+from feedback_support import (
+    CLINICIAN_KEY,
+    DEAD_SUBSCRIPTION,
+    LESIONS,
+    RETRAIN_SUBSCRIPTION,
+    deliver,
+    pubsub_event,
+    pull,
+    redeliver_pulled,
+    report,
+)
+
+from deepskin import jobs, predict_service, registry, store
+from deepskin.model import BUNDLED_MODEL, Model, card_path, default_model
+from training import promote
+from training.data import data_root
+
+CLINICIAN = {"X-DeepSkin-Clinician": CLINICIAN_KEY}
+
+
+def ledger() -> dict:
+    return jobs.state_doc().get().to_dict() or {}
+
+
+def all_jobs() -> dict[str, dict]:
+    return {s.id: s.to_dict() for s in store.firestore_client().collection(jobs.JOBS).stream()}
+
+
+def predictions(n: int) -> list[tuple[str, str]]:
+    out = []
+    for i in range(n):
+        token = secrets.token_urlsafe(24)
+        outcome = predict_service.predict_bytes(LESIONS[i % len(LESIONS)].read_bytes(), "image/jpeg", token)
+        out.append((outcome.id, token))
+    return out
+
+
+class FakeLauncher:
+    def __init__(self):
+        self.launched = []
+
+    def launch(self, job_id: str) -> str:
+        self.launched.append(job_id)
+        return f"fake {job_id}"
+
+
+@pytest.fixture
+def fake_launcher(monkeypatch) -> FakeLauncher:
+    fake = FakeLauncher()
+    monkeypatch.setattr(jobs, "launcher", lambda: fake)
+    return fake
+
+
+def candidate_from_served(tmp_path, **card_changes) -> tuple[Path, str]:
+    """The served model's ONNX with a changed card: a candidate whose numbers we know in advance."""
+    folder = tmp_path / "candidate"
+    folder.mkdir()
+    shutil.copy(BUNDLED_MODEL, folder / registry.ONNX)
+    card = json.loads(card_path(BUNDLED_MODEL).read_text())
+    version = f"test-{uuid.uuid4().hex[:8]}"
+    card.update(version=version, **card_changes)
+    card_path(folder / registry.ONNX).write_text(json.dumps(card))
+    return folder, version
+
+
+# --- the ledger ---------------------------------------------------------------------------------------
+
+def test_user_reports_are_counted_as_signals_and_never_train(feedback_client, trigger_client, fake_launcher):
+    for id_, token in predictions(4):
+        answer = feedback_client.post("/feedback", json=report(id_), headers={"X-DeepSkin-Token": token})
+        assert answer.status_code == 202
+    messages = pull(RETRAIN_SUBSCRIPTION)
+    assert len(messages) == 4
+    assert redeliver_pulled(trigger_client, messages) == [200] * 4
+    assert (ledger()["signals"], ledger()["training_labels"]) == (4, 0)
+    assert all_jobs() == {} and fake_launcher.launched == []
+
+
+def test_a_forged_user_training_label_and_undecodable_messages_go_to_the_dead_letter_topic(trigger_client,
+                                                                                         fake_launcher):
+    forged = {"report_id": "a" * 32, "prediction_id": "b" * 32, "label": "mel", "role": "user",
+              "counts_as": "training_label"}
+    poison = [pubsub_event(b"\xff\xfe not json"), pubsub_event("%%% not base64 %%%"),
+              pubsub_event(json.dumps(forged).encode(), {"role": "user"}),
+              pubsub_event(json.dumps({"manual": True, "requested_by": "x"}).encode(), {"manual": "true",
+                                                                                      "role": "user"})]
+    assert [deliver(trigger_client, event) for event in poison] == [200] * 4  # acknowledged: never redelivered
+    dead = pull(DEAD_SUBSCRIPTION)
+    assert sorted(m.attributes["dead_letter_reason"] for m in dead) == sorted(
+        ["undecodable", "undecodable", "counts_as_does_not_match_role", "manual_trigger_not_from_clinician"])
+    assert dead[0].data and all(m.attributes["original_message_id"] for m in dead)
+    assert ledger() == {} and all_jobs() == {} and fake_launcher.launched == []
+
+
+def test_redelivered_messages_count_once_and_an_active_job_blocks_another(feedback_client, trigger_client,
+                                                                          fake_launcher):
+    for id_, _ in predictions(5):
+        assert feedback_client.post("/feedback", json=report(id_, role="clinician"), headers=CLINICIAN).status_code == 202
+    messages = pull(RETRAIN_SUBSCRIPTION)
+    redeliver_pulled(trigger_client, messages[:2] * 3)  # each delivered three times
+    assert ledger()["training_labels"] == 2 and fake_launcher.launched == []
+    redeliver_pulled(trigger_client, messages[2:] * 2)
+    assert ledger()["training_labels"] == 5
+    [job_id] = fake_launcher.launched  # the third label launched it; the two after found it active
+    assert all_jobs()[job_id]["status"] == "queued" and all_jobs()[job_id]["handle"] == f"fake {job_id}"
+    assert ledger()["active_job"] == job_id
+
+    # A clinician's manual trigger waits for the active job too, then starts one of its own.
+    assert feedback_client.post("/retrain", headers=CLINICIAN).status_code == 202
+    manual = pull(RETRAIN_SUBSCRIPTION)
+    redeliver_pulled(trigger_client, manual)
+    assert len(fake_launcher.launched) == 1
+    jobs.finish(store.firestore_client().transaction(), job_id, {"status": "done"})
+    redeliver_pulled(trigger_client, manual)  # counted already: a redelivery is not a new request
+    assert len(fake_launcher.launched) == 1
+    assert feedback_client.post("/retrain", headers=CLINICIAN).status_code == 202
+    redeliver_pulled(trigger_client, pull(RETRAIN_SUBSCRIPTION))
+    assert len(fake_launcher.launched) == 2 and all_jobs()[fake_launcher.launched[1]]["trigger"] == "manual"
+
+
+def test_a_failed_launch_gives_the_labels_back(feedback_client, trigger_client, monkeypatch):
+    class Broken:
+        def launch(self, job_id):
+            raise RuntimeError("quota")
+
+    monkeypatch.setattr(jobs, "launcher", Broken)
+    for id_, _ in predictions(3):
+        feedback_client.post("/feedback", json=report(id_, role="clinician"), headers=CLINICIAN)
+    assert redeliver_pulled(trigger_client, pull(RETRAIN_SUBSCRIPTION)) == [200] * 3
+    [job] = all_jobs().values()
+    assert (job["status"], job["error"]) == ("failed", "launch_failed")
+    assert ledger()["active_job"] is None and ledger()["labels_at_last_job"] == 0  # the next label retries
+
+
+# --- a real job, the gate and the registry ----------------------------------------------------------------
+
+def test_clinician_labels_start_exactly_one_job_whose_gate_decision_holds_both_models(feedback_client,
+                                                                                     trigger_client):
+    labels = ["mel", "nv", "malignant", "bkl"]
+    for (id_, _), label in zip(predictions(4), labels):
+        answer = feedback_client.post("/feedback", json=report(id_, role="clinician", label=label),
+                                      headers=CLINICIAN)
+        assert answer.get_json()["counts_as"] == "training_label"
+    redeliver_pulled(trigger_client, pull(RETRAIN_SUBSCRIPTION) * 2)
+    [(job_id, job)] = all_jobs().items()
+    assert job["trigger"] == "training_label" and job["new_labels"] == 3
+
+    returncode = jobs.launcher().wait(job_id, timeout=400)
+    job = all_jobs()[job_id]
+    assert returncode == 0 and job["status"] == "done", Path(job["handle"].rsplit("log ", 1)[-1]).read_text()[-3000:]
+    assert job["feedback_images"] == 4 and "ImageNet backbone" in job["init"]
+    decision = job["decision"]
+    stored = registry.decision_doc(job_id).get().to_dict()
+    assert {k: stored[k] for k in decision} == decision
+    candidate, current = decision["candidate"], decision["current"]
+    print("\npromotion decision:", json.dumps(decision, indent=1))
+    assert candidate["version"] != current["version"] == Model(BUNDLED_MODEL).version
+    assert candidate["images"] == current["images"] == 24 and decision["heldout"]["limit"] == 24
+    expected = (candidate["roc_auc"] >= current["roc_auc"] - 0.01
+                and candidate["sensitivity_high"] >= current["sensitivity_high"])
+    assert decision["promoted"] == expected
+    assert registry.current()["version"] == (candidate["version"] if expected else current["version"])
+    assert ledger()["active_job"] is None
+
+
+def test_a_worse_candidate_is_refused(tmp_path):
+    # Its "high" band can never be reached: sensitivity there is 0, below the served model's.
+    folder, version = candidate_from_served(tmp_path, thresholds={"low": 0.3, "high": 1.01})
+    decision = promote.gate(folder, "worse", data_root(), limit=24)
+    assert not decision["promoted"] and decision["checks"] == {"roc_auc": True, "sensitivity_high": False}
+    assert decision["candidate"]["sensitivity_high"] == 0.0 < decision["current"]["sensitivity_high"]
+    assert registry.current()["version"] == Model(BUNDLED_MODEL).version != version
+    assert registry.decision_doc("worse").get().to_dict()["promoted"] is False
+
+
+def test_a_promotion_reaches_the_predict_path_without_a_redeploy_and_rolls_back(tmp_path, monkeypatch):
+    served = default_model().version
+    folder, version = candidate_from_served(tmp_path, thresholds={"low": 0.0, "high": 0.0})
+    decision = promote.gate(folder, "better", data_root(), limit=24)
+    assert decision["promoted"] and decision["candidate"]["sensitivity_high"] == 1.0
+    assert registry.current()["version"] == version and registry.current()["previous"]["version"] == served
+
+    data, token = LESIONS[1].read_bytes(), secrets.token_urlsafe(24)
+    assert predict_service.predict_bytes(data, "image/jpeg", token).fields["model_version"] == version
+
+    def unavailable():
+        raise ConnectionError("firestore is down")
+
+    with monkeypatch.context() as patch:  # a failing registry keeps the model in use
+        patch.setattr(registry, "current", unavailable)
+        assert default_model().version == version
+
+    assert registry.rollback()["version"] == served
+    assert predict_service.predict_bytes(data, "image/jpeg", token).fields["model_version"] == served
+
+
+def test_vertex_custom_job_request(monkeypatch):
+    monkeypatch.setenv("DEEPSKIN_JOB_LAUNCHER", "vertex")
+    monkeypatch.setenv("DEEPSKIN_TRAINING_IMAGE", "europe-west4-docker.pkg.dev/p/deepskin/train:1")
+    monkeypatch.setenv("DEEPSKIN_TRAINING_SERVICE_ACCOUNT", "train@p.iam.gserviceaccount.com")
+    monkeypatch.setenv("DEEPSKIN_TRAINING_ACCELERATOR", "NVIDIA_L4")
+    monkeypatch.setenv("DEEPSKIN_TRAINING_ACCELERATORS", "1")
+    monkeypatch.delenv("DEEPSKIN_RETRAIN_CONFIG")
+    body = jobs.custom_job("j1")
+    pool = body["jobSpec"]["workerPoolSpecs"][0]
+    assert pool["machineSpec"]["acceleratorType"] == "NVIDIA_L4"
+    assert pool["containerSpec"]["args"][:4] == ["--job-id", "j1", "--config", "training/configs/gpu.json"]
+    assert body["jobSpec"]["serviceAccount"] == "train@p.iam.gserviceaccount.com"
