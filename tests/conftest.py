@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from functions_framework import create_app
 
 from deepskin.config import settings
 from local.emulators import DEFAULT_PROJECT, Emulators, create_resources
@@ -47,3 +49,31 @@ def clean_firestore(emulators: dict[str, str]) -> None:
     url = (f"http://{emulators['FIRESTORE_EMULATOR_HOST']}/emulator/v1/projects/{settings().project}"
            "/databases/(default)/documents")
     urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=30).close()
+
+
+FUNCTIONS = Path(__file__).resolve().parents[1] / "functions"
+
+
+def function_client(target: str, folder: str):
+    """A test client of one function, loaded from its folder as functions-framework deploys it."""
+    return create_app(target, str(FUNCTIONS / folder / "main.py")).test_client()
+
+
+@pytest.fixture(scope="session")
+def event_client(emulators):
+    return function_client("on_upload", "predict")
+
+
+@pytest.fixture(scope="session")
+def http_client(emulators):
+    return function_client("predict_http", "predict")
+
+
+@pytest.fixture(scope="session")
+def feedback_client(emulators):
+    return function_client("feedback_http", "feedback")
+
+
+@pytest.fixture(scope="session")
+def trigger_client(emulators):
+    return function_client("on_feedback", "retrain_trigger")

@@ -6,8 +6,7 @@ import hashlib
 import secrets
 
 import pytest
-from feedback_support import CLINICIAN_KEY, DEAD_SUBSCRIPTION, LESIONS, REPO, RETRAIN_SUBSCRIPTION, pull
-from functions_framework import create_app
+from feedback_support import CLINICIAN_KEY, DEAD_SUBSCRIPTION, LESIONS, RETRAIN_SUBSCRIPTION, pull
 
 from deepskin import predict_service, registry
 from deepskin.model import use_model
@@ -29,16 +28,6 @@ def feedback_env(clean_firestore, monkeypatch):
     # Back to the bundled model for whatever runs next in this process.
     use_model(None)
     monkeypatch.setattr(registry, "_next_check", 0.0)
-
-
-@pytest.fixture(scope="session")
-def feedback_client(emulators):
-    return create_app("feedback_http", str(REPO / "functions" / "feedback" / "main.py")).test_client()
-
-
-@pytest.fixture(scope="session")
-def trigger_client(emulators):
-    return create_app("on_feedback", str(REPO / "functions" / "retrain_trigger" / "main.py")).test_client()
 
 
 @pytest.fixture

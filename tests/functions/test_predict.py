@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
-from functions_framework import create_app
 from google.api_core.exceptions import ServiceUnavailable
 from google.cloud import firestore
 from PIL import Image
@@ -31,7 +30,6 @@ from deepskin.model import default_model
 from deepskin.pipeline import assess
 
 REPO = Path(__file__).resolve().parents[2]
-SOURCE = str(REPO / "functions" / "predict" / "main.py")
 LESIONS = sorted((REPO / "tests" / "fixtures" / "lesions").glob("*.jpg"))
 FINALIZED = "google.cloud.storage.object.v1.finalized"
 ORIGIN = "http://localhost:8080"
@@ -71,16 +69,6 @@ BAD_INPUTS = {  # name: (bytes, expected status, expected reason)
 
 
 # --- helpers ----------------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="session")
-def event_client(emulators):
-    return create_app("on_upload", SOURCE).test_client()
-
-
-@pytest.fixture(scope="session")
-def http_client(emulators):
-    return create_app("predict_http", SOURCE).test_client()
-
 
 @pytest.fixture
 def assess_calls(monkeypatch) -> list[int]:

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from functions_framework import create_app
 from google.cloud import firestore, storage
 
 from local.stack import Ports, Stack
@@ -48,16 +47,3 @@ def running_stack() -> Iterator[RunningStack]:
         stack.stop()
 
 
-@pytest.fixture(scope="session")
-def event_client(emulators):
-    return create_app("on_upload", str(REPO / "functions" / "predict" / "main.py")).test_client()
-
-
-@pytest.fixture(scope="session")
-def http_client(emulators):
-    return create_app("predict_http", str(REPO / "functions" / "predict" / "main.py")).test_client()
-
-
-@pytest.fixture(scope="session")
-def feedback_client(emulators):
-    return create_app("feedback_http", str(REPO / "functions" / "feedback" / "main.py")).test_client()

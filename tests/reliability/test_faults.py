@@ -17,10 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import pytest
-from functions_framework import create_app
 from google.api_core.exceptions import DeadlineExceeded
 from google.cloud import pubsub_v1
-from support import LESIONS, REPO, deliver_upload, kill_function, paused, put_object, restart_function, result_for
+from support import LESIONS, deliver_upload, kill_function, paused, put_object, restart_function, result_for
 
 from benchmarks.load_test import FINAL, LoadRun
 from deepskin import jobs, predict_service, store
@@ -176,7 +175,7 @@ class RecordingLauncher:
 
 
 @pytest.mark.usefixtures("clean_firestore")
-def test_shuffled_redeliveries_count_each_label_once(feedback_client, monkeypatch):
+def test_shuffled_redeliveries_count_each_label_once(feedback_client, monkeypatch, trigger_client):
     """Lost: nothing, doubled: nothing. Six clinician labels arrive three times each in shuffled order: six
     labels counted, one training job. One at a time, as the deployed trigger receives them (one instance,
     concurrency 1: infra/functions.tf), so that the ledger is never written by two deliveries at once."""
@@ -184,7 +183,6 @@ def test_shuffled_redeliveries_count_each_label_once(feedback_client, monkeypatc
     monkeypatch.setenv("DEEPSKIN_RETRAIN_MIN_LABELS", "5")
     launcher = RecordingLauncher()
     monkeypatch.setattr(jobs, "launcher", lambda: launcher)
-    trigger = create_app("on_feedback", str(REPO / "functions" / "retrain_trigger" / "main.py")).test_client()
     pull_all(RETRAIN_SUBSCRIPTION)  # what earlier tests published
     prediction = predict_service.predict_bytes(LESIONS[0].read_bytes(), "image/jpeg", "token")
     for key in range(6):
@@ -198,7 +196,7 @@ def test_shuffled_redeliveries_count_each_label_once(feedback_client, monkeypatc
     for message in deliveries:
         headers, body = bridge.pubsub_event(message, settings().project, settings().feedback_topic,
                                             RETRAIN_SUBSCRIPTION)
-        assert trigger.post("/", headers=headers, data=body).status_code == 200
+        assert trigger_client.post("/", headers=headers, data=body).status_code == 200
     ledger = jobs.state_doc().get().to_dict()
     assert ledger["training_labels"] == 6 and len(launcher.launched) == 1
     assert ledger["active_job"] == launcher.launched[0]
