@@ -6,6 +6,7 @@ Set FIRESTORE_EMULATOR_HOST, PUBSUB_EMULATOR_HOST and STORAGE_EMULATOR_HOST to r
 
 from __future__ import annotations
 
+import hashlib
 import os
 import urllib.request
 from collections.abc import Iterator
@@ -77,3 +78,31 @@ def feedback_client(emulators):
 @pytest.fixture(scope="session")
 def trigger_client(emulators):
     return function_client("on_feedback", "retrain_trigger")
+
+
+class FakeLauncher:
+    """Records the training jobs the retrain trigger would launch, instead of running them."""
+
+    def __init__(self):
+        self.launched = []
+
+    def launch(self, job_id: str) -> str:
+        self.launched.append(job_id)
+        return f"fake {job_id}"
+
+
+@pytest.fixture
+def fake_launcher(monkeypatch) -> FakeLauncher:
+    from deepskin import jobs  # pylint: disable=import-outside-toplevel  # only the retrain tests need it
+
+    fake = FakeLauncher()
+    monkeypatch.setattr(jobs, "launcher", lambda: fake)
+    return fake
+
+
+@pytest.fixture
+def clinician(monkeypatch) -> dict[str, str]:
+    """Headers of a caller the feedback function accepts as a clinician (the local stand-in: a hashed key)."""
+    key = "test-clinician-key"
+    monkeypatch.setenv("DEEPSKIN_LOCAL_CLINICIAN_KEYS", hashlib.sha256(key.encode()).hexdigest())
+    return {"X-DeepSkin-Clinician": key}

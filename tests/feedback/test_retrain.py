@@ -13,7 +13,6 @@ import shutil
 import uuid
 from pathlib import Path
 
-import pytest
 from feedback_support import (
     CLINICIAN_KEY,
     DEAD_SUBSCRIPTION,
@@ -49,22 +48,6 @@ def predictions(n: int) -> list[tuple[str, str]]:
         outcome = predict_service.predict_bytes(LESIONS[i % len(LESIONS)].read_bytes(), "image/jpeg", token)
         out.append((outcome.id, token))
     return out
-
-
-class FakeLauncher:
-    def __init__(self):
-        self.launched = []
-
-    def launch(self, job_id: str) -> str:
-        self.launched.append(job_id)
-        return f"fake {job_id}"
-
-
-@pytest.fixture
-def fake_launcher(monkeypatch) -> FakeLauncher:
-    fake = FakeLauncher()
-    monkeypatch.setattr(jobs, "launcher", lambda: fake)
-    return fake
 
 
 def candidate_from_served(tmp_path, **card_changes) -> tuple[Path, str]:

@@ -9,7 +9,6 @@ dead-letter test); added here only: the same messages shuffled and repeated.
 
 from __future__ import annotations
 
-import hashlib
 import random
 import time
 import uuid
@@ -145,7 +144,6 @@ def uploads_from_http() -> set[str]:
 
 # --- the retrain trigger ------------------------------------------------------------------------------------
 
-CLINICIAN_KEY = "reliability-clinician-key"
 RETRAIN_SUBSCRIPTION = "feedback-retrain"  # local/emulators.py: the stand-in for the Eventarc subscription
 
 
@@ -165,29 +163,18 @@ def pull_all(subscription: str) -> list:
         received += [m.message for m in batch]
 
 
-class RecordingLauncher:
-    def __init__(self):
-        self.launched = []
-
-    def launch(self, job_id: str) -> str:
-        self.launched.append(job_id)
-        return f"recorded {job_id}"
-
-
 @pytest.mark.usefixtures("clean_firestore")
-def test_shuffled_redeliveries_count_each_label_once(feedback_client, monkeypatch, trigger_client):
+def test_shuffled_redeliveries_count_each_label_once(feedback_client, trigger_client, fake_launcher, clinician,
+                                                      monkeypatch):
     """Lost: nothing, doubled: nothing. Six clinician labels arrive three times each in shuffled order: six
     labels counted, one training job. One at a time, as the deployed trigger receives them (one instance,
     concurrency 1: infra/functions.tf), so that the ledger is never written by two deliveries at once."""
-    monkeypatch.setenv("DEEPSKIN_LOCAL_CLINICIAN_KEYS", hashlib.sha256(CLINICIAN_KEY.encode()).hexdigest())
     monkeypatch.setenv("DEEPSKIN_RETRAIN_MIN_LABELS", "5")
-    launcher = RecordingLauncher()
-    monkeypatch.setattr(jobs, "launcher", lambda: launcher)
     pull_all(RETRAIN_SUBSCRIPTION)  # what earlier tests published
     prediction = predict_service.predict_bytes(LESIONS[0].read_bytes(), "image/jpeg", "token")
     for key in range(6):
         report = {"prediction_id": prediction.id, "label": "mel", "role": "clinician", "idempotency_key": str(key)}
-        assert feedback_client.post("/feedback", json=report, headers={"X-DeepSkin-Clinician": CLINICIAN_KEY}
+        assert feedback_client.post("/feedback", json=report, headers=clinician
                                     ).status_code == 202
     messages = pull_all(RETRAIN_SUBSCRIPTION)
     assert len(messages) == 6
@@ -198,5 +185,5 @@ def test_shuffled_redeliveries_count_each_label_once(feedback_client, monkeypatc
                                             RETRAIN_SUBSCRIPTION)
         assert trigger_client.post("/", headers=headers, data=body).status_code == 200
     ledger = jobs.state_doc().get().to_dict()
-    assert ledger["training_labels"] == 6 and len(launcher.launched) == 1
-    assert ledger["active_job"] == launcher.launched[0]
+    assert ledger["training_labels"] == 6 and len(fake_launcher.launched) == 1
+    assert ledger["active_job"] == fake_launcher.launched[0]

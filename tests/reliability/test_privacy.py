@@ -4,7 +4,6 @@ an owner's delete that leaves nothing behind in any store.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import re
@@ -29,7 +28,6 @@ from deepskin import predict_service, store
 from deepskin.client import Client
 from deepskin.config import settings
 
-CLINICIAN_KEY = "reliability-clinician-key"
 SECRET_PATTERNS = {
     "private key": re.compile(r"-----BEGIN (?:[A-Z]+ )*PRIVATE KEY-----"),
     "service-account JSON": re.compile(r'"type"\s*:\s*"service_account"'),
@@ -65,8 +63,7 @@ def test_no_secrets_in_the_repository():
 
 
 def test_logs_carry_no_image_bytes_exif_or_personal_data(http_client, event_client, feedback_client, caplog,
-                                                         capfd, monkeypatch):
-    monkeypatch.setenv("DEEPSKIN_LOCAL_CLINICIAN_KEYS", hashlib.sha256(CLINICIAN_KEY.encode()).hexdigest())
+                                                         capfd):
     photo = photo_with_personal_metadata()
     caplog.set_level(logging.DEBUG)  # everything any library would log, not only what production keeps
     answer = http_client.post("/predict", data=photo, content_type="image/jpeg").get_json()
@@ -99,8 +96,7 @@ def assert_no_metadata(data: bytes) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
-def test_every_stored_derivative_is_free_of_metadata(http_client, feedback_client, monkeypatch, fmt):
-    monkeypatch.setenv("DEEPSKIN_LOCAL_CLINICIAN_KEYS", hashlib.sha256(CLINICIAN_KEY.encode()).hexdigest())
+def test_every_stored_derivative_is_free_of_metadata(http_client, feedback_client, fmt, clinician):
     photo = photo_with_personal_metadata(fmt)
     answer = http_client.post("/predict", data=photo, content_type=f"image/{fmt.lower()}").get_json()
     assert answer["status"] == "done"
@@ -109,7 +105,7 @@ def test_every_stored_derivative_is_free_of_metadata(http_client, feedback_clien
     assert png_chunk_types(store.read_heatmap(answer["id"])) <= PNG_PIXEL_CHUNKS
 
     report = {"prediction_id": answer["id"], "label": "mel", "role": "clinician", "idempotency_key": "k1"}
-    assert feedback_client.post("/feedback", json=report, headers={"X-DeepSkin-Clinician": CLINICIAN_KEY}
+    assert feedback_client.post("/feedback", json=report, headers=clinician
                                 ).status_code == 202
     [feedback] = [s.to_dict() for s in store.firestore_client().collection(store.FEEDBACK).stream()]
     copy = store.blob_at(feedback["training_image"])
@@ -139,16 +135,15 @@ def every_store() -> tuple[set[str], set[str]]:
     return objects, documents
 
 
-def test_delete_leaves_nothing_in_any_store(http_client, event_client, feedback_client, monkeypatch):
+def test_delete_leaves_nothing_in_any_store(http_client, event_client, feedback_client, clinician):
     """tests/functions and tests/feedback check the named objects one by one; this looks in every store."""
-    monkeypatch.setenv("DEEPSKIN_LOCAL_CLINICIAN_KEYS", hashlib.sha256(CLINICIAN_KEY.encode()).hexdigest())
     before = every_store()
     token = "owner-token-for-the-delete-test"
     obj = put_object(f"uploads/{uuid.uuid4()}.jpg", LESIONS[2].read_bytes(),
                      metadata={predict_service.TOKEN_KEY: predict_service.token_sha256(token)})
     assert deliver_upload(event_client, obj) == 200  # event path: upload, heatmap, result
     id_ = store.result_id(obj["bucket"], obj["name"], obj["generation"])
-    for role, headers in (("user", {"X-DeepSkin-Token": token}), ("clinician", {"X-DeepSkin-Clinician": CLINICIAN_KEY})):
+    for role, headers in (("user", {"X-DeepSkin-Token": token}), ("clinician", clinician)):
         report = {"prediction_id": id_, "label": "bcc", "role": role, "idempotency_key": role}
         assert feedback_client.post("/feedback", json=report, headers=headers).status_code == 202
     objects, documents = every_store()
