@@ -25,6 +25,7 @@ from pathlib import Path
 
 from deepskin.client import Client, NotFound, Refused, Unavailable, use_local_emulators
 from deepskin.labels import CLASS_NAMES, CLASSES, COARSE_LABELS, NOT_A_DIAGNOSIS
+from deepskin.patient import SEXES, SITES, InvalidPatientInfo, PatientInfo
 
 OK, OTHER, USAGE, REFUSED_IMAGE, NOT_FOUND, UNAVAILABLE = 0, 1, 2, 3, 4, 5
 STATUS_EXIT = {"done": OK, "pending": OK, "rejected": REFUSED_IMAGE, "unusable": REFUSED_IMAGE, "failed": OTHER}
@@ -104,11 +105,17 @@ def describe(result: dict) -> str:
                      f"{result['malignant_probability']:.0%})")
     elif result.get("message"):
         lines.append(result["message"])
+    if result.get("caveat_text"):
+        lines.append(f"Caution: {result['caveat_text']}")
     if result.get("advice"):
         lines.append(result["advice"].removesuffix(NOT_A_DIAGNOSIS).strip())
+    if result.get("top_class"):
+        lines.append(f"Type that stands out most for its usual frequency: {CLASS_NAMES[result['top_class']]} "
+                     "(not a diagnosis; chances below)")
     probabilities = result.get("probabilities") or {}
     for name, p in sorted(probabilities.items(), key=lambda item: -item[1]):
-        lines.append(f"  {p:6.1%}  {name:<5} {CLASS_NAMES.get(name, '')}")
+        marker = "*" if name == result.get("top_class") else " "
+        lines.append(f" {marker}{p:6.1%}  {name:<5} {CLASS_NAMES.get(name, '')}")
     lines.append(NOT_A_DIAGNOSIS)
     return "\n".join(lines)
 
@@ -127,10 +134,18 @@ def image_path(value: str) -> Path:
     return path
 
 
+def patient_info(args: argparse.Namespace) -> PatientInfo:
+    try:
+        return PatientInfo.parse(args.age, args.sex, args.site)
+    except InvalidPatientInfo as exc:
+        raise UsageError(str(exc)) from None
+
+
 def cmd_upload(client: Client, args: argparse.Namespace) -> int:
     path = image_path(args.image)
+    patient = patient_info(args)
     with spinner("waiting for the result"):
-        result = client.upload(path, wait=args.wait, timeout=args.timeout)
+        result = client.upload(path, wait=args.wait, timeout=args.timeout, patient=patient)
     remember(result["id"], result["token"])
     if not args.wait and not args.json:
         print(f"Uploaded as {result['id']}; `deepskin result {result['id']}` once it is assessed.")
@@ -140,9 +155,10 @@ def cmd_upload(client: Client, args: argparse.Namespace) -> int:
 
 def cmd_predict(client: Client, args: argparse.Namespace) -> int:
     path = image_path(args.image)
+    patient = patient_info(args)
     with spinner("assessing"):
         try:
-            result = client.predict(path)
+            result = client.predict(path, patient)
         except Refused as refused:
             # The service refuses an empty, oversize or non-image body before assessing it.
             print(f"deepskin: the image was refused: {refused}", file=sys.stderr)
@@ -198,19 +214,24 @@ def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print the fields as JSON")
 
-    def command(name: str, run, help_text: str, *plain: str) -> argparse.ArgumentParser:
+    def command(name: str, run, help_text: str, *plain: str, extra=()) -> argparse.ArgumentParser:
         """A subcommand with the common options, `run` as handler and `plain` arguments (name only, no settings)."""
-        sub = commands.add_parser(name, parents=[common], help=help_text)
+        sub = commands.add_parser(name, parents=[common, *extra], help=help_text)
         sub.set_defaults(run=run)
         for arg in plain:
             sub.add_argument(arg)
         return sub
 
-    upload = command("upload", cmd_upload, "upload through the bucket (event path)", "image")
+    about = argparse.ArgumentParser(add_help=False)  # optional facts that sharpen the answer
+    about.add_argument("--age", help="age in years")
+    about.add_argument("--sex", choices=SEXES)
+    about.add_argument("--site", help=f"body site: {', '.join(SITES)}")
+
+    upload = command("upload", cmd_upload, "upload through the bucket (event path)", "image", extra=[about])
     upload.add_argument("--wait", action="store_true", help="wait for the result")
     upload.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default 60)")
 
-    predict = command("predict", cmd_predict, "assess through the HTTP API", "image")
+    predict = command("predict", cmd_predict, "assess through the HTTP API", "image", extra=[about])
     predict.add_argument("--heatmap", metavar="PNG", help="save the heatmap (where the model looked) here")
 
     command("result", cmd_result, "show a result", "id", "--token")

@@ -24,6 +24,8 @@ from urllib.parse import urlsplit
 
 import requests
 
+from deepskin.patient import UNKNOWN, PatientInfo
+
 DEFAULT_URLS = {
     "DEEPSKIN_PREDICT_URL": "http://127.0.0.1:8081",
     "DEEPSKIN_FEEDBACK_URL": "http://127.0.0.1:8082",
@@ -105,10 +107,12 @@ class Client:
 
     # --- the event path ---------------------------------------------------------------------------------
 
-    def upload(self, path: str | os.PathLike, wait: bool = True, timeout: float = 60.0) -> dict:
+    def upload(self, path: str | os.PathLike, wait: bool = True, timeout: float = 60.0,
+               patient: PatientInfo = UNKNOWN) -> dict:
         """Put the image in the uploads bucket; with `wait`, return its finished result document.
 
-        The file's metadata (EXIF with GPS, comments) is stripped before it leaves this machine.
+        The file's metadata (EXIF with GPS, comments) is stripped before it leaves this machine; the
+        optional patient facts travel as the object's metadata.
         """
         # Imported here so that HTTP-only use does not pay for loading the Google clients.
         from google.api_core.exceptions import GoogleAPIError
@@ -119,6 +123,7 @@ class Client:
         path = Path(path)
         token = secrets.token_urlsafe(24)
         owner = {predict_service.TOKEN_KEY: predict_service.token_sha256(token)}  # the object keeps only the hash
+        owner.update({predict_service.PATIENT_KEYS[k]: str(v) for k, v in patient.given().items()})
         try:
             upload = store.put_upload(f"uploads/{uuid.uuid4()}{path.suffix.lower()}",
                                       strip_metadata(path.read_bytes()), content_type(path), owner)
@@ -145,10 +150,11 @@ class Client:
 
     # --- the HTTP API -----------------------------------------------------------------------------------
 
-    def predict(self, path: str | os.PathLike) -> dict:
-        """POST the image; the answer holds id, token, the result fields and heatmap_png_base64."""
+    def predict(self, path: str | os.PathLike, patient: PatientInfo = UNKNOWN) -> dict:
+        """POST the image (patient facts as query parameters); the answer holds id, token, the result fields
+        and heatmap_png_base64."""
         path = Path(path)
-        return self.call("POST", self.urls.predict + "/", data=path.read_bytes(),
+        return self.call("POST", self.urls.predict + "/", data=path.read_bytes(), params=patient.given(),
                          headers={"Content-Type": content_type(path)})
 
     def result(self, id_: str, token: str) -> dict:

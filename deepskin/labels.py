@@ -30,6 +30,21 @@ ADVICE = {
 }
 
 
+# Said beside an answer that is given but deserves less trust than usual; never a refusal.
+CAVEATS = {
+    "unfamiliar_photo": "This photo is unlike the photos DeepSkin learned from (another kind of camera, "
+    "light or framing), so this answer is less certain than usual. Give more weight to a doctor's opinion.",
+}
+UNCLEAR_SUBJECT = (
+    "DeepSkin could not tell whether this photo shows a skin lesion, so it was not assessed. Retake it "
+    "closer, with the lesion in the middle, in focus and in good light."
+)
+NOT_A_LESION = (
+    "This photo does not seem to show skin with a lesion, so it was not assessed. If it does show one, "
+    "retake it closer, with the lesion in the middle, in focus and in good light."
+)
+
+
 def advice_for(band: str) -> str:
     """The next step for a risk band (or "retake"), always with the standing disclaimer."""
     return f"{ADVICE[band]} {NOT_A_DIAGNOSIS}"

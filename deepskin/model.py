@@ -1,7 +1,11 @@
 """The served model: an ONNX file plus its model card (JSON beside it), run with onnxruntime.
 
-The card carries everything needed to use the network correctly: the preprocessing contract, the
-calibration (prior correction + temperature), the risk-band thresholds and the out-of-scope threshold.
+The graph takes preprocessed images and the optional patient vector (deepskin.patient) and returns class
+logits, class activation maps, a lesion logit ("is this skin with a lesion at all?"), a clinical logit
+("a phone or camera photo rather than dermoscopy?") and an out-of-distribution distance. The card carries
+everything needed to read them: the preprocessing contract; per image type (dermoscopy, clinical) the
+calibration (prior correction + temperature), the class priors and the risk-band thresholds; the scope
+threshold on P(not a lesion); the distance beyond which a photo is unfamiliar.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from deepskin.labels import CLASSES, MALIGNANT_INDEX
+from deepskin.patient import VECTOR_SIZE
 from deepskin.preprocess import Preprocess
 
 BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "models" / "deepskin.onnx"
@@ -24,14 +29,21 @@ def card_path(onnx_path: str | os.PathLike) -> Path:
     return Path(onnx_path).with_suffix(".card.json")
 
 
+IMAGE_TYPES = ("dermoscopy", "clinical")
+OUTPUTS = ("logits", "cam", "ood", "lesion", "clinical")
+
+
 @dataclass
 class Scores:
     """Raw network outputs for a batch, plus their calibrated reading."""
 
     logits: np.ndarray  # (N, 7)
-    probabilities: np.ndarray  # (N, 7) calibrated
+    probabilities: np.ndarray  # (N, 7) calibrated for each image's type
     malignant: np.ndarray  # (N,) calibrated P(mel or bcc or akiec)
-    ood: np.ndarray  # (N,) distance from the training lesions' features; large = not a lesion
+    top_class: np.ndarray  # (N,) the class most likely relative to how common it is (the named type)
+    not_lesion: np.ndarray  # (N,) P(the photo does not show skin with a lesion)
+    image_type: np.ndarray  # (N,) "dermoscopy" or "clinical"
+    ood: np.ndarray  # (N,) distance from the training lesions' features; large = unfamiliar
     cam: np.ndarray  # (N, 7, h, w) class activation maps
 
 
@@ -41,10 +53,21 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
 def calibrate(logits: np.ndarray, calibration: dict) -> np.ndarray:
     """Undo the class-weighted loss's prior shift (fixed bias), then temperature-scale."""
     bias = np.asarray(calibration.get("logit_bias", [0.0] * len(CLASSES)), np.float32)
     return softmax((logits + bias) / float(calibration.get("temperature", 1.0)))
+
+
+def named_type(probabilities: np.ndarray, priors: np.ndarray, power: float) -> np.ndarray:
+    """The class whose probability stands highest over its prior (raised to `power`, chosen on validation
+    for the best balanced accuracy): a rare dangerous type is named when the photo makes it several times
+    likelier than usual, even if the common nevus keeps the larger share."""
+    return (probabilities / priors**power).argmax(axis=1)
 
 
 def risk_band(p_malignant: float, thresholds: dict) -> str:
@@ -71,19 +94,40 @@ class Model:
     def version(self) -> str:
         return str(self.card["version"])
 
-    def score(self, batch: np.ndarray) -> Scores:
-        """(N, 3, S, S) float32 model inputs -> Scores."""
-        logits, cam, ood = self.session.run(["logits", "cam", "ood"], {"image": batch.astype(np.float32)})
-        probabilities = calibrate(logits, self.card.get("calibration", {}))
+    def per_type(self, key: str, image_type: str, default):
+        return self.card.get(key, {}).get(image_type, default)
+
+    def score(self, batch: np.ndarray, patients: np.ndarray | None = None) -> Scores:
+        """(N, 3, S, S) float32 model inputs and (N, VECTOR_SIZE) patient vectors (None: nothing known)."""
+        if patients is None:
+            patients = np.zeros((len(batch), VECTOR_SIZE), np.float32)
+        logits, cam, ood, lesion, clinical = self.session.run(
+            list(OUTPUTS), {"image": batch.astype(np.float32), "patient": patients.astype(np.float32)})
+        image_type = np.where(sigmoid(clinical) >= 0.5, "clinical", "dermoscopy")
+        probabilities = np.empty_like(logits)
+        top = np.zeros(len(logits), np.int64)
+        for kind in IMAGE_TYPES:
+            rows = image_type == kind
+            if rows.any():
+                probabilities[rows] = calibrate(logits[rows], self.per_type("calibration", kind, {}))
+                priors = np.asarray(self.per_type("priors", kind, [1.0] * len(CLASSES)), np.float32)
+                top[rows] = named_type(probabilities[rows], priors, self.per_type("naming_power", kind, 1.0))
         malignant = probabilities[:, list(MALIGNANT_INDEX)].sum(axis=1)
-        return Scores(logits, probabilities, malignant, ood, cam)
+        return Scores(logits, probabilities, malignant, top, sigmoid(-lesion), image_type, ood, cam)
 
-    def band(self, p_malignant: float) -> str:
-        return risk_band(p_malignant, self.card["thresholds"])
+    def band(self, p_malignant: float, image_type: str) -> str:
+        return risk_band(p_malignant, self.per_type("thresholds", image_type, {"low": 0.0, "high": 1.0}))
 
-    def in_scope(self, ood_score: float) -> bool:
+    def scope(self, not_lesion: float) -> str:
+        """"lesion" (assess it), "unclear" (cannot tell: ask for a retake) or "not_a_lesion" (surely not)."""
+        scope = self.card.get("scope", {})
+        if not_lesion >= scope.get("threshold", 1.0):
+            return "not_a_lesion"
+        return "unclear" if not_lesion >= scope.get("unclear", 1.0) else "lesion"
+
+    def unfamiliar(self, ood_score: float) -> bool:
         threshold = self.card.get("ood", {}).get("threshold")
-        return threshold is None or ood_score <= threshold
+        return threshold is not None and ood_score > threshold
 
 
 _lock = threading.Lock()

@@ -23,15 +23,19 @@ from deepskin import checks, store
 from deepskin.config import settings
 from deepskin.metadata import strip_metadata
 from deepskin.model import default_model
+from deepskin.patient import UNKNOWN, InvalidPatientInfo, PatientInfo
 from deepskin.pipeline import assess
 
 log = logging.getLogger(__name__)
 
 SOURCE_KEY = "deepskin-source"  # object metadata: "http" when the HTTP path already scored the object
 TOKEN_KEY = "deepskin-token-sha256"  # object metadata: the owner's capability token, hashed
+# Object metadata an uploader may set: the optional facts the model can use (deepskin.patient).
+PATIENT_KEYS = {"age": "deepskin-age", "sex": "deepskin-sex", "site": "deepskin-site"}
 # What an owner may read back; internal fields (upload location, token hash, claim times) stay private.
-PUBLIC_FIELDS = ("status", "reason", "message", "probabilities", "malignant_probability", "risk", "advice",
-                 "ood_score", "model_version", "timings_ms", "source", "created_at", "expire_at")
+PUBLIC_FIELDS = ("status", "reason", "message", "probabilities", "malignant_probability", "risk", "top_class",
+                 "image_type", "caveats", "caveat_text", "advice", "not_lesion_probability", "ood_score", "patient",
+                 "model_version", "timings_ms", "source", "created_at", "expire_at")
 # How long a duplicate delivery waits for the attempt holding the claim before failing to be redelivered.
 CLAIM_WAIT_S = 10.0
 INTERNAL_ERROR = {"status": "failed", "reason": "internal_error",
@@ -76,11 +80,15 @@ def handle_upload(bucket: str, name: str, generation: int | str, size: int | str
             return record(id_, {"status": refusal.status, "reason": refusal.reason, "message": refusal.message},
                           extra)
         try:
+            patient = PatientInfo.parse(**{field: metadata.get(key) for field, key in PATIENT_KEYS.items()})
+        except InvalidPatientInfo as exc:
+            return record(id_, {"status": "rejected", "reason": "invalid_patient_info", "message": str(exc)}, extra)
+        try:
             data = store.read_upload(bucket, name, generation)
         except NotFound:
             return record(id_, {"status": "rejected", "reason": "upload_missing",
                                 "message": "The uploaded file was deleted before it could be assessed."}, extra)
-        return assess_and_record(id_, data, extra)
+        return assess_and_record(id_, data, extra, patient)
 
 
 def wait_for_claim_holder(id_: str) -> None:
@@ -97,7 +105,7 @@ def wait_for_claim_holder(id_: str) -> None:
         time.sleep(0.2)
 
 
-def predict_bytes(data: bytes, content_type: str, token: str) -> Outcome:
+def predict_bytes(data: bytes, content_type: str, token: str, patient: PatientInfo = UNKNOWN) -> Outcome:
     """An image sent over HTTP: store it as an upload (so delete and retention treat it alike), then score it.
 
     What is stored is the image without its metadata (EXIF, GPS, comments): the HTTP caller sent it to be
@@ -110,7 +118,8 @@ def predict_bytes(data: bytes, content_type: str, token: str) -> Outcome:
     try:
         store.claim(id_, upload)  # a fresh object name: nobody else can hold this claim
         with released_on_error(id_):
-            outcome = assess_and_record(id_, data, {"upload": upload, "source": "http", "owner_token_sha256": owner})
+            outcome = assess_and_record(id_, data, {"upload": upload, "source": "http", "owner_token_sha256": owner},
+                                        patient)
     except Exception:
         discard_upload(upload)
         raise
@@ -141,12 +150,12 @@ def released_on_error(id_: str) -> Iterator[None]:
         raise
 
 
-def assess_and_record(id_: str, data: bytes, extra: dict) -> Outcome:
+def assess_and_record(id_: str, data: bytes, extra: dict, patient: PatientInfo = UNKNOWN) -> Outcome:
     # Outside the try below: a missing or corrupt model is the service's fault, not this upload's; it must
     # fail the request (claim released, event retried) rather than record a permanent failure.
     model = default_model()
     try:
-        assessment = assess(data, model)
+        assessment = assess(data, model, patient)
     except Exception:  # pylint: disable=broad-except
         # A bug, not bad input (assess refuses bad input with a status): record it rather than crash-loop on
         # retries of the same bytes.

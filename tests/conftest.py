@@ -19,6 +19,9 @@ from deepskin.config import settings
 from local.emulators import DEFAULT_PROJECT, Emulators, create_resources
 
 EMULATOR_VARS = ("FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST", "STORAGE_EMULATOR_HOST")
+# Every test, and every process a test starts, reads the HAM10000 fixture in the repository: a fresh clone
+# needs nothing beside it, and results do not depend on which data a machine happens to have.
+os.environ["DEEPSKIN_HAM10000"] = str(Path(__file__).parent / "fixtures" / "ham10000_mini")
 
 
 @pytest.fixture(scope="session")

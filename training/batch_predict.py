@@ -1,11 +1,12 @@
-"""Score every image in a folder with the served model, through the predict function's own path.
+"""Score every image in a folder with the served model, through the very code the predict function runs.
 
-    python -m training.batch_predict --images DIR --out FILE.csv [--model PATH] [--ids FILE]
+    python -m training.batch_predict --images DIR --out FILE.csv [--model PATH] [--ids FILE] [--metadata CSV]
 
-One row per image: image_id (file name without extension), status (done, or why not), one column per
-class (akiec ... vasc), malignant, risk, ood. The evaluation report is computed from such a file, so
-anyone can score the model on their own labelled images. Images run through `deepskin.pipeline.assess`
-exactly as uploads do; inference is batched across images for throughput.
+One row per image: image_id (file name without extension), status (done, or status:reason of a refusal),
+one column per class (akiec ... vasc), malignant, risk, then top_class (the type the page names first),
+image_type, caveats, not_lesion and ood. `--metadata` takes a CSV with columns image_id, age, sex,
+localization (HAM10000's vocabulary); missing values stay missing. Images go through
+`deepskin.pipeline.assess_batch` exactly as uploads do, batched, with decoding spread over threads.
 """
 
 from __future__ import annotations
@@ -16,48 +17,58 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
+import pandas as pd
 
-from deepskin import checks
 from deepskin.labels import CLASSES
 from deepskin.model import BUNDLED_MODEL, Model
-from deepskin.pipeline import prepare
+from deepskin.patient import UNKNOWN, InvalidPatientInfo, PatientInfo
+from deepskin.pipeline import Assessment, assess_batch
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
-COLUMNS = ("image_id", "status", *CLASSES, "malignant", "risk", "ood")
+COLUMNS = ("image_id", "status", *CLASSES, "malignant", "risk", "top_class", "image_type", "caveats", "not_lesion",
+           "ood")
 
 
-def _prepared(path: Path, model: Model) -> tuple[str, np.ndarray | None]:
-    """The same checks as an upload (decode, size, photo quality); returns (status, input or None)."""
-    try:
-        image = checks.decode(path.read_bytes())
-        square, x = prepare(image, model)
-        checks.photo_quality(square)
-        return "done", x
-    except checks.Refusal as refusal:
-        return f"{refusal.status}:{refusal.reason}", None
+def row(image_id: str, result: Assessment) -> dict:
+    out = {"image_id": image_id, "status": "done" if result.status == "done" else f"{result.status}:{result.reason}",
+           "not_lesion": result.not_lesion_probability, "ood": result.ood_score}
+    if result.status == "done":
+        out.update(result.probabilities, malignant=result.malignant_probability, risk=result.risk,
+                   top_class=result.top_class, image_type=result.image_type, caveats=" ".join(result.caveats))
+    return out
 
 
-def score_folder(images: list[Path], model: Model, batch: int = 32, workers: int = 2) -> list[dict]:
+def score_items(items: list[tuple[str, bytes, PatientInfo]], model: Model, batch: int = 32,
+                workers: int = 2) -> list[dict]:
+    """(image_id, bytes, patient) -> one CSV row each."""
     rows = []
-    with ThreadPoolExecutor(workers) as pool:  # decoding overlaps with inference (PIL releases the GIL)
-        for start in range(0, len(images), batch):
-            chunk = images[start:start + batch]
-            prepared = list(pool.map(lambda p: _prepared(p, model), chunk))
-            ready = [i for i, (_, x) in enumerate(prepared) if x is not None]
-            scores = model.score(np.stack([prepared[i][1] for i in ready])) if ready else None
-            position = {i: j for j, i in enumerate(ready)}
-            for i, path in enumerate(chunk):
-                row = {"image_id": path.stem, "status": prepared[i][0]}
-                if i in position:
-                    j = position[i]
-                    ood = float(scores.ood[j])
-                    row.update({c: float(p) for c, p in zip(CLASSES, scores.probabilities[j])})
-                    row.update(malignant=float(scores.malignant[j]), ood=ood, risk=model.band(float(scores.malignant[j])))
-                    if not model.in_scope(ood):
-                        row["status"] = "unusable:not_a_lesion"
-                rows.append(row)
+    with ThreadPoolExecutor(workers) as pool:  # decoding overlaps across images (PIL releases the GIL)
+        for start in range(0, len(items), batch):
+            chunk = items[start:start + batch]
+            results = assess_batch([(data, patient) for _, data, patient in chunk], model, heatmaps=False,
+                                   map_fn=pool.map)
+            rows += [row(image_id, result) for (image_id, _, _), result in zip(chunk, results)]
     return rows
+
+
+def score_folder(images: list[Path], model: Model, patients: dict[str, PatientInfo] | None = None) -> list[dict]:
+    patients = patients or {}
+    return score_items([(p.stem, p.read_bytes(), patients.get(p.stem, UNKNOWN)) for p in images], model)
+
+
+def read_patients(path: Path) -> dict[str, PatientInfo]:
+    """image_id -> PatientInfo from a CSV of image_id, age, sex, localization (any may be blank)."""
+    frame = pd.read_csv(path, dtype={"image_id": str})
+    missing = {"image_id", "age", "sex", "localization"} - set(frame.columns)
+    if missing:
+        raise SystemExit(f"{path}: missing columns {sorted(missing)}")
+    patients = {}
+    for r in frame.itertuples():
+        try:
+            patients[r.image_id] = PatientInfo.parse(r.age, r.sex, r.localization)
+        except InvalidPatientInfo as exc:
+            raise SystemExit(f"{path}: image {r.image_id}: {exc}") from None
+    return patients
 
 
 def list_images(folder: Path, ids: set[str] | None = None) -> list[Path]:
@@ -70,8 +81,8 @@ def write_csv(rows: list[dict], out: Path) -> None:
     with out.open("w", newline="") as f:
         writer = csv.DictWriter(f, COLUMNS, restval="", extrasaction="ignore")
         writer.writeheader()
-        for row in rows:
-            writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
+        for r in rows:
+            writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else "" if v is None else v) for k, v in r.items()})
 
 
 def main() -> None:
@@ -80,14 +91,16 @@ def main() -> None:
     parser.add_argument("--out", required=True, type=Path, help="CSV to write")
     parser.add_argument("--model", default=str(BUNDLED_MODEL), help="ONNX file with its .card.json beside it")
     parser.add_argument("--ids", type=Path, help="optional text file of image_ids to score (one per line)")
+    parser.add_argument("--metadata", type=Path, help="optional CSV: image_id, age, sex, localization")
     args = parser.parse_args()
     ids = set(args.ids.read_text().split()) if args.ids else None
     images = list_images(args.images, ids)
     if not images:
         raise SystemExit(f"no images under {args.images}")
+    patients = read_patients(args.metadata) if args.metadata else None
     model = Model(args.model)
     started = time.perf_counter()
-    rows = score_folder(images, model)
+    rows = score_folder(images, model, patients)
     elapsed = time.perf_counter() - started
     write_csv(rows, args.out)
     done = sum(r["status"] == "done" for r in rows)

@@ -1,9 +1,10 @@
 """Calibration and operating points, fitted on the validation split only.
 
 - Temperature scaling: one scalar T minimising the validation negative log-likelihood, fitted twice: on
-  the raw logits, and after a prior correction (the class-weighted loss inflates rare classes by w_c, and
-  adding -log(w_c) to the logits undoes that shift in theory). The one with the lower validation NLL is
-  kept; label smoothing and a short schedule often leave the network nearer the true prior than theory says.
+  the raw logits, and after a prior correction (training saw classes at an effective prior shaped by class
+  weights and source oversampling; adding log(prior of this image type) - log(effective training prior)
+  to the logits moves the answer to this type's own prevalence, in theory). The one with the lower
+  validation NLL is kept; label smoothing often leaves the network nearer the true prior than theory says.
 - Risk bands on the calibrated malignant probability p: "high" when p >= t_high, the largest threshold that
   still flags >= 95% of validation malignancies; "low" when p < t_low, the largest threshold under which
   at most 1% of validation malignancies fall; "medium" in between.
@@ -61,10 +62,14 @@ def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = 15) -> 
     return float(ece)
 
 
-def fit(logits: np.ndarray, targets: np.ndarray, class_weights: np.ndarray) -> dict:
+def prior_shift(type_prior: np.ndarray, training_prior: np.ndarray) -> list[float]:
+    return [float(b) for b in np.log(type_prior) - np.log(training_prior)]
+
+
+def fit(logits: np.ndarray, targets: np.ndarray, prior_bias: list[float]) -> dict:
     """Everything the model card's `calibration` and `thresholds` need, from validation logits."""
     candidates = []
-    for bias in ([0.0] * len(class_weights), [float(-np.log(w)) for w in class_weights]):
+    for bias in ([0.0] * len(prior_bias), prior_bias):
         candidate = {"logit_bias": bias, "temperature": fit_temperature(logits, targets, bias)}
         candidates.append((nll(logits, targets, candidate), candidate))
     calibration = min(candidates, key=lambda c: c[0])[1]

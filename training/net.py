@@ -42,6 +42,9 @@ class LiteConfig:
     variant: str = "lite0"
     num_classes: int = 7
     dropout: float = 0.2
+    meta_dim: int = 0  # >0: a second input, the deepskin.patient vector, shifts the class logits
+    aux_heads: bool = False  # two more logits: "a skin lesion at all?" and "a clinical (not dermoscopic) photo?"
+    colour_constancy: bool = False  # shades-of-grey white balance as the graph's first step
 
 
 def _round_filters(channels: int, width: float, divisor: int = 8) -> int:
@@ -114,17 +117,50 @@ class EfficientNetLite(nn.Module):
         self._bn1 = _bn(1280)
         self._dropout = nn.Dropout(config.dropout)
         self._fc = nn.Linear(1280, config.num_classes)
+        if config.meta_dim:
+            self._meta = nn.Sequential(nn.Linear(config.meta_dim, 64), nn.ReLU(), nn.Linear(64, config.num_classes))
+            nn.init.zeros_(self._meta[2].weight)  # starts as the image-only network
+            nn.init.zeros_(self._meta[2].bias)
+        if config.aux_heads:
+            self._lesion_fc = nn.Linear(1280, 1)
+            self._domain_fc = nn.Linear(1280, 1)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Last convolutional feature map (N, 1280, h, w): the class activation map is built on it."""
+        if self.config.colour_constancy:
+            x = shades_of_grey(x)
         x = F.relu6(self._bn0(self._conv_stem(x)))
         for block in self._blocks:
             x = block(x)
         return F.relu6(self._bn1(self._conv_head(x)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = self.features(x).mean(dim=(2, 3))
-        return self._fc(self._dropout(pooled))
+    def class_logits(self, pooled: torch.Tensor, meta: torch.Tensor | None) -> torch.Tensor:
+        logits = self._fc(self._dropout(pooled))
+        if self.config.meta_dim:
+            # No vector at all reads as every field missing (all zeros), as the network was trained.
+            meta = pooled.new_zeros(len(pooled), self.config.meta_dim) if meta is None else meta.to(pooled.dtype)
+            logits = logits + self._meta(meta)
+        return logits
+
+    def heads(self, pooled: torch.Tensor, meta: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Every output from pooled features: class logits, and with aux heads the lesion and domain logits."""
+        out = {"logits": self.class_logits(pooled, meta)}
+        if self.config.aux_heads:
+            out["lesion"] = self._lesion_fc(pooled)[:, 0]
+            out["clinical"] = self._domain_fc(pooled)[:, 0]
+        return out
+
+    def forward(self, x: torch.Tensor, meta: torch.Tensor | None = None) -> torch.Tensor:
+        return self.class_logits(self.features(x).mean(dim=(2, 3)), meta)
+
+
+def shades_of_grey(x: torch.Tensor, power: float = 6.0) -> torch.Tensor:
+    """White-balance normalised images (Finlayson's shades of grey): each channel is scaled so that its
+    Minkowski p-mean equals the mean over channels, undoing the colour cast of the light or the camera."""
+    rgb = (x * 128 + 127).clamp(1, 255)  # EfficientNet-Lite's input contract, back to pixel values
+    illuminant = rgb.pow(power).mean(dim=(2, 3), keepdim=True).pow(1 / power)
+    rgb = rgb * (illuminant.mean(dim=1, keepdim=True) / illuminant)
+    return (rgb.clamp(0, 255) - 127) / 128
 
 
 def imagenet_checkpoint_path(variant: str) -> str:
@@ -142,10 +178,11 @@ def load_imagenet(variant: str = "lite0") -> EfficientNetLite:
 
 
 def pretrained(config: LiteConfig) -> EfficientNetLite:
-    """ImageNet backbone with a fresh `num_classes` head."""
+    """ImageNet backbone with fresh heads."""
     model = EfficientNetLite(config)
     state = load_imagenet(config.variant).state_dict()
     state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
-    assert set(missing) == {"_fc.weight", "_fc.bias"} and not unexpected, (missing, unexpected)
+    heads = ("_fc.", "_meta.", "_lesion_fc.", "_domain_fc.")
+    assert all(k.startswith(heads) for k in missing) and not unexpected, (missing, unexpected)
     return model

@@ -32,7 +32,6 @@ from deepskin.labels import MALIGNANT
 from deepskin.model import BUNDLED_MODEL, Model
 from training.batch_predict import list_images, score_folder
 from training.data import data_root, load_split
-from training.evaluate import operating_points, scored
 
 AUC_TOLERANCE = 0.01
 RULE = ("promote only if candidate malignant ROC-AUC >= current - 0.01 AND candidate sensitivity at its "
@@ -50,18 +49,19 @@ def heldout(limit: int = 0) -> pd.DataFrame:
 
 
 def evaluate(model: Model, root: Path, images: pd.DataFrame) -> dict:
-    """The gate's numbers for one model on `images` (no bootstrap: the gate compares point estimates)."""
+    """The gate's numbers for one model on `images`, as users get them: a refusal counts as a referral
+    (no bootstrap: the gate compares point estimates)."""
     rows = score_folder(list_images(root, set(images.image_id)), model)
-    frame = scored(rows).set_index("image_id").join(images.set_index("image_id"))
+    frame = pd.DataFrame(rows).set_index("image_id").join(images.set_index("image_id"))
+    answered = (frame.status == "done").to_numpy()
     y = frame.dx.isin(MALIGNANT).to_numpy(int)
-    p = frame.p_malignant.to_numpy(float)
+    p = np.where(answered, pd.to_numeric(frame.malignant, errors="coerce"), 2.0)
+    referred = ~answered | (frame.risk == "high").to_numpy()
     both = 0 < y.sum() < len(y)  # otherwise neither number exists, and the gate fails closed
-    high = operating_points(y, p, model.card["thresholds"])["high"] if both else {}
-    return {"version": model.version, "images": len(rows), "scored": len(frame), "malignant": int(y.sum()),
+    return {"version": model.version, "images": len(rows), "answered": int(answered.sum()), "malignant": int(y.sum()),
             "roc_auc": float(roc_auc_score(y, p)) if both else float("nan"),
-            "threshold_high": model.card["thresholds"]["high"],
-            "sensitivity_high": high.get("sensitivity", float("nan")),
-            "specificity_high": high.get("specificity", float("nan"))}
+            "sensitivity_high": float(referred[y == 1].mean()) if both else float("nan"),
+            "specificity_high": float((~referred)[y == 0].mean()) if both else float("nan")}
 
 
 def decide(candidate: dict, current: dict) -> dict:

@@ -95,7 +95,7 @@ def feedback_images(folder: Path) -> pd.DataFrame:
 
 def training_set(config: TrainConfig, paths: dict[str, Path], feedback: pd.DataFrame) -> ConcatDataset:
     split = load_split()
-    base = split[split.split == "train"]
+    base = split[(split.split == "train") & split.image_id.isin(paths)]
     if config.limit_train:
         base = base.sample(config.limit_train, random_state=config.seed)
     spec = config.preprocess()
@@ -124,7 +124,7 @@ def fine_tune(net: EfficientNetLite, config: TrainConfig, train_set: ConcatDatas
               out: Path) -> Path:
     """Train the unfrozen layers (AdamW, cosine decay); keep the epoch that is best on validation."""
     split = load_split()
-    val = split[split.split == "val"]
+    val = split[(split.split == "val") & split.image_id.isin(paths)]
     if config.limit_val:
         val = val.sample(config.limit_val, random_state=config.seed)
     val_loader = DataLoader(LesionImages(val, paths, config.preprocess(), train=False),

@@ -1,10 +1,15 @@
-"""Fine-tune EfficientNet-Lite on the HAM10000 training split.
+"""Fine-tune EfficientNet-Lite on HAM10000 dermoscopy, PAD-UFES-20 phone photos and non-lesion photos.
 
-    python -m training.train --config training/configs/cpu.json [--data DIR] [--out runs/NAME] [--resume]
+    python -m training.train --config training/configs/gpu.json [--data DIR] [--pad DIR] [--non-lesion DIR]
+        [--out runs/NAME] [--resume]
 
-One config (a JSON file, any field overridable by `--set key=value`) drives CPU and CUDA alike; CUDA adds
-bf16 autocast. Each epoch writes `last.pt` (resumable) and, when validation improves, `best.pt`; both carry
-the config and the preprocessing contract, and `best.pt` holds the EMA weights that are evaluated.
+One config (a JSON file, any field overridable by `--set key=value`) drives CPU and CUDA alike, with bf16
+autocast and channels-last on both. The images are decoded once into memory (training/augment.py) and
+augmented on the training device. Three losses: the seven classes (lesions only, class-weighted), "a skin
+lesion at all?" (every image) and "a clinical, not dermoscopic, photo?" (lesions); age, sex and site are
+an optional input, dropped at random so that the network answers as well without them. Each epoch writes
+`last.pt` (resumable) and, when validation improves, `best.pt`; both carry the config and the
+preprocessing contract, and `best.pt` holds the EMA weights that are evaluated.
 """
 
 from __future__ import annotations
@@ -19,15 +24,18 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from torch import nn
+from torch.nn import functional as F
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from deepskin.labels import CLASSES, MALIGNANT_INDEX
+from deepskin.patient import SEXES, VECTOR_SIZE, PatientInfo
 from deepskin.preprocess import Preprocess
-from training.data import LesionImages, data_root, image_paths, load_split
+from training import sources
+from training.augment import centre_view, load_canvas, normalise, random_view
 from training.net import EfficientNetLite, LiteConfig, pretrained
 
 
@@ -47,6 +55,11 @@ class TrainConfig:
     ema_decay: float = 0.998
     seed: int = 0
     workers: int = 1
+    sources: list = field(default_factory=lambda: ["ham10000"])  # training/sources.py names
+    source_weight: dict = field(default_factory=dict)  # sampling weight per source (rare sources oversampled)
+    meta_drop: float = 0.5  # chance that a training image is seen without age, sex and site
+    lesion_loss_weight: float = 1.0
+    domain_loss_weight: float = 0.3
     limit_train: int = 0  # >0: first N training images only (smoke runs)
     limit_val: int = 0
 
@@ -55,7 +68,10 @@ class TrainConfig:
         raw = json.loads(Path(path).read_text()) if path else {}
         for item in overrides:
             key, value = item.split("=", 1)
-            raw[key] = json.loads(value) if value[:1] in "[{0123456789.-tf" else value
+            try:  # numbers, booleans, lists and objects; anything else is a plain string (name=tiny)
+                raw[key] = json.loads(value)
+            except json.JSONDecodeError:
+                raw[key] = value
         net = LiteConfig(**raw.pop("net", {}))
         known = {f.name for f in fields(cls)}
         unknown = set(raw) - known
@@ -125,29 +141,111 @@ def load_model(path: str | Path) -> tuple[EfficientNetLite, dict]:
     return model.eval(), ckpt
 
 
-def train(config: TrainConfig, data: str | None, out: Path, resume: bool) -> Path:
+def patient_vectors(rows: pd.DataFrame) -> torch.Tensor:
+    return torch.from_numpy(np.stack([PatientInfo.parse(a, s, l).vector() for a, s, l in
+                                      zip(rows.age, rows.sex, rows.site)]))
+
+
+def drop_fields(meta: torch.Tensor, p_all: float, generator: torch.Generator) -> torch.Tensor:
+    """Teach the network that any field may be missing: all of them with p_all, else each with p_all / 2."""
+    n, device = len(meta), meta.device
+    keep_all = torch.rand(n, 1, generator=generator, device=device) >= p_all
+    columns = [slice(0, 2), slice(2, 2 + len(SEXES)), slice(2 + len(SEXES), VECTOR_SIZE)]
+    mask = torch.ones_like(meta)
+    for cols in columns:
+        mask[:, cols] = (torch.rand(n, 1, generator=generator, device=device) >= p_all / 2).float()
+    return meta * mask * keep_all
+
+
+class Split:
+    """One split of the table, decoded onto the canvas and moved to the training device."""
+
+    def __init__(self, rows: pd.DataFrame, spec: Preprocess, device: torch.device, source_weight: dict):
+        self.rows = rows.reset_index(drop=True)
+        images, valid = load_canvas(list(self.rows.path), spec)
+        self.images, self.valid = images.to(device), valid.to(device)
+        self.targets = torch.tensor([CLASSES.index(d) if isinstance(d, str) else -1 for d in self.rows.dx],
+                                    device=device)
+        self.lesion = torch.tensor(self.rows.lesion.astype(float).values, dtype=torch.float32, device=device)
+        self.clinical = torch.tensor(self.rows.clinical.astype(float).values, dtype=torch.float32, device=device)
+        self.meta = patient_vectors(self.rows).to(device)
+        self.weights = torch.tensor([source_weight.get(s, 1.0) for s in self.rows.source], dtype=torch.float64)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def losses(outputs: dict, batch: Split, idx: torch.Tensor, config: TrainConfig, weights: torch.Tensor) -> dict:
+    y = batch.targets[idx]
+    is_lesion = y >= 0
+    out = {"class": F.cross_entropy(outputs["logits"][is_lesion], y[is_lesion], weight=weights,
+                                    label_smoothing=config.label_smoothing) if is_lesion.any() else 0.0}
+    if config.net.aux_heads:
+        out["lesion"] = config.lesion_loss_weight * F.binary_cross_entropy_with_logits(
+            outputs["lesion"], batch.lesion[idx])
+        if is_lesion.any():
+            out["clinical"] = config.domain_loss_weight * F.binary_cross_entropy_with_logits(
+                outputs["clinical"][is_lesion], batch.clinical[idx][is_lesion])
+    return out
+
+
+@torch.no_grad()
+def evaluate_split(model: EfficientNetLite, data: Split, spec: Preprocess, batch_size: int) -> dict:
+    """Validation in serving's view (centre square), per source: AUC, balanced accuracy, the scope gate."""
+    model.eval()
+    outs = []
+    for start in range(0, len(data), batch_size):
+        idx = torch.arange(start, min(start + batch_size, len(data)), device=data.images.device)
+        x = normalise(centre_view(data.images[idx], data.valid[idx], spec.image_size), spec)
+        with torch.autocast(x.device.type, torch.bfloat16):
+            pooled = model.features(x.contiguous(memory_format=torch.channels_last)).mean(dim=(2, 3))
+            outs.append({k: v.float() for k, v in model.heads(pooled.float(), data.meta[idx]).items()})
+    logits = torch.cat([o["logits"] for o in outs]).cpu().numpy()
+    targets = data.targets.cpu().numpy()
+    metrics = {}
+    for source in sorted(set(data.rows.source)):
+        mask = (data.rows.source == source).values & (targets >= 0)
+        if mask.any():
+            m = quick_metrics(logits[mask], targets[mask])
+            metrics.update({f"{source}_auc": m["val_auc"], f"{source}_bacc": m["val_bacc"]})
+    if model.config.aux_heads:
+        not_lesion = -torch.cat([o["lesion"] for o in outs]).cpu().numpy()
+        lesions = targets >= 0
+        if lesions.any() and (~lesions).any():
+            threshold = np.quantile(not_lesion[lesions], 0.99)  # 1% of validation lesions refused
+            metrics["non_lesion_refused"] = float((not_lesion[~lesions] > threshold).mean())
+    return metrics
+
+
+def selection_score(metrics: dict) -> float:
+    """What chooses the epoch: every validation number that matters to a user, equally weighted."""
+    keys = ("ham10000_auc", "ham10000_bacc", "pad_ufes20_auc", "non_lesion_refused")
+    return float(sum(metrics.get(k, 0.0) for k in keys if metrics.get(k) == metrics.get(k)))
+
+
+def train(config: TrainConfig, folders: dict, out: Path, resume: bool) -> Path:
     seed_everything(config.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.backends.cudnn.benchmark = True
     out.mkdir(parents=True, exist_ok=True)
-    root = data_root(data)
-    paths, split = image_paths(root), load_split()
-    rows = {name: split[split.split == name] for name in ("train", "val")}
+    table = sources.table(config.sources, folders)
+    rows = {name: table[table.split == name] for name in ("train", "val")}
     if config.limit_train:
-        rows["train"] = rows["train"].sample(config.limit_train, random_state=config.seed)
+        rows["train"] = rows["train"].sample(min(config.limit_train, len(rows["train"])), random_state=config.seed)
     if config.limit_val:
-        rows["val"] = rows["val"].sample(config.limit_val, random_state=config.seed)
+        rows["val"] = rows["val"].sample(min(config.limit_val, len(rows["val"])), random_state=config.seed)
     spec = config.preprocess()
-    train_set = LesionImages(rows["train"], paths, spec, train=True, seed=config.seed)
-    val_set = LesionImages(rows["val"], paths, spec, train=False)
-    loader_args = {"num_workers": config.workers, "pin_memory": device.type == "cuda"}
-    val_loader = DataLoader(val_set, batch_size=2 * config.batch_size, **loader_args)
+    started = time.time()
+    train_set, val_set = (Split(rows[n], spec, device, config.source_weight) for n in ("train", "val"))
+    print(f"{len(train_set)} training and {len(val_set)} validation images in memory "
+          f"({time.time() - started:.0f} s): {rows['train'].source.value_counts().to_dict()}", flush=True)
 
     model = pretrained(config.net).to(device).to(memory_format=torch.channels_last)
     frozen = freeze(model, config.freeze_blocks)
     ema = copy.deepcopy(model).requires_grad_(False)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
+    steps_per_epoch = max(1, len(train_set) // config.batch_size)
     total, warmup = config.epochs * steps_per_epoch, max(1, int(config.warmup_epochs * steps_per_epoch))
 
     def lr_at(step: int) -> float:  # linear warmup, then cosine to zero
@@ -156,10 +254,8 @@ def train(config: TrainConfig, data: str | None, out: Path, resume: bool) -> Pat
         return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
-    loss_fn = nn.CrossEntropyLoss(
-        weight=class_weights(train_set.targets, config.class_weight_power).to(device),
-        label_smoothing=config.label_smoothing,
-    )
+    lesion_targets = [t for t in train_set.targets.tolist() if t >= 0]
+    weights = class_weights(lesion_targets, config.class_weight_power).to(device)
     start_epoch, best, history = 0, -1.0, []
     if resume and (out / "last.pt").exists():
         state = torch.load(out / "last.pt", map_location=device, weights_only=False)
@@ -168,24 +264,26 @@ def train(config: TrainConfig, data: str | None, out: Path, resume: bool) -> Pat
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
-        torch.set_rng_state(state["rng"])
         print(f"resumed from {out / 'last.pt'} at epoch {start_epoch}")
 
     for epoch in range(start_epoch, config.epochs):
         model.train()
         for module in frozen:
             module.eval()  # frozen BatchNorm keeps its ImageNet statistics
-        train_set.epoch = epoch
-        generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
-        loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, drop_last=True,
-                            generator=generator, **loader_args)
+        # Seeded per epoch: a resumed run sees exactly the batches it would have seen.
+        generator = torch.Generator(device).manual_seed(config.seed * 1000 + epoch)
+        order = torch.multinomial(train_set.weights, len(train_set), replacement=True,
+                                  generator=torch.Generator().manual_seed(config.seed * 1000 + epoch)).to(device)
         started, running = time.time(), 0.0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", mininterval=10, dynamic_ncols=True)
-        for i, (x, y) in enumerate(bar):
-            x = x.to(device, non_blocking=True).to(memory_format=torch.channels_last)
-            y = y.to(device, non_blocking=True)
-            with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-                loss = loss_fn(model(x).float(), y)
+        for i in range(steps_per_epoch):
+            idx = order[i * config.batch_size:(i + 1) * config.batch_size]
+            x = normalise(random_view(train_set.images[idx], train_set.valid[idx], spec.image_size, generator), spec)
+            meta = drop_fields(train_set.meta[idx], config.meta_drop, generator)
+            with torch.autocast(device.type, torch.bfloat16):
+                pooled = model.features(x.contiguous(memory_format=torch.channels_last)).mean(dim=(2, 3)).float()
+            outputs = {k: v.float() for k, v in model.heads(pooled, meta).items()}
+            parts = losses(outputs, train_set, idx, config, weights)
+            loss = sum(parts.values())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -197,18 +295,18 @@ def train(config: TrainConfig, data: str | None, out: Path, resume: bool) -> Pat
                     else:
                         e.copy_(p)
             running = loss.item() if i == 0 else 0.98 * running + 0.02 * loss.item()
-            bar.set_postfix(loss=f"{running:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-        metrics = quick_metrics(*predict_logits(ema, val_loader, device))
-        record = {"epoch": epoch + 1, "loss": running, "seconds": round(time.time() - started), **metrics}
+        metrics = evaluate_split(ema, val_set, spec, 2 * config.batch_size)
+        record = {"epoch": epoch + 1, "loss": round(running, 4), "seconds": round(time.time() - started),
+                  **{k: round(v, 4) for k, v in metrics.items()}}
         history.append(record)
         print(json.dumps(record), flush=True)
-        score = metrics["val_auc"] + metrics["val_bacc"]
+        score = selection_score(metrics)
         if not score <= best:  # also true for the first, possibly NaN, score of a smoke run
             best = score
             torch.save(checkpoint(ema, config, epoch=epoch + 1, val=metrics), out / "best.pt")
         torch.save({**checkpoint(model, config), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "epoch": epoch, "best": best, "history": history,
-                    "rng": torch.get_rng_state()}, out / "last.pt")
+                    "scheduler": scheduler.state_dict(), "epoch": epoch, "best": best, "history": history},
+                   out / "last.pt")
     (out / "history.json").write_text(json.dumps(history, indent=1))
     return out / "best.pt"
 
@@ -218,11 +316,14 @@ def main() -> None:
     parser.add_argument("--config", help="JSON config (training/configs/*.json)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field")
     parser.add_argument("--data", help="HAM10000 folder (default: $DEEPSKIN_HAM10000 or ../shared/data/ham10000)")
+    parser.add_argument("--pad", help="PAD-UFES-20 folder (default: $DEEPSKIN_PAD_UFES20 or ../shared/data/pad_ufes20)")
+    parser.add_argument("--non-lesion", help="non-lesion photos (default: $DEEPSKIN_NON_LESION or ../shared/data/non_lesion)")
     parser.add_argument("--out", help="run folder (default: runs/<config name>)")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
     args = parser.parse_args()
     config = TrainConfig.load(args.config, args.set)
-    best = train(config, args.data, Path(args.out or f"runs/{config.name}"), args.resume)
+    folders = {"ham10000": args.data, "pad_ufes20": args.pad, "non_lesion": args.non_lesion}
+    best = train(config, folders, Path(args.out or f"runs/{config.name}"), args.resume)
     print(f"best checkpoint: {best}")
 
 

@@ -12,6 +12,10 @@ const CLASSES = [
   ["nv", "mole (melanocytic nevus)", false],
   ["vasc", "vascular lesion", false],
 ];
+const SITES = [ // deepskin/patient.py SITES
+  "abdomen", "acral", "back", "chest", "ear", "face", "foot", "genital", "hand", "lower extremity", "neck",
+  "scalp", "trunk", "upper extremity",
+];
 const COARSE = [
   ["benign", "not cancer, type unknown"],
   ["malignant", "skin cancer, type unknown"],
@@ -27,6 +31,19 @@ const ERRORS = { // HTTP error codes of the predict function -> plain words
   empty: "The file is empty. Choose another photo.",
   missing_image_field: "No photo was sent. Choose a photo and try again.",
 };
+
+for (const site of SITES) $("site").add(new Option(site[0].toUpperCase() + site.slice(1), site));
+
+// The optional facts, as the predict function reads them: query parameters beside the image.
+function aboutQuery() {
+  const params = new URLSearchParams();
+  for (const field of ["age", "sex", "site"]) {
+    const value = $(field).value.trim();
+    if (value) params.set(field, value);
+  }
+  const query = params.toString();
+  return query ? `?${query}` : "";
+}
 
 const $ = (id) => document.getElementById(id);
 const state = { config: null, file: null, photoUrl: null, result: null, token: null, busy: false };
@@ -153,7 +170,7 @@ function resetPhotoKeepingInput() {
 function upload(file) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
-    xhr.open("POST", endpoint(state.config.predict_url, "/"));
+    xhr.open("POST", endpoint(state.config.predict_url, "/") + aboutQuery());
     xhr.setRequestHeader("Content-Type", file.type);
     xhr.responseType = "json";
     xhr.timeout = 120000;
@@ -187,7 +204,8 @@ $("photo-form").addEventListener("submit", async (event) => {
   try {
     const { status, body } = await upload(state.file);
     if (status !== 200) {
-      setError("photo-error", ERRORS[body.error] || `The photo could not be sent (error ${status}). Please try again.`);
+      setError("photo-error", ERRORS[body.error] || body.message
+        || `The photo could not be sent (error ${status}). Please try again.`);
       $("progress-box").hidden = true;
       $("upload").disabled = false;
       $("photo").focus();
@@ -238,6 +256,14 @@ function renderResult(result) {
   // The advice starts by naming the band, which the label above already says.
   $("band-advice").textContent = (result.advice || band.next).replace(/^(low|medium|high) risk\.\s*/i, "");
   $("odds").textContent = oddsInWords(result.malignant_probability);
+  $("caveat").hidden = !result.caveat_text;
+  $("caveat").textContent = result.caveat_text || "";
+  const named = CLASSES.find(([key]) => key === result.top_class);
+  // The named type is the one the photo makes likeliest compared with how common it is; the table keeps
+  // the plain chances, so the page says which question each answers.
+  $("top-class").textContent = named
+    ? `Type that stands out most for how common it usually is: ${named[1]} (marked below). This is not a diagnosis.`
+    : "";
   $("model-version").textContent = result.model_version || "unknown";
 
   $("result-photo").src = state.photoUrl;
@@ -255,6 +281,7 @@ function renderResult(result) {
   for (const [key, name, malignant, p] of rows) {
     const tr = document.createElement("tr");
     tr.dataset.class = key;
+    if (key === result.top_class) tr.className = "named";
     const th = document.createElement("th");
     th.scope = "row";
     th.textContent = name[0].toUpperCase() + name.slice(1);

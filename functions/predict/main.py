@@ -1,7 +1,8 @@
 """Predict functions: one archive, two entry points (infra/functions.tf deploys each as its own function).
 
 - on_upload: Eventarc `google.cloud.storage.object.v1.finalized` on the uploads bucket.
-- predict_http: POST an image, then GET or DELETE its result with the returned capability token.
+- predict_http: POST an image (optional age, sex, site as form fields or query parameters), then GET or
+  DELETE its result with the returned capability token.
 The work is done in deepskin.predict_service; this file only translates events and HTTP.
 """
 
@@ -19,6 +20,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from deepskin import checks, predict_service, store
 from deepskin.cors import with_cors
+from deepskin.patient import InvalidPatientInfo, PatientInfo
 
 RESULT_PATH = re.compile(r"^/results/(?P<id>[0-9a-f]{32})(?P<heatmap>/heatmap)?/?$")
 RAW_TYPES = ("image/", "application/octet-stream")
@@ -41,9 +43,9 @@ def predict_http(request: flask.Request) -> flask.Response:
 class Refused(Exception):
     """An error answer, raised from wherever the request is found wanting."""
 
-    def __init__(self, status: int, code: str):
+    def __init__(self, status: int, code: str, message: str | None = None):
         super().__init__(code)
-        self.status, self.code = status, code
+        self.status, self.code, self.message = status, code, message
 
 
 def route(request: flask.Request) -> flask.Response:
@@ -55,7 +57,7 @@ def route(request: flask.Request) -> flask.Response:
             raise Refused(404, "not_found")
         return result_request(request, match["id"], heatmap=bool(match["heatmap"]))
     except Refused as refused:
-        body = json.dumps({"error": refused.code})
+        body = json.dumps({"error": refused.code, **({"message": refused.message} if refused.message else {})})
         # Streamed, so that functions-framework does not drain an oversize body into memory after we answer.
         return flask.Response(iter([body]) if refused.status == 413 else body, refused.status,
                               mimetype="application/json")
@@ -80,12 +82,22 @@ def result_request(request: flask.Request, id_: str, heatmap: bool) -> flask.Res
 
 def post_image(request: flask.Request) -> flask.Response:
     data, content_type = read_image(request)
+    patient = read_patient(request)
     token = secrets.token_urlsafe(24)
-    outcome = predict_service.predict_bytes(data, content_type, token)
+    outcome = predict_service.predict_bytes(data, content_type, token, patient)
     body = {"id": outcome.id, "token": token, **predict_service.public_fields(outcome.fields)}
     if outcome.heatmap_png:
         body["heatmap_png_base64"] = base64.b64encode(outcome.heatmap_png).decode()
     return flask.jsonify(body)
+
+
+def read_patient(request: flask.Request) -> PatientInfo:
+    """Optional age, sex and site: multipart form fields, or query parameters beside a raw image body."""
+    fields = request.form if request.mimetype == "multipart/form-data" else request.args
+    try:
+        return PatientInfo.parse(fields.get("age"), fields.get("sex"), fields.get("site"))
+    except InvalidPatientInfo as exc:
+        raise Refused(400, "invalid_patient_info", str(exc)) from None
 
 
 def read_image(request: flask.Request) -> tuple[bytes, str]:

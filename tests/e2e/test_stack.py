@@ -136,6 +136,20 @@ def test_cli_upload_wait_predict_and_result(cli):
     assert code == 0 and f"Risk: {uploaded['risk'].upper()}" in text and NOT_A_DIAGNOSIS in text
 
 
+def test_cli_patient_facts_on_both_paths(cli):
+    facts = ["--age", "58", "--sex", "female", "--site", "lower extremity"]
+    code, uploaded = cli("upload", str(LESIONS[2]), "--wait", "--json", *facts)
+    assert code == 0, uploaded
+    code, predicted = cli("predict", str(LESIONS[2]), "--json", *facts)
+    assert code == 0, predicted
+    for result in (uploaded, predicted):
+        assert result["patient"] == {"age": 58.0, "sex": "female", "site": "lower extremity"}
+    assert predicted["probabilities"] == pytest.approx(uploaded["probabilities"], abs=1e-6)
+    code, text = cli("result", predicted["id"])
+    assert code == 0 and "stands out most" in text
+    assert cli("predict", str(LESIONS[2]), "--age", "300")[0] == 2  # a named usage error, nothing sent
+
+
 def test_cli_exit_codes_for_refused_and_missing(cli, tmp_path):
     text_file = tmp_path / "notes.txt"
     text_file.write_bytes(NOT_AN_IMAGE)

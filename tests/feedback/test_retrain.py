@@ -50,6 +50,10 @@ def predictions(n: int) -> list[tuple[str, str]]:
     return out
 
 
+def for_both_types(**thresholds) -> dict:
+    return {"dermoscopy": thresholds, "clinical": thresholds}
+
+
 def candidate_from_served(tmp_path, **card_changes) -> tuple[Path, str]:
     """The served model's ONNX with a changed card: a candidate whose numbers we know in advance."""
     folder = tmp_path / "candidate"
@@ -164,7 +168,7 @@ def test_clinician_labels_start_exactly_one_job_whose_gate_decision_holds_both_m
 
 def test_a_worse_candidate_is_refused(tmp_path):
     # Its "high" band can never be reached: sensitivity there is 0, below the served model's.
-    folder, version = candidate_from_served(tmp_path, thresholds={"low": 0.3, "high": 1.01})
+    folder, version = candidate_from_served(tmp_path, thresholds=for_both_types(low=0.3, high=1.01))
     decision = promote.gate(folder, "worse", data_root(), limit=24)
     assert not decision["promoted"] and decision["checks"] == {"roc_auc": True, "sensitivity_high": False}
     assert decision["candidate"]["sensitivity_high"] == 0.0 < decision["current"]["sensitivity_high"]
@@ -174,7 +178,7 @@ def test_a_worse_candidate_is_refused(tmp_path):
 
 def test_a_promotion_reaches_the_predict_path_without_a_redeploy_and_rolls_back(tmp_path, monkeypatch):
     served = default_model().version
-    folder, version = candidate_from_served(tmp_path, thresholds={"low": 0.0, "high": 0.0})
+    folder, version = candidate_from_served(tmp_path, thresholds=for_both_types(low=0.0, high=0.0))
     decision = promote.gate(folder, "better", data_root(), limit=24)
     assert decision["promoted"] and decision["candidate"]["sensitivity_high"] == 1.0
     assert registry.current()["version"] == version and registry.current()["previous"]["version"] == served

@@ -27,7 +27,9 @@ from PIL import Image
 from deepskin import checks, predict_service, store
 from deepskin.config import settings
 from deepskin.model import default_model
+from deepskin.patient import PatientInfo
 from deepskin.pipeline import assess
+from training import batch_predict
 
 REPO = Path(__file__).resolve().parents[2]
 LESIONS = sorted((REPO / "tests" / "fixtures" / "lesions").glob("*.jpg"))
@@ -75,10 +77,10 @@ def assess_calls(monkeypatch) -> list[int]:
     """Counts assess runs across threads."""
     calls, lock = [], threading.Lock()
 
-    def counted(data, model):
+    def counted(data, model, patient):
         with lock:
             calls.append(1)
-        return assess(data, model)
+        return assess(data, model, patient)
 
     monkeypatch.setattr(predict_service, "assess", counted)
     return calls
@@ -363,3 +365,53 @@ def test_event_result_is_readable_with_the_token_the_uploader_holds(http_client,
     id_ = store.result_id(obj["bucket"], obj["name"], obj["generation"])
     response = http_client.get(f"/results/{id_}", headers={"X-DeepSkin-Token": token})
     assert response.status_code == 200 and response.get_json()["source"] == "event"
+
+
+# --- patient facts and one assessment path ----------------------------------------------------------------
+
+PHONE = sorted((REPO / "tests" / "fixtures" / "phone").glob("*.jpg"))
+FACTS = {"age": 70.0, "sex": "male", "site": "face"}
+
+
+def test_upload_metadata_carries_patient_facts(event_client):
+    data = PHONE[0].read_bytes()
+    obj = upload(data, metadata={predict_service.PATIENT_KEYS[k]: str(v) for k, v in FACTS.items()})
+    assert send(event_client, storage_event(obj)) == 200
+    doc = result_for(obj)
+    assert doc["status"] == "done" and doc["patient"] == FACTS
+    direct = assess(data, default_model(), PatientInfo(**FACTS))
+    assert doc["probabilities"] == pytest.approx(direct.probabilities, abs=1e-6)
+
+
+def test_bad_upload_metadata_is_a_named_refusal(event_client):
+    obj = upload(PHONE[0].read_bytes(), metadata={predict_service.PATIENT_KEYS["age"]: "two hundred"})
+    assert send(event_client, storage_event(obj)) == 200
+    doc = result_for(obj)
+    assert (doc["status"], doc["reason"]) == ("rejected", "invalid_patient_info") and "age" in doc["message"]
+
+
+def test_http_patient_facts_as_fields_or_query(http_client):
+    data = PHONE[1].read_bytes()
+    form = http_client.post("/", data={"image": (io.BytesIO(data), "p.jpg", "image/jpeg"), "age": "70",
+                                       "sex": "male", "site": "face"}, content_type="multipart/form-data")
+    query = http_client.post("/?age=70&sex=male&site=face", data=data, content_type="image/jpeg")
+    for response in (form, query):
+        assert response.status_code == 200 and response.get_json()["patient"] == FACTS
+    assert stable(form.get_json()) == stable(query.get_json())
+    bad = http_client.post("/?sex=unknown-value", data=data, content_type="image/jpeg")
+    assert bad.status_code == 400 and bad.get_json()["error"] == "invalid_patient_info"
+    assert "sex" in bad.get_json()["message"]
+
+
+def test_batch_predict_and_the_http_function_agree_on_the_same_bytes(http_client, tmp_path):
+    """One assessment path: the evaluation's rows are what the predict function answers."""
+    images = PHONE + LESIONS[:3]
+    rows = {r["image_id"]: r for r in batch_predict.score_folder(images, default_model())}
+    for path in images:
+        body = http_client.post("/", data=path.read_bytes(), content_type="image/jpeg").get_json()
+        row = rows[path.stem]
+        assert row["status"] == body["status"]
+        assert (row["risk"], row["top_class"], row["image_type"]) == (body["risk"], body["top_class"], body["image_type"])
+        for name in body["probabilities"]:
+            assert row[name] == pytest.approx(body["probabilities"][name], abs=1e-5)  # batched vs single inference
+        assert row["malignant"] == pytest.approx(body["malignant_probability"], abs=1e-5)

@@ -1,34 +1,45 @@
-"""ONNX export: onnxruntime must agree with torch, and the card contract must hold."""
+"""ONNX export: onnxruntime must agree with torch on every output, and the card contract must hold."""
 
 import numpy as np
 import torch
 
-from deepskin.labels import CLASSES
 from deepskin.model import Model
+from deepskin.patient import PatientInfo
 from deepskin.preprocess import Preprocess
-from training.data import data_root, image_paths, load_split
+from training import sources
 from training.export import PARITY_TOLERANCE, batches, export_onnx, ood_fit_rows, ood_scorer, parity, pooled_features
 from training.net import LiteConfig, pretrained
+from training.train import patient_vectors
 
 
 def test_onnx_matches_torch_on_32_test_images(tmp_path):
     torch.manual_seed(0)
-    net = pretrained(LiteConfig()).eval()  # ImageNet backbone, random head: parity is about the graph
+    # ImageNet backbone, random heads: parity is about the graph.
+    net = pretrained(LiteConfig(meta_dim=18, aux_heads=True, colour_constancy=True)).eval()
+    torch.nn.init.normal_(net._meta[2].weight)  # a trained network's patient path is not zero
     spec = Preprocess(image_size=96)
-    split, paths = load_split(), image_paths(data_root())
-    fit = ood_fit_rows(split, per_class=30)
-    labels = np.array([CLASSES.index(d) for d in fit.dx])
-    served = ood_scorer(net, pooled_features(net, [paths[i] for i in fit.image_id], spec), labels).eval()
+    table = sources.table(["ham10000"])
+    fit = ood_fit_rows(table, per_class=30)
+    labels = np.unique(fit.source + "/" + fit.dx, return_inverse=True)[1]
+    served = ood_scorer(net, pooled_features(net, list(fit.path), spec), labels).eval()
     export_onnx(served, spec.image_size, tmp_path / "m.onnx")
     card = {"version": "test", "classes": ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"],
-            "preprocess": spec.to_dict(), "thresholds": {"low": 0.1, "high": 0.5}}
+            "preprocess": spec.to_dict()}
     model = Model(tmp_path / "m.onnx", card)
-    x = next(batches([paths[i] for i in split.image_id[split.split == "test"].head(32)], spec, size=32))
-    assert len(x) == 32
-    assert parity(served, model, x) <= PARITY_TOLERANCE
+    test = table[table.split == "test"].head(32)
+    x = next(batches(list(test.path), spec, size=32))
+    patients = patient_vectors(test).numpy()
+    assert len(x) == 32 and patients.any()  # HAM10000 records age, sex and site for these
+    assert parity(served, model, x, patients) <= PARITY_TOLERANCE
     with torch.no_grad():
-        _, cam_t, ood_t = served(torch.from_numpy(x))
-    scores = model.score(x)
+        _, cam_t, ood_t, lesion_t, clinical_t = served(torch.from_numpy(x), torch.from_numpy(patients))
+    scores = model.score(x, patients)
     np.testing.assert_allclose(scores.cam, cam_t.numpy(), rtol=1e-3, atol=1e-3)
     np.testing.assert_allclose(scores.ood, ood_t.numpy(), rtol=1e-3)
-    assert model.score(x[:1]).logits.shape == (1, 7)  # dynamic batch
+    np.testing.assert_allclose(scores.not_lesion, torch.sigmoid(-lesion_t).numpy(), rtol=1e-3, atol=1e-6)
+    expected_type = np.where(torch.sigmoid(clinical_t).numpy() >= 0.5, "clinical", "dermoscopy")
+    assert (scores.image_type == expected_type).all()
+    assert model.score(x[:1]).logits.shape == (1, 7)  # dynamic batch; no patient vector means all unknown
+    # The patient input is wired through: the same image with other facts gets other logits.
+    older = np.stack([PatientInfo(age=85, sex="male", site="face").vector()] * 2)
+    assert not np.allclose(model.score(x[:2], older).logits, model.score(x[:2], patients[:2]).logits)

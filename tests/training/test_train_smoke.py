@@ -11,7 +11,7 @@ SMOKE = "training/configs/smoke.json"
 
 def test_smoke_training_writes_resumable_checkpoints(tmp_path):
     config = TrainConfig.load(SMOKE, [])
-    best = train(config, None, tmp_path, resume=False)
+    best = train(config, {}, tmp_path, resume=False)
     model, ckpt = load_model(best)
     assert ckpt["config"]["image_size"] == config.image_size and ckpt["classes"][0] == "akiec"
     assert ckpt["preprocess"]["image_size"] == config.image_size
@@ -20,7 +20,7 @@ def test_smoke_training_writes_resumable_checkpoints(tmp_path):
     first = json.loads((tmp_path / "history.json").read_text())
 
     longer = TrainConfig.load(SMOKE, ["epochs=2"])
-    train(longer, None, tmp_path, resume=True)  # continues at epoch 2 instead of starting over
+    train(longer, {}, tmp_path, resume=True)  # continues at epoch 2 instead of starting over
     history = json.loads((tmp_path / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
     assert history[0] == first[0]
@@ -33,3 +33,8 @@ def test_config_rejects_unknown_keys():
         assert "learning_rate" in str(exc)
     else:
         raise AssertionError("an unknown key was accepted")
+
+
+def test_overrides_are_parsed_by_type():
+    config = TrainConfig.load(SMOKE, ["name=tiny", "epochs=3", "lr=0.5", 'source_weight={"pad_ufes20": 2}'])
+    assert (config.name, config.epochs, config.lr, config.source_weight) == ("tiny", 3, 0.5, {"pad_ufes20": 2})

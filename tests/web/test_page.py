@@ -108,6 +108,10 @@ def test_lesion_flow_feedback_and_delete(page: Page, stack, axe_source, screensh
     page.locator("#photo").set_input_files(str(LESION))
     expect(page.locator("#preview-img")).to_be_visible()
     expect(page.get_by_role("button", name="Check this photo")).to_be_enabled()
+    # The optional facts travel with the photo and come back in the stored result.
+    page.get_by_label("Age in years").fill("62")
+    page.get_by_label("Sex").select_option("female")
+    page.get_by_label("Where on the body").select_option("back")
     shoot(page, screenshots, "2-photo")
     send_photo(page)
 
@@ -121,6 +125,9 @@ def test_lesion_flow_feedback_and_delete(page: Page, stack, axe_source, screensh
     expect(page.locator("#odds")).to_have_text(re.compile(r"^(About \d+ in \d+|Fewer than 1 in 200|More than 9 in 10) "
                                                           r"lesions like this are malignant"))
     expect(page.locator("#classes-body tr")).to_have_count(7)
+    # The named type is marked in the table, and the sentence says it is relative, not the largest chance.
+    expect(page.locator("#classes-body tr.named")).to_have_count(1)
+    expect(page.locator("#top-class")).to_contain_text("stands out most for how common it usually is")
     expect(page.locator("#classes-body")).to_contain_text("Mole (melanocytic nevus)")
     expect(page.locator("#classes-body")).to_contain_text("Basal cell carcinoma")
     expect(page.locator("#model-version")).to_have_text(re.compile(r"\S+"))
@@ -151,6 +158,9 @@ def test_lesion_flow_feedback_and_delete(page: Page, stack, axe_source, screensh
     assert len(docs) == 1
     prediction_id, doc = docs[0].id, docs[0].to_dict()
     assert doc["status"] == "done" and doc["risk"] == risk
+    assert doc["patient"] == {"age": 62.0, "sex": "female", "site": "back"}
+    named = page.locator("#classes-body tr.named").get_attribute("data-class")
+    assert named == doc["top_class"]
     upload = doc["upload"]
     gcs = storage.Client(project=settings().project)
     upload_blob = gcs.bucket(upload["bucket"]).blob(upload["name"])

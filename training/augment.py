@@ -1,0 +1,130 @@
+"""Images held in memory at the canonical scale, and augmentation as tensor operations (CPU or GPU).
+
+Every image is decoded once through the serving contract (`deepskin.preprocess.canonical`: upright RGB,
+shorter side 150) onto a fixed landscape canvas (150 x 200; portrait photos are turned a right angle,
+which changes nothing for a lesion; photos wider than 4:3 are centre-cropped, narrower ones
+reflect-padded). A batch is then cut out by one affine resampling per image, on whatever device trains:
+  - validation: the centre square resized to the input size, exactly what serving feeds the model;
+  - training: random scale, aspect, position, any rotation and mirror (skin has no up), then light,
+    colour temperature, saturation, contrast, blur, sensor noise and resolution loss, the ways phone
+    photos and other dermatoscopes differ from HAM10000's.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.nn import functional as F
+
+from deepskin.preprocess import Preprocess, canonical, to_rgb
+
+
+def canvas_size(spec: Preprocess) -> tuple[int, int]:
+    return spec.canonical_short_side, round(spec.canonical_short_side * 4 / 3)
+
+
+def _on_canvas(path: Path, spec: Preprocess) -> tuple[np.ndarray, int]:
+    height, width = canvas_size(spec)
+    with Image.open(path) as image:
+        image = canonical(to_rgb(image), spec)
+    if image.height > image.width:
+        image = image.transpose(Image.ROTATE_90)
+    if image.height != height:  # smaller than the canonical scale: brought up to it, as the model sees it
+        image = image.resize((max(height, round(image.width * height / image.height)), height), Image.BILINEAR)
+    arr = np.asarray(image)
+    if arr.shape[1] > width:
+        left = (arr.shape[1] - width) // 2
+        arr = arr[:, left:left + width]
+    valid = arr.shape[1]
+    if valid < width:
+        arr = np.pad(arr, ((0, 0), (0, width - valid), (0, 0)), mode="reflect")
+    return arr, valid
+
+
+def load_canvas(paths: list[Path], spec: Preprocess, workers: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 3, 150, 200) uint8 images and (N,) the width of each that is real (the rest is reflection)."""
+    with ThreadPoolExecutor(workers) as pool:  # PIL decodes without the GIL
+        loaded = list(pool.map(lambda p: _on_canvas(Path(p), spec), paths))
+    images = torch.from_numpy(np.stack([a for a, _ in loaded])).permute(0, 3, 1, 2).contiguous()
+    return images, torch.tensor([v for _, v in loaded], dtype=torch.float32)
+
+
+def _sample(images: torch.Tensor, centre: torch.Tensor, size: torch.Tensor, angle: torch.Tensor,
+            mirror: torch.Tensor, out: int) -> torch.Tensor:
+    """Resample each image's rotated box (centre, size in canvas pixels) to out x out, bilinear."""
+    _, _, height, width = images.shape
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    half_w, half_h = size[:, 0] / 2 * mirror, size[:, 1] / 2
+    theta = torch.stack([
+        torch.stack([2 / width * half_w * cos, -2 / width * half_h * sin, 2 * centre[:, 0] / width - 1], 1),
+        torch.stack([2 / height * half_w * sin, 2 / height * half_h * cos, 2 * centre[:, 1] / height - 1], 1),
+    ], 1)
+    grid = F.affine_grid(theta, [len(images), 3, out, out], align_corners=False)
+    return F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def centre_view(images: torch.Tensor, valid: torch.Tensor, out: int) -> torch.Tensor:
+    """Serving's view in pixel values 0-255: the centre square of the real part, resized to out."""
+    n, height = len(images), images.shape[2]
+    ones = torch.ones(n, device=images.device)
+    centre = torch.stack([valid / 2, ones * height / 2], 1)
+    return _sample(images, centre, torch.stack([ones * height, ones * height], 1), 0 * ones, ones, out)
+
+
+def _blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Gaussian blur with a sigma per image (a separable depthwise convolution)."""
+    n, c, h, w = x.shape
+    radius = 4
+    t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    kernel = torch.exp(-t[None] ** 2 / (2 * sigma[:, None] ** 2))
+    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(c, 0)  # (n*c, k)
+    y = F.pad(x.reshape(1, n * c, h, w), [radius] * 4, mode="reflect")
+    y = F.conv2d(y, kernel[:, None, :, None], groups=n * c)
+    y = F.conv2d(y, kernel[:, None, None, :], groups=n * c)
+    return y.reshape(n, c, h, w)
+
+
+def random_view(images: torch.Tensor, valid: torch.Tensor, out: int, generator: torch.Generator) -> torch.Tensor:
+    """A training view in pixel values 0-255: geometry, then photometric changes."""
+    n, device, height = len(images), images.device, images.shape[2]
+
+    def uniform(low: float, high: float, size: int = n) -> torch.Tensor:
+        return torch.rand(size, generator=generator, device=device) * (high - low) + low
+
+    def chance(p: float) -> torch.Tensor:
+        return torch.rand(n, generator=generator, device=device) < p
+
+    area = valid * height * uniform(0.3, 1.0)
+    ratio = torch.exp(uniform(math.log(3 / 4), math.log(4 / 3)))
+    box_w = torch.minimum(torch.sqrt(area * ratio), valid)
+    box_h = torch.clamp(torch.sqrt(area / ratio), max=height)
+    centre = torch.stack([box_w / 2 + uniform(0, 1) * (valid - box_w), box_h / 2 + uniform(0, 1) * (height - box_h)], 1)
+    mirror = torch.where(chance(0.5), -1.0, 1.0)
+    x = _sample(images, centre, torch.stack([box_w, box_h], 1), uniform(0, 2 * math.pi), mirror, out)
+
+    shape = (n, 1, 1, 1)
+    x = x * uniform(0.7, 1.3).view(shape)  # exposure
+    temperature = uniform(-0.15, 0.15)  # warm or cold light: red and blue move apart
+    x = x * torch.stack([1 + temperature, torch.ones_like(temperature), 1 - temperature], 1).view(n, 3, 1, 1)
+    grey = x.mean(1, keepdim=True)
+    x = grey + (x - grey) * uniform(0.6, 1.4).view(shape)  # saturation
+    mean = x.mean((1, 2, 3), keepdim=True)
+    x = mean + (x - mean) * uniform(0.7, 1.3).view(shape)  # contrast
+    blurred = _blur(x, uniform(0.4, 1.6))
+    x = torch.where(chance(0.25).view(shape), blurred, x)  # phone focus and motion
+    small = F.interpolate(F.interpolate(x, scale_factor=0.5, mode="bilinear", antialias=True), size=out, mode="bilinear")
+    x = torch.where(chance(0.2).view(shape), small, x)  # a lesion that filled few pixels
+    noise = torch.randn(x.shape, generator=generator, device=device) * uniform(0, 8).view(shape)
+    x = x + torch.where(chance(0.25).view(shape), noise, torch.zeros_like(noise))  # sensor noise
+    return x.clamp(0, 255)
+
+
+def normalise(x: torch.Tensor, spec: Preprocess) -> torch.Tensor:
+    mean = torch.tensor(spec.mean, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std

@@ -1,0 +1,97 @@
+"""The training data as one table: HAM10000 (dermoscopy), PAD-UFES-20 (phone photos), non-lesion photos.
+
+One row per image: image_id, source, split, path, dx (empty for a non-lesion), lesion, clinical, age, sex,
+site (HAM10000's vocabulary) and group (lesion, patient or photo: what must not straddle splits).
+Splits: HAM10000 by lesion (training/splits/ham10000_split.csv), PAD-UFES-20 by patient (the split column
+its metadata ships), non-lesion photos by category (training/splits/non_lesion_split.csv). Each folder
+comes from a flag, an environment variable, or ../shared/data/<name>.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pandas as pd
+
+from deepskin.patient import PAD_REGIONS
+from training.data import data_root, image_paths, load_split, metadata
+
+SPLITS = Path(__file__).parent / "splits"
+NON_LESION_SPLIT_CSV = SPLITS / "non_lesion_split.csv"
+NON_LESION_FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
+NON_LESION_SEED = 20261129
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+ENV = {"ham10000": "DEEPSKIN_HAM10000", "pad_ufes20": "DEEPSKIN_PAD_UFES20", "non_lesion": "DEEPSKIN_NON_LESION"}
+COLUMNS = ["image_id", "source", "split", "path", "dx", "lesion", "clinical", "age", "sex", "site", "group"]
+
+
+def folder(source: str, path: str | os.PathLike | None = None) -> Path:
+    """A source's folder: a flag wins, then its environment variable, then ../shared/data/<source>."""
+    root = Path(path or os.environ.get(ENV[source]) or SHARED / source)
+    if not root.is_dir():
+        raise FileNotFoundError(f"no {source} folder at {root}: pass its flag or set ${ENV[source]}")
+    return root
+
+
+def _rows(frame: pd.DataFrame, **columns) -> pd.DataFrame:
+    return frame.assign(**columns).reindex(columns=COLUMNS)
+
+
+def ham10000(root: Path) -> pd.DataFrame:
+    meta = metadata(root).set_index("image_id")
+    split = load_split()
+    paths = image_paths(root)
+    split = split[split.image_id.isin(paths)]
+    return _rows(
+        split, source="ham10000", path=split.image_id.map(paths), lesion=True, clinical=False,
+        age=split.image_id.map(meta.age), sex=split.image_id.map(meta.sex),
+        site=split.image_id.map(meta.localization), group=split.lesion_id,
+    )
+
+
+def pad_ufes20(root: Path) -> pd.DataFrame:
+    meta = pd.read_csv(root / "metadata.csv")
+    return _rows(
+        meta, source="pad_ufes20", path=[root / "images" / f"{i}.jpg" for i in meta.image_id], dx=meta.dx_ham,
+        lesion=True, clinical=True, sex=meta.gender.str.lower(), site=meta.region.map(PAD_REGIONS),
+        group=meta.patient_id,
+    )
+
+
+def make_non_lesion_split(labels: pd.DataFrame, seed: int = NON_LESION_SEED) -> pd.DataFrame:
+    """Stratified by category, so faces, animals, food ... are in every split."""
+    rng = random.Random(seed)
+    assignment = {}
+    for _, rows in sorted(labels.groupby("category")):
+        ids = sorted(rows.image_id)
+        rng.shuffle(ids)
+        n_train = round(NON_LESION_FRACTIONS["train"] * len(ids))
+        n_val = round(NON_LESION_FRACTIONS["val"] * len(ids))
+        for i, image_id in enumerate(ids):
+            assignment[image_id] = "train" if i < n_train else "val" if i < n_train + n_val else "test"
+    out = labels[["image_id", "category"]].copy()
+    out["split"] = out.image_id.map(assignment)
+    return out.sort_values("image_id").reset_index(drop=True)
+
+
+def non_lesion(root: Path) -> pd.DataFrame:
+    split = pd.read_csv(NON_LESION_SPLIT_CSV)
+    paths = {p.stem: p for p in (root / "images").iterdir()}
+    split = split[split.image_id.isin(paths)]
+    return _rows(split, source="non_lesion", path=split.image_id.map(paths), lesion=False, clinical=False,
+                 group=split.image_id)
+
+
+LOADERS = {"ham10000": ham10000, "pad_ufes20": pad_ufes20, "non_lesion": non_lesion}
+
+
+def table(sources: list[str], folders: dict[str, str | None] | None = None) -> pd.DataFrame:
+    """Every image of the named sources, with its split."""
+    folders = folders or {}
+    parts = []
+    for source in sources:
+        root = data_root(folders.get(source)) if source == "ham10000" else folder(source, folders.get(source))
+        parts.append(LOADERS[source](root))
+    return pd.concat(parts, ignore_index=True)
