@@ -32,6 +32,9 @@ const ERRORS = { // HTTP error codes of the predict function -> plain words
   missing_image_field: "No photo was sent. Choose a photo and try again.",
 };
 
+const $ = (id) => document.getElementById(id);
+const state = { config: null, file: null, photoUrl: null, result: null, token: null, busy: false };
+
 for (const site of SITES) $("site").add(new Option(site[0].toUpperCase() + site.slice(1), site));
 
 // The optional facts, as the predict function reads them: query parameters beside the image.
@@ -44,9 +47,6 @@ function aboutQuery() {
   const query = params.toString();
   return query ? `?${query}` : "";
 }
-
-const $ = (id) => document.getElementById(id);
-const state = { config: null, file: null, photoUrl: null, result: null, token: null, busy: false };
 
 // --- configuration: /config.json from the local stack, else the same host's standard ports ---------------
 
