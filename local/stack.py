@@ -2,7 +2,8 @@
 
 Emulators (Firestore, Pub/Sub, Cloud Storage) + each function as its own functions-framework process + the
 web page as static files + local/bridge.py standing in for Eventarc. Ctrl-C or SIGTERM stops all of it:
-every child runs in its own process group, which is killed as a whole, so no orphan keeps a port.
+every child runs in its own process group, which is killed as a whole, so no orphan keeps a port. Even a
+SIGKILL, which runs no clean-up here, leaves none: local/watchdog.py kills those groups once this process is gone.
 
 Ports are fixed by default (the web page and the CLI assume them); `--free-ports` or `--port NAME=N` moves
 them, e.g. for tests that must not collide with a running `make run`.
