@@ -1102,7 +1102,9 @@ def test_train_workflow_steps():
     text = _workflow("train.yml")
     for needle in ("workflow_dispatch", "config:", "docker/training.Dockerfile", "docker push",
                    "gcloud ai custom-jobs create", "accelerator-type=", "--config,${CONFIG}", "/ham10000",
-                   "/runs/${GITHUB_RUN_ID}", "python -m training.promote --candidate-dir /gcs/"):
+                   "/runs/${GITHUB_RUN_ID}", "python -m training.promote --candidate-dir /gcs/",
+                   # training.train writes best.pt only; the gate opens <run>/deepskin.onnx: the export in between.
+                   "cpu_custom_job.sh", "training.export", '--checkpoint "${run}/best.pt" --out "${run}/deepskin.onnx"'):
         assert needle in text, needle
 
 
