@@ -37,7 +37,7 @@ def overview() -> dict:
 
 def model_summary(record: dict) -> dict:
     """The served version's card: when it was made, how it started, and its held-out test numbers."""
-    card = json.loads(card_path(registry.fetch(record)).read_text())
+    card = json.loads(card_path(registry.fetch(record)).read_text(encoding="utf-8"))
     test = card.get("metrics", {}).get("test", {})
     malignant = test.get("malignant", {})
     high = malignant.get("operating_points", {}).get("high", {})
@@ -45,9 +45,10 @@ def model_summary(record: dict) -> dict:
                "roc_auc_ci95": malignant.get("roc_auc_ci95"), "sensitivity_high": high.get("sensitivity"),
                "specificity_high": high.get("specificity"), "balanced_accuracy": test.get("balanced_accuracy"),
                "ece": malignant.get("ece_after")}
-    return {"version": record["version"], "created_at": card.get("created_at"), "promoted_at": record.get("promoted_at"),
-            "rolled_back_from": record.get("rolled_back_from"), "init": card.get("training", {}).get("init"),
-            "thresholds": card.get("thresholds"), "numbers": {k: v for k, v in numbers.items() if v is not None}}
+    return {"version": record["version"], "created_at": card.get("created_at"),
+            "promoted_at": record.get("promoted_at"), "rolled_back_from": record.get("rolled_back_from"),
+            "init": card.get("training", {}).get("init"), "thresholds": card.get("thresholds"),
+            "numbers": {k: v for k, v in numbers.items() if v is not None}}
 
 
 def decision_summary(decision: dict) -> dict:

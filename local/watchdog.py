@@ -30,8 +30,8 @@ class Watchdog:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         # Its own session: a Ctrl-C meant for the parent's terminal group must not stop the watchdog first.
-        self.process = subprocess.Popen([sys.executable, __file__], stdin=subprocess.PIPE, start_new_session=True,
-                                        text=True)
+        self.process = subprocess.Popen(  # pylint: disable=consider-using-with  # lives as long as this process
+            [sys.executable, __file__], stdin=subprocess.PIPE, start_new_session=True, text=True)
         atexit.register(self.close)  # a clean exit has stopped its children already: let the watchdog go too
 
     def close(self) -> None:
