@@ -255,7 +255,8 @@ class Stack:
         lines.append(f"Operator page (a clinician key opens it): {self.url('web')}/ops.html")
         lines.append("For the CLI and tests in another shell:")
         env = {**(self.emulators.env if self.emulators else {}), "DEEPSKIN_PREDICT_URL": self.url("predict"),
-               "DEEPSKIN_FEEDBACK_URL": self.url("feedback"), "DEEPSKIN_WEB_URL": self.url("web")}
+               "DEEPSKIN_FEEDBACK_URL": self.url("feedback"), "DEEPSKIN_OPS_URL": self.url("ops"),
+               "DEEPSKIN_WEB_URL": self.url("web")}
         lines += [f"  export {name}={value}" for name, value in env.items()]
         lines.append(READY_END)
         return "\n".join(lines)
