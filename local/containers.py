@@ -50,8 +50,9 @@ def unavailable() -> str | None:
     """Why images cannot be built or run here, or None when Podman is ready."""
     if shutil.which("podman") is None:
         return "podman is not installed (`make containers` installs it on Debian, as root)"
-    if subprocess.run(["podman", "info"], capture_output=True, check=False).returncode != 0:
-        return "podman is installed but `podman info` fails (see its output)"
+    info = subprocess.run(["podman", "info"], capture_output=True, text=True, check=False)
+    if info.returncode != 0:
+        return f"podman is installed but `podman info` fails: {info.stderr.strip()[-300:]}"
     return None
 
 
@@ -104,7 +105,8 @@ def local_wheels() -> list[Path]:
 
 
 def build(name: str) -> str:
-    """Build one image from docker/<name>.Dockerfile on the local base; returns its tag."""
+    """Build one image from docker/<name>.Dockerfile on the local base (made first if missing); returns its tag."""
+    build_base()
     wheels = local_wheels()
     args = ["podman", "build", "--quiet", "--layers", "-f", f"docker/{name}.Dockerfile", "-t", IMAGES[name],
             "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "--build-arg", f"PIP_FIND_LINKS={' '.join(map(str, wheels))}"]
@@ -122,9 +124,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown image: {', '.join(sorted(set(names) - set(IMAGES)))}")
     try:
         install()
-        started = time.monotonic()
-        build_base()
-        print(f"base image {BASE_IMAGE}: {time.monotonic() - started:.0f} s", flush=True)
         for name in names:
             started = time.monotonic()
             print(f"{build(name)}: built in {time.monotonic() - started:.0f} s", flush=True)
