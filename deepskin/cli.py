@@ -209,19 +209,18 @@ def cmd_models(_client: Client, args: argparse.Namespace) -> int:
               f"Now serving {answer['current']} (rolled back from {answer['rolled_back_from']}).")
         return OK
     view = ops.overview()
-    print(json.dumps(view, indent=2) if args.json else describe_models(view))
+    print(json.dumps(view, indent=2) if args.json else describe_models(view, ops.number))
     return OK
 
 
-def describe_models(view: dict) -> str:
+def describe_models(view: dict, number) -> str:
+    """The overview in plain lines; `number` formats a model's number (deepskin.ops.number)."""
     model = view["model"] or {}
     lines = [f"Serving: {view['current'] or 'no model registered yet'}"]
-    lines += [f"  {name}: {value}" for name, value in model.get("numbers", {}).items()]
+    lines += [f"  {name}: {number(value)}" for name, value in model.get("numbers", {}).items()]
     lines.append("Decisions, newest first:" if view["decisions"] else "Decisions: none yet")
     for decision in view["decisions"]:
-        verdict = "PROMOTED" if decision["promoted"] else "refused"
-        if decision["kind"] == "rollback":
-            verdict = "ROLLBACK"
+        verdict = "ROLLBACK" if decision["kind"] == "rollback" else "PROMOTED" if decision["promoted"] else "refused"
         lines.append(f"  {decision['decided_at']}  {verdict:<8}  {decision['candidate']} (was {decision['current']})"
                      f"  job {decision['job_id'] or '-'}")
         lines += [f"      {reason}" for reason in decision["reasons"]]

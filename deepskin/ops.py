@@ -70,6 +70,9 @@ def reasons(decision: dict) -> list[str]:
 
 
 def number(value: object) -> str:
+    """3 decimals for a float, n/a for a missing value; a pair (an interval) as both ends."""
+    if isinstance(value, list):
+        return " to ".join(map(number, value))
     return f"{value:.3f}" if isinstance(value, float) else "n/a" if value is None else str(value)
 
 

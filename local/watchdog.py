@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 
-GRACE_S = 3.0  # time to stop cleanly (a training job marks itself failed) before SIGKILL
+GRACE_S = 3.0  # time for a clean exit (the Java emulators take ~2 s) before SIGKILL
 
 
 class Watchdog:
