@@ -1,11 +1,12 @@
-# The two commands of the README: `make run` and `make test`. `make setup` builds .venv/ once.
+# The two commands of the README: `make run` and `make test`. `make setup` builds .venv/ once;
+# `make containers` builds the serving and training images with Podman (installing it if needed).
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip --disable-pip-version-check -q
 CHROMIUM := /usr/bin/chromium
 AXE := tests/web/node_modules/axe-core/axe.min.js
 
-.PHONY: setup run test train clean
+.PHONY: setup run test containers train clean
 
 setup: $(VENV)/.installed
 
@@ -30,6 +31,12 @@ run: setup
 
 test: setup $(CHROMIUM) $(AXE)
 	$(PY) -m pytest
+
+# Podman, runc and mmdebstrap (apt, as root) when missing, a Debian base image once, then both images from
+# docker/*.Dockerfile; layers are cached, so a rebuild with nothing changed takes seconds. tests/containers/
+# (part of `make test`) rebuilds and runs them.
+containers: setup
+	$(PY) -m local.containers
 
 train: setup
 	$(PY) -m training.train --config training/configs/cpu.json

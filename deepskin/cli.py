@@ -3,6 +3,7 @@
     deepskin upload lesion.jpg --wait     # through the uploads bucket, the event path
     deepskin predict lesion.jpg           # through the HTTP API
     deepskin result ID | feedback ID --label mel | delete ID | status
+    deepskin models [--rollback]          # operators: the served model, the gate's decisions, the ledger
 
 Exit codes scripts can trust: 0 done (or accepted), 2 usage error, 3 image rejected or unusable, 4 not found,
 5 service unavailable, 1 anything else. `--json` prints the result's fields as JSON on stdout.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import getpass
 import itertools
 import json
 import os
@@ -206,6 +208,49 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
     return OK if all_up else UNAVAILABLE
 
 
+# --- operators --------------------------------------------------------------------------------------------
+
+def cmd_models(_client: Client, args: argparse.Namespace) -> int:
+    """Straight from Firestore and the models bucket, so only with an operator's Google Cloud rights (or the
+    local emulators): the same view as the operator page."""
+    from deepskin import ops  # pylint: disable=import-outside-toplevel  # the Google clients, for this command only
+
+    if args.rollback:
+        try:
+            answer = ops.rollback(operator=f"{getpass.getuser()} (deepskin models --rollback)")
+        except RuntimeError as exc:  # nothing to roll back to
+            print(f"deepskin: {exc}", file=sys.stderr)
+            return OTHER
+        print(json.dumps(answer, indent=2) if args.json else
+              f"Now serving {answer['current']} (rolled back from {answer['rolled_back_from']}).")
+        return OK
+    view = ops.overview()
+    print(json.dumps(view, indent=2) if args.json else describe_models(view, ops.number))
+    return OK
+
+
+def describe_models(view: dict, number) -> str:
+    """The overview in plain lines; `number` formats a model's number (deepskin.ops.number)."""
+    model = view["model"] or {}
+    lines = [f"Serving: {view['current'] or 'no model registered yet'}"]
+    lines += [f"  {name}: {number(value)}" for name, value in model.get("numbers", {}).items()]
+    lines.append("Decisions, newest first:" if view["decisions"] else "Decisions: none yet")
+    for decision in view["decisions"]:
+        verdict = "ROLLBACK" if decision["kind"] == "rollback" else "PROMOTED" if decision["promoted"] else "refused"
+        lines.append(f"  {decision['decided_at']}  {verdict:<8}  {decision['candidate']} (was {decision['current']})"
+                     f"  job {decision['job_id'] or '-'}")
+        lines += [f"      {reason}" for reason in decision["reasons"]]
+    feedback = "; ".join(f"{role}: " + ", ".join(f"{label} {n}" for label, n in labels.items())
+                         for role, labels in view["feedback"].items())
+    lines.append(f"Feedback: {feedback or 'none'}")
+    ledger = view["ledger"]
+    running = ledger["running_job"]
+    job = f"{running['id']} ({running.get('status')})" if running else "none"
+    lines.append(f"Ledger: {ledger['training_labels']} training labels ({ledger['labels_at_last_job']} at the last "
+                 f"job), {ledger['signals']} signals; running job: {job}")
+    return "\n".join(lines)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="deepskin", description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -248,6 +293,8 @@ def parser() -> argparse.ArgumentParser:
 
     command("delete", cmd_delete, "erase a result, its image and its reports", "id", "--token")
     command("status", cmd_status, "is each component up? (exit 0 if all are)")
+    models = command("models", cmd_models, "operators: the served model, promotions, refusals, rollbacks")
+    models.add_argument("--rollback", action="store_true", help="serve the previous model version again")
     return root
 
 

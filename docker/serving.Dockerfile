@@ -3,21 +3,30 @@
 # Only the onnxruntime inference stack (functions/predict/requirements.txt), no torch.
 # Build from the repo root:
 #   docker build -f docker/serving.Dockerfile -t REGION-docker.pkg.dev/PROJECT/deepskin/serving:TAG .
+# Locally, `make containers` (local/containers.py) builds it with Podman on a Debian base made with
+# mmdebstrap (BASE_IMAGE) and the host's local wheels (PIP_FIND_LINKS).
 # Deploy private (no --allow-unauthenticated), e.g.
 #   gcloud run deploy deepskin-serving --image ... --no-allow-unauthenticated \
 #     --cpu 1 --memory 1Gi --concurrency 1 --min-instances 0 --timeout 60
-FROM python:3.11.11-slim-bookworm
+ARG BASE_IMAGE=python:3.11.11-slim-bookworm
+FROM ${BASE_IMAGE}
 
+# A virtual environment works the same on both bases (Debian's own Python refuses a system-wide pip).
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
     PORT=8080
 
 RUN groupadd --system --gid 10001 deepskin \
-    && useradd --system --uid 10001 --gid deepskin --no-create-home deepskin
+    && useradd --system --uid 10001 --gid deepskin --no-create-home deepskin \
+    && python3 -m venv /opt/venv
 
 WORKDIR /app
+
+ARG PIP_FIND_LINKS=""
 
 # Same layout as the staged Cloud Function (infra/stage_functions.py):
 # main.py + requirements.txt, deepskin/ and models/ side by side.

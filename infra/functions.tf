@@ -18,8 +18,9 @@
 # well above cold start + inference + heatmap + Firestore/GCS writes.
 #
 # No function allows unauthenticated access: HTTP functions grant
-# roles/run.invoker only to var.invoker_members, event functions only to the
-# Eventarc trigger service account.
+# roles/run.invoker only to var.invoker_members (the ops function only to
+# var.operator_members), event functions only to the Eventarc trigger service
+# account.
 
 locals {
   function_names = {
@@ -27,6 +28,7 @@ locals {
     predict_http  = "${var.name_prefix}-predict-http"
     feedback      = "${var.name_prefix}-feedback"
     retrain       = "${var.name_prefix}-retrain-trigger"
+    ops           = "${var.name_prefix}-ops"
   }
 
   # The feedback function verifies clinicians' Google ID tokens against its own
@@ -92,7 +94,7 @@ locals {
     DEEPSKIN_TRAINING_ACCELERATORS    = tostring(var.training_accelerator_count)
   })
 
-  staged = toset(["predict", "feedback", "retrain_trigger"])
+  staged = toset(["predict", "feedback", "retrain_trigger", "ops"])
 }
 
 data "archive_file" "function" {
@@ -289,6 +291,43 @@ resource "google_cloudfunctions2_function" "retrain_trigger" {
   ]
 }
 
+# --- ops: HTTP, operators only ------------------------------------------------------
+# The operator page's data (deepskin/ops.py): read-only. Only var.operator_members
+# may invoke it (below); the function itself trusts that check on Cloud Run.
+resource "google_cloudfunctions2_function" "ops" {
+  name        = local.function_names.ops
+  project     = var.project_id
+  location    = var.region
+  description = "The served model, the promotion gate's decisions, feedback counts and the ledger, for operators (entry point ops_http)."
+
+  build_config {
+    runtime         = var.python_runtime
+    entry_point     = "ops_http"
+    service_account = google_service_account.build.id
+    source {
+      storage_source {
+        bucket = google_storage_bucket.data["sources"].name
+        object = google_storage_bucket_object.function_source["ops"].name
+      }
+    }
+  }
+
+  service_config {
+    available_memory                 = "512Mi"
+    available_cpu                    = "1"
+    max_instance_request_concurrency = 10 # I/O-bound (Firestore + the models bucket)
+    min_instance_count               = 0
+    max_instance_count               = 2
+    timeout_seconds                  = 30
+    ingress_settings                 = "ALLOW_ALL" # IAM still requires an operator's identity token
+    all_traffic_on_latest_revision   = true
+    service_account_email            = google_service_account.fn["ops"].email
+    environment_variables            = local.common_env
+  }
+
+  depends_on = [google_project_iam_member.build]
+}
+
 # --- invokers ------------------------------------------------------------------
 # 2nd gen functions are Cloud Run services with the function's name; invocation
 # is controlled by roles/run.invoker on that service.
@@ -317,6 +356,17 @@ resource "google_cloud_run_service_iam_member" "http_invoker" {
   service  = local.http_functions[each.value.function]
   role     = "roles/run.invoker"
   member   = each.value.member
+}
+
+# The operator function: operators only, not every invoker of the user-facing functions.
+resource "google_cloud_run_service_iam_member" "ops_invoker" {
+  for_each = toset(var.operator_members)
+
+  project  = var.project_id
+  location = var.region
+  service  = google_cloudfunctions2_function.ops.name
+  role     = "roles/run.invoker"
+  member   = each.value
 }
 
 resource "google_cloud_run_service_iam_member" "eventarc_invoker" {

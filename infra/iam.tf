@@ -10,6 +10,7 @@ locals {
     predict_http  = "Runtime identity of the predict HTTP function"
     feedback      = "Runtime identity of the feedback HTTP function"
     retrain       = "Runtime identity of the retrain trigger function"
+    ops           = "Runtime identity of the operator (ops) HTTP function"
   }
 }
 
@@ -64,6 +65,8 @@ locals {
     # retrain trigger: inspect the training data and the current model.
     "training|retrain|roles/storage.objectViewer" = { bucket = "training", sa = "retrain", role = "roles/storage.objectViewer" }
     "models|retrain|roles/storage.objectViewer"   = { bucket = "models", sa = "retrain", role = "roles/storage.objectViewer" }
+    # ops: read the served model's card.
+    "models|ops|roles/storage.objectViewer" = { bucket = "models", sa = "ops", role = "roles/storage.objectViewer" }
   }
 
   function_sa_emails = { for key, sa in google_service_account.fn : key => sa.email }
@@ -122,13 +125,21 @@ resource "google_service_account_iam_member" "predict_http_self_sign" {
 
 # --- project-level bindings (no narrower resource exists) -------------------------------
 # Firestore IAM is per project/database: every runtime that reads or writes
-# predictions, feedback, models, ledger or jobs needs roles/datastore.user.
+# predictions, feedback, models, ledger or jobs needs roles/datastore.user;
+# the ops function only reads, so it gets roles/datastore.viewer instead.
 resource "google_project_iam_member" "firestore_user" {
-  for_each = merge(local.function_sa_emails, { training = google_service_account.training.email })
+  for_each = merge({ for key, email in local.function_sa_emails : key => email if key != "ops" },
+  { training = google_service_account.training.email })
 
   project = var.project_id
   role    = "roles/datastore.user"
   member  = "serviceAccount:${each.value}"
+}
+
+resource "google_project_iam_member" "ops_firestore_viewer" {
+  project = var.project_id
+  role    = "roles/datastore.viewer"
+  member  = "serviceAccount:${google_service_account.fn["ops"].email}"
 }
 
 # Vertex AI job creation has no per-resource IAM: roles/aiplatform.user at project

@@ -43,13 +43,19 @@ output "feedback_http_url" {
   value       = google_cloudfunctions2_function.feedback.url
 }
 
+output "ops_http_url" {
+  description = "HTTPS URL of the ops function (the operator page's data); only var.operator_members may invoke it, e.g. through `gcloud run services proxy`."
+  value       = google_cloudfunctions2_function.ops.url
+}
+
 output "function_names" {
-  description = "Names of the four Cloud Functions (predict_event, predict_http, feedback, retrain), e.g. for `gcloud functions logs read`."
+  description = "Names of the five Cloud Functions (predict_event, predict_http, feedback, retrain, ops), e.g. for `gcloud functions logs read`."
   value = {
     predict_event = google_cloudfunctions2_function.predict_event.name
     predict_http  = google_cloudfunctions2_function.predict_http.name
     feedback      = google_cloudfunctions2_function.feedback.name
     retrain       = google_cloudfunctions2_function.retrain_trigger.name
+    ops           = google_cloudfunctions2_function.ops.name
   }
 }
 
@@ -74,7 +80,7 @@ output "firestore_database" {
 }
 
 output "function_service_accounts" {
-  description = "Runtime service account email of each function (predict_event, predict_http, feedback, retrain)."
+  description = "Runtime service account email of each function (predict_event, predict_http, feedback, retrain, ops)."
   value       = local.function_sa_emails
 }
 

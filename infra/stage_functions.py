@@ -8,6 +8,7 @@ script builds, for each function::
     build/functions/<name>/          <- functions/<name>/  (main.py, requirements.txt, ...)
     build/functions/<name>/deepskin/ <- deepskin/
     build/functions/predict/models/  <- models/           (predict only)
+    build/functions/ops/training/reports/ <- training/reports/ (ops only: the evaluation plots)
 
 ``infra/functions.tf`` zips each ``build/functions/<name>`` with the
 ``archive_file`` data source.  Run from anywhere::
@@ -30,6 +31,7 @@ FUNCTIONS: dict[str, tuple[str, ...]] = {
     "predict": ("deepskin", "models"),
     "feedback": ("deepskin",),
     "retrain_trigger": ("deepskin",),
+    "ops": ("deepskin", "training/reports"),  # the operator page's evaluation plots
 }
 
 REQUIRED_FILES = ("main.py", "requirements.txt")

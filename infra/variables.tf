@@ -78,6 +78,17 @@ variable "invoker_members" {
   }
 }
 
+variable "operator_members" {
+  description = "IAM members (e.g. group:deepskin-operators@example.com) granted roles/run.invoker on the ops function, the operator page's data (served model, gate decisions, feedback counts, ledger). allUsers and allAuthenticatedUsers are rejected."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for m in var.operator_members : !contains(["allUsers", "allAuthenticatedUsers"], m)])
+    error_message = "operator_members must not contain allUsers or allAuthenticatedUsers: the ops function is for operators only."
+  }
+}
+
 variable "functions_source_root" {
   description = "Directory holding the staged function sources written by infra/stage_functions.py (one sub-directory per function), relative to the infra/ module."
   type        = string

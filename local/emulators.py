@@ -12,6 +12,7 @@ notifications to the Pub/Sub emulator, the way a GCS notification feeds Eventarc
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import os
 import shutil
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Self
 
 from deepskin.config import settings
+from local.watchdog import Watchdog
 
 HOST = "127.0.0.1"
 DEFAULT_PROJECT = "deepskin-local"
@@ -107,6 +109,7 @@ class Emulator:
                 time.sleep(0.1)
             signal_group(group, signal.SIGKILL)
         self.process.wait()
+        watchdog().release(group)
 
 
 def signal_group(group: int, sig: int) -> bool:
@@ -118,12 +121,18 @@ def signal_group(group: int, sig: int) -> bool:
     return True
 
 
+@functools.cache
+def watchdog() -> Watchdog:
+    return Watchdog()
+
+
 def launch(name: str, args: list[str], ready_url: str, workdir: Path, env: dict[str, str]) -> Emulator:
     log_path = workdir / f"{name}.log"
     with open(log_path, "wb") as log_file:
         # A new session makes the emulator a process group we can kill as a whole.
         process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    env=env, start_new_session=True)
+    watchdog().watch(process.pid)  # and should this process die without stopping it, the watchdog will
     return Emulator(name, process, ready_url, log_path)
 
 

@@ -2,7 +2,8 @@
 
 Emulators (Firestore, Pub/Sub, Cloud Storage) + each function as its own functions-framework process + the
 web page as static files + local/bridge.py standing in for Eventarc. Ctrl-C or SIGTERM stops all of it:
-every child runs in its own process group, which is killed as a whole, so no orphan keeps a port.
+every child runs in its own process group, which is killed as a whole, so no orphan keeps a port. Even a
+SIGKILL, which runs no clean-up here, leaves none: local/watchdog.py kills those groups once this process is gone.
 
 Ports are fixed by default (the web page and the CLI assume them); `--free-ports` or `--port NAME=N` moves
 them, e.g. for tests that must not collide with a running `make run`.
@@ -53,6 +54,7 @@ class Ports:
     feedback: int = 8082
     retrain: int = 8083
     upload_event: int = 8084
+    ops: int = 8085
     firestore: int = 8086
     pubsub: int = 8087
     storage: int = 8088
@@ -96,6 +98,7 @@ FUNCTIONS = (
     FunctionSpec("predict", "on_upload", "cloudevent", "upload_event"),
     FunctionSpec("feedback", "feedback_http", "http", "feedback"),
     FunctionSpec("retrain_trigger", "on_feedback", "cloudevent", "retrain"),
+    FunctionSpec("ops", "ops_http", "http", "ops"),
 )
 
 
@@ -124,7 +127,8 @@ def answers(url: str, timeout: float = 2.0) -> bool:
 
 
 class WebHandler(SimpleHTTPRequestHandler):
-    """Static files from web/, plus /config.json telling the page where the functions are."""
+    """Static files from web/ (the user page, index.html, and the operator page, ops.html), plus /config.json
+    telling the pages where the functions are."""
 
     def __init__(self, *args, config: bytes, **kwargs):
         self.config = config
@@ -216,7 +220,8 @@ class Stack:
         if not (self.web_dir / "index.html").exists():
             self.notes.append(f"web: skipped, {self.web_dir}/index.html does not exist yet")
             return
-        config = json.dumps({"predict_url": self.url("predict"), "feedback_url": self.url("feedback")}).encode()
+        config = json.dumps({"predict_url": self.url("predict"), "feedback_url": self.url("feedback"),
+                             "ops_url": self.url("ops")}).encode()
         handler = functools.partial(WebHandler, directory=str(self.web_dir), config=config)
         self.web = ThreadingHTTPServer((HOST, self.ports.web), handler)
         threading.Thread(target=self.web.serve_forever, kwargs={"poll_interval": 0.1}, name="web", daemon=True).start()
@@ -247,9 +252,11 @@ class Stack:
         lines = [f"{READY_MARKER} in {self.start_seconds:.1f} s (logs: {self.logs})"]
         lines += [f"  {c.name:<18} {c.state:<7}  {c.url}" for c in self.components()]
         lines += [f"  note: {note}" for note in self.notes]
+        lines.append(f"Operator page (a clinician key opens it): {self.url('web')}/ops.html")
         lines.append("For the CLI and tests in another shell:")
         env = {**(self.emulators.env if self.emulators else {}), "DEEPSKIN_PREDICT_URL": self.url("predict"),
-               "DEEPSKIN_FEEDBACK_URL": self.url("feedback"), "DEEPSKIN_WEB_URL": self.url("web")}
+               "DEEPSKIN_FEEDBACK_URL": self.url("feedback"), "DEEPSKIN_OPS_URL": self.url("ops"),
+               "DEEPSKIN_WEB_URL": self.url("web")}
         lines += [f"  export {name}={value}" for name, value in env.items()]
         lines.append(READY_END)
         return "\n".join(lines)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,9 +16,12 @@ from pathlib import Path
 import pytest
 from functions_framework import create_app
 
+from deepskin import jobs, registry, store
 from deepskin.config import settings
+from deepskin.model import BUNDLED_MODEL
 from local.emulators import DEFAULT_PROJECT, Emulators, create_resources
 
+LOOP_REPORTS = [("clinician", "mel"), ("clinician", "mel"), ("clinician", "nv"), ("user", "bcc")]
 EMULATOR_VARS = ("FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST", "STORAGE_EMULATOR_HOST")
 # Every test, and every process a test starts, reads the HAM10000 fixture in the repository: a fresh clone
 # needs nothing beside it, and results do not depend on which data a machine happens to have.
@@ -83,6 +87,11 @@ def trigger_client(emulators):
     return function_client("on_feedback", "retrain_trigger")
 
 
+@pytest.fixture(scope="session")
+def ops_client(emulators):
+    return function_client("ops_http", "ops")
+
+
 class FakeLauncher:
     """Records the training jobs the retrain trigger would launch, instead of running them."""
 
@@ -96,8 +105,6 @@ class FakeLauncher:
 
 @pytest.fixture
 def fake_launcher(monkeypatch) -> FakeLauncher:
-    from deepskin import jobs  # pylint: disable=import-outside-toplevel  # only the retrain tests need it
-
     fake = FakeLauncher()
     monkeypatch.setattr(jobs, "launcher", lambda: fake)
     return fake
@@ -109,3 +116,27 @@ def clinician(monkeypatch) -> dict[str, str]:
     key = "test-clinician-key"
     monkeypatch.setenv("DEEPSKIN_LOCAL_CLINICIAN_KEYS", hashlib.sha256(key.encode()).hexdigest())
     return {"X-DeepSkin-Clinician": key}
+
+
+def gate_decision(candidate: str, current: str, promoted: bool, job_id: str) -> dict:
+    """A decision as training.promote records it: both models' numbers and each check's outcome."""
+    return {"promoted": promoted, "job_id": job_id, "checks": {"roc_auc": promoted, "sensitivity_high": True},
+            "candidate": {"version": candidate, "roc_auc": 0.85 if not promoted else 0.93, "sensitivity_high": 0.96},
+            "current": {"version": current, "roc_auc": 0.92, "sensitivity_high": 0.95}}
+
+
+@pytest.fixture
+def learning_loop(clean_firestore) -> dict:
+    """The registry, two decisions (refused, then promoted), a running job, feedback: what the page shows."""
+    record = registry.set_current(registry.upload(BUNDLED_MODEL), expected=None)
+    version = record["version"]
+    registry.record_decision("job-refused", gate_decision("cand-1", version, False, "job-refused"))
+    time.sleep(0.01)  # decided_at orders them
+    registry.record_decision("job-promoted", gate_decision("cand-2", version, True, "job-promoted"))
+    jobs.state_doc().set({"training_labels": 3, "signals": 1, "labels_at_last_job": 3, "active_job": "job-running",
+                          "last_job": "job-running"})
+    jobs.job_doc("job-running").set({"status": "running", "trigger": "training_label", "new_labels": 3})
+    for n, (role, label) in enumerate(LOOP_REPORTS):
+        store.firestore_client().collection(store.FEEDBACK).document(f"report-{n}").set(
+            {"role": role, "label": label, "comment": "private words", "reporter": "local:abc"})
+    return {"version": version, "reports": LOOP_REPORTS}

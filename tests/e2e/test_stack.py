@@ -196,7 +196,8 @@ def test_web_serves_the_page_and_its_config(stack):
         assert page.read() == (REPO / "web" / "index.html").read_bytes()
     with urllib.request.urlopen(web + "/config.json", timeout=10) as config:
         assert json.load(config) == {"predict_url": stack.env["DEEPSKIN_PREDICT_URL"],
-                                     "feedback_url": stack.env["DEEPSKIN_FEEDBACK_URL"]}
+                                     "feedback_url": stack.env["DEEPSKIN_FEEDBACK_URL"],
+                                     "ops_url": stack.env["DEEPSKIN_OPS_URL"]}
 
 
 def test_sigterm_stops_everything(stack):

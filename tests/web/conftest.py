@@ -11,6 +11,7 @@ axe-core comes from tests/web/node_modules (`npm ci` in tests/web). Either missi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import urllib.request
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from browser_support import OPERATOR_KEY
 
 from local.stack import Ports, Stack
 
@@ -52,7 +54,9 @@ def stack(emulators: dict[str, str]) -> Iterator[Services]:
     # inherit this session's emulator environment (the functions' CORS list follows the web port).
     local = Stack(Ports.free())
     try:
-        local.start_functions()
+        with pytest.MonkeyPatch.context() as patch:  # the functions keep the environment they started with
+            patch.setenv("DEEPSKIN_LOCAL_CLINICIAN_KEYS", hashlib.sha256(OPERATOR_KEY.encode()).hexdigest())
+            local.start_functions()
         local.start_web()
         assert "predict_http" in local.functions, local.notes
         yield Services(local.url("web"), local.url("predict"),

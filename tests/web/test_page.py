@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
+from browser_support import check_accessible, opened, shoot
 from google.cloud import firestore, storage
 from PIL import Image
 from playwright.sync_api import Page, expect
@@ -22,8 +23,6 @@ from deepskin.config import settings
 
 REPO = Path(__file__).resolve().parents[2]
 LESION = REPO / "tests" / "fixtures" / "lesions" / "ISIC_0024306.jpg"
-PHONE = {"width": 390, "height": 844}
-DESKTOP = {"width": 1280, "height": 900}
 DOCS_SCREENSHOT = REPO / "docs" / "screenshot-result.png"
 BAND_TEXT = re.compile(r"^(Low|Medium|High) risk$")
 
@@ -34,39 +33,8 @@ pytestmark = pytest.mark.usefixtures("clean_firestore")
 
 @pytest.fixture
 def page(browser, stack) -> Page:
-    context = browser.new_context(viewport=PHONE, device_scale_factor=1)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-    page.goto(stack.web_url + "/")
-    expect(page.locator("body[data-ready=true]")).to_have_count(1)
-    yield page
-    context.close()
-    # The page must not log errors; 4xx answers it handles itself show up as "Failed to load resource".
-    assert [e for e in errors if "Failed to load resource" not in e] == []
-
-
-def check_accessible(page: Page, axe_source: Path, where: str) -> None:
-    """axe-core on the current state: no serious or critical violations."""
-    if not page.evaluate("typeof window.axe !== 'undefined'"):
-        page.add_script_tag(path=str(axe_source))
-    results = page.evaluate("""async () => {
-        const r = await axe.run(document, {resultTypes: ['violations']});
-        return r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
-                                        nodes: v.nodes.map(n => n.target.join(' '))}));
-    }""")
-    bad = [v for v in results if v["impact"] in ("serious", "critical")]
-    assert bad == [], f"axe violations on {where}: {bad}"
-
-
-def shoot(page: Page, screenshots: Path, name: str) -> None:
-    """Full-page screenshots at phone and desktop width; the page is left at phone width."""
-    for label, size in (("desktop", DESKTOP), ("phone", PHONE)):
-        page.set_viewport_size(size)
-        page.screenshot(path=str(screenshots / f"{label}-{name}.png"), full_page=True)
-        width = page.evaluate("document.documentElement.scrollWidth")
-        assert width <= size["width"], f"{name}: the page scrolls sideways at {size['width']} px ({width} px wide)"
+    with opened(browser, stack.web_url + "/") as page:
+        yield page
 
 
 def update_docs_screenshot(source: Path) -> None:

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Run one module of the training image as a CPU Vertex AI custom job, and wait for it; exit 0 only if it
+# succeeded. The job also gets the settings deepskin/config.py reads (project, buckets), which
+# --worker-pool-spec cannot pass: hence a job config file.
+# Usage: cpu_custom_job.sh DISPLAY_NAME MODULE [ARG...]
+# Environment: PROJECT_ID REGION IMAGE TRAINING_SA MODELS_BUCKET TRAINING_BUCKET
+set -euo pipefail
+
+name="${1:?usage: cpu_custom_job.sh DISPLAY_NAME MODULE [ARG...]}"
+module="${2:?usage: cpu_custom_job.sh DISPLAY_NAME MODULE [ARG...]}"
+shift 2
+
+config="$(mktemp --suffix=.yaml)"
+trap 'rm -f "$config"' EXIT
+{
+  echo "workerPoolSpecs:"
+  echo "  - machineSpec: {machineType: n2-standard-4}"
+  echo "    replicaCount: 1"
+  echo "    containerSpec:"
+  echo "      imageUri: '${IMAGE}'"
+  echo "      command: [python, -m, '${module}']"
+  echo "      args:"
+  for arg in "$@"; do
+    echo "        - '${arg}'"
+  done
+  echo "      env:"
+  echo "        - {name: GOOGLE_CLOUD_PROJECT, value: '${PROJECT_ID}'}"
+  echo "        - {name: DEEPSKIN_MODELS_BUCKET, value: '${MODELS_BUCKET}'}"
+  echo "        - {name: DEEPSKIN_TRAINING_BUCKET, value: '${TRAINING_BUCKET}'}"
+} > "$config"
+
+job="$(gcloud ai custom-jobs create --project="$PROJECT_ID" --region="$REGION" --display-name="$name" \
+  --service-account="$TRAINING_SA" --config="$config" --format='value(name)')"
+echo "Submitted ${job}"
+bash "$(dirname "$0")/wait_custom_job.sh" "$job" "$REGION" 30
