@@ -173,8 +173,8 @@ def markdown(card: dict, m: dict) -> str:
         (f"## Non-lesion photos ({nl['images']} held-out pictures: faces, bodies, animals, food, rooms, streets, "
          "art, screens, textures, skin without lesions)"),
         "",
-        (f"Refused as not a lesion: {nl['refused']:.1%}. Answered \"high\": {nl['answered_high']:.1%}. "
-         f"Answered: {', '.join(nl['answered']) or 'none'}."),
+        (f"Refused: {nl['refused']:.1%} ({', '.join(f'{n} {r}' for r, n in nl['refusals'].items())}). "
+         f"Answered \"high\": {nl['answered_high']:.1%}. Answered: {', '.join(nl['answered']) or 'none'}."),
         "",
         "## Targets (floor / aim)",
         "",
