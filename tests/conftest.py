@@ -66,6 +66,11 @@ def event_client(emulators):
 
 
 @pytest.fixture(scope="session")
+def dead_letter_client(emulators):
+    return function_client("on_upload_dead", "predict")
+
+
+@pytest.fixture(scope="session")
 def http_client(emulators):
     return function_client("predict_http", "predict")
 
