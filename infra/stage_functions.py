@@ -30,6 +30,7 @@ FUNCTIONS: dict[str, tuple[str, ...]] = {
     "predict": ("deepskin", "models"),
     "feedback": ("deepskin",),
     "retrain_trigger": ("deepskin",),
+    "sweeper": ("deepskin",),
 }
 
 REQUIRED_FILES = ("main.py", "requirements.txt")

@@ -86,14 +86,22 @@ def trigger_client(emulators):
 
 
 class FakeLauncher:
-    """Records the training jobs the retrain trigger would launch, instead of running them."""
+    """Records the training jobs the retrain trigger would launch, instead of running them; a job runs until
+    the test ends it or the sweep cancels it."""
 
     def __init__(self):
-        self.launched = []
+        self.launched, self.ended, self.cancelled = [], set(), []
 
     def launch(self, job_id: str) -> str:
         self.launched.append(job_id)
         return f"fake {job_id}"
+
+    def running(self, handle: str) -> bool:
+        return handle not in self.ended
+
+    def cancel(self, handle: str) -> None:
+        self.cancelled.append(handle)
+        self.ended.add(handle)
 
 
 @pytest.fixture
@@ -102,6 +110,7 @@ def fake_launcher(monkeypatch) -> FakeLauncher:
 
     fake = FakeLauncher()
     monkeypatch.setattr(jobs, "launcher", lambda: fake)
+    monkeypatch.setitem(jobs.LAUNCHERS, jobs.launcher_name(), lambda: fake)  # the sweep's view of the job
     return fake
 
 
