@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from functions_framework import create_app
 
+from deepskin import registry, store
 from deepskin.config import settings
 from local.emulators import DEFAULT_PROJECT, Emulators, create_resources
 
@@ -46,10 +47,12 @@ def emulators() -> Iterator[dict[str, str]]:
 
 @pytest.fixture
 def clean_firestore(emulators: dict[str, str]) -> None:
-    """Each test starts from an empty database (the emulator's own reset endpoint)."""
+    """Each test starts from an empty database (the emulator's own reset endpoint) and an empty model
+    registry: its pointer lives in the models bucket (deepskin.registry), so it is removed too."""
     url = (f"http://{emulators['FIRESTORE_EMULATOR_HOST']}/emulator/v1/projects/{settings().project}"
            "/databases/(default)/documents")
     urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=30).close()
+    store.delete_blob(registry.pointer_blob())
 
 
 FUNCTIONS = Path(__file__).resolve().parents[1] / "functions"
