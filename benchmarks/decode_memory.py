@@ -68,7 +68,7 @@ KINDS = {
 def peak_mb() -> float:
     """This process's peak RSS. Not getrusage's ru_maxrss: Linux carries that over from the parent at exec,
     and the parent has just held a 49 MP image."""
-    status = Path("/proc/self/status").read_text()
+    status = Path("/proc/self/status").read_text(encoding="utf-8")
     return int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)[1]) / 1024
 
 

@@ -278,20 +278,20 @@ class LocalLauncher:
         return f"pid {self.processes[job_id].pid}, log {log_path}"
 
     @staticmethod
-    def pid(handle: str) -> int:
-        return int(re.match(r"pid (\d+)", handle)[1])
+    def pid(job_handle: str) -> int:
+        return int(re.match(r"pid (\d+)", job_handle)[1])
 
-    def running(self, handle: str) -> bool:
+    def running(self, job_handle: str) -> bool:
         """The job's process exists and is not a zombie (the sweep may run in another process than `launch`)."""
         try:
-            stat = Path(f"/proc/{self.pid(handle)}/stat").read_text()
+            stat = Path(f"/proc/{self.pid(job_handle)}/stat").read_text(encoding="utf-8")
         except FileNotFoundError:
             return False
         return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
-    def cancel(self, handle: str) -> None:
+    def cancel(self, job_handle: str) -> None:
         try:
-            os.killpg(self.pid(handle), signal.SIGKILL)
+            os.killpg(self.pid(job_handle), signal.SIGKILL)
         except ProcessLookupError:
             pass
 
@@ -312,11 +312,11 @@ class VertexLauncher:
                                 json=custom_job(job_id))
         return response["name"]
 
-    def running(self, handle: str) -> bool:
-        return self.request("GET", handle)["state"] not in VERTEX_ENDED
+    def running(self, job_handle: str) -> bool:
+        return self.request("GET", job_handle)["state"] not in VERTEX_ENDED
 
-    def cancel(self, handle: str) -> None:
-        self.request("POST", f"{handle}:cancel")
+    def cancel(self, job_handle: str) -> None:
+        self.request("POST", f"{job_handle}:cancel")
 
     @staticmethod
     def request(method: str, path: str, **kwargs) -> dict:

@@ -6,7 +6,8 @@ CloudEvent Eventarc would send (binary content mode).
 - `feedback-retrain` -> retrain_trigger's on_feedback as google.cloud.pubsub.topic.v1.messagePublished.
 
 A message is acked only when the function answers 2xx. Otherwise its ack deadline is set to RETRY_DELAY_S,
-so Pub/Sub redelivers it after a pause: Eventarc's retry with backoff, without a hot loop on a failing function.
+doubled at each failed attempt, so Pub/Sub redelivers it after a pause: Eventarc's retry with exponential
+backoff, without a hot loop on a failing function.
 A route with a dead-letter URL gets Pub/Sub's dead lettering too: after MAX_DELIVERY_ATTEMPTS failed
 deliveries the message goes, as it came, to that URL as a messagePublished event, and is acked once it is there.
 """
@@ -29,7 +30,10 @@ log = logging.getLogger(__name__)
 STORAGE_FINALIZED = "google.cloud.storage.object.v1.finalized"
 PUBSUB_PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"
 RETRY_DELAY_S = 5
-MAX_DELIVERY_ATTEMPTS = 5  # Pub/Sub's default for a subscription's dead-letter policy
+MAX_RETRY_DELAY_S = 600  # Pub/Sub's longest backoff, as infra/pubsub.tf sets it
+# With the doubling delays these attempts span about 10 minutes: longer than a function restart or a stale
+# claim's takeover (store.STALE_CLAIM), so that only an upload that keeps failing is dead-lettered.
+MAX_DELIVERY_ATTEMPTS = 8
 DEAD_LETTER_TOPIC = "uploads-dead"
 DELIVERY_TIMEOUT_S = 70  # the functions time out at 60 s in the cloud
 PULL_TIMEOUT_S = 30  # the emulator answers an empty pull after ~4 s on its own
@@ -117,7 +121,7 @@ class Bridge:
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bridge-delivery")
         self.http = requests.Session()
         self.stopping = threading.Event()
-        self.attempts: dict[str, int] = {}  # failed deliveries per message id, for dead lettering
+        self.attempts: dict[str, int] = {}  # failed deliveries per message id: backoff and dead lettering
         self.attempts_lock = threading.Lock()
         self.threads = [threading.Thread(target=self.pump, args=(route,), name=f"bridge-{route.subscription}",
                                          daemon=True) for route in routes]
@@ -153,13 +157,15 @@ class Bridge:
             return False, str(exc)
         return 200 <= status < 300, f"HTTP {status}"
 
-    def exhausted(self, route: Route, message: pubsub_v1.types.PubsubMessage) -> bool:
-        """Count a failed delivery; True when it was the last and the message is now with the dead letter."""
-        if route.dead_letter is None:
-            return False
+    def failed(self, message: pubsub_v1.types.PubsubMessage) -> int:
+        """Count a failed delivery of `message`; how many there have been."""
         with self.attempts_lock:
             attempts = self.attempts[message.message_id] = self.attempts.get(message.message_id, 0) + 1
-        if attempts < MAX_DELIVERY_ATTEMPTS:
+        return attempts
+
+    def exhausted(self, route: Route, message: pubsub_v1.types.PubsubMessage, attempts: int) -> bool:
+        """True when that was the last attempt and the message is now with the dead letter."""
+        if route.dead_letter is None or attempts < MAX_DELIVERY_ATTEMPTS:
             return False
         forwarded, reason = self.post(route.dead_letter_url, route.dead_letter(message))
         log.warning("%s: message %s dead-lettered after %d attempts: %s", route.subscription, message.message_id,
@@ -168,15 +174,17 @@ class Bridge:
 
     def deliver(self, route: Route, path: str, received: pubsub_v1.types.ReceivedMessage) -> None:
         delivered, reason = self.post(route.url, route.to_event(received.message))
+        attempts = 0 if delivered else self.failed(received.message)
         try:
-            if delivered or self.exhausted(route, received.message):
+            if delivered or self.exhausted(route, received.message, attempts):
                 with self.attempts_lock:
                     self.attempts.pop(received.message.message_id, None)
                 self.subscriber.acknowledge(subscription=path, ack_ids=[received.ack_id])
                 return
-            log.warning("%s -> %s: %s; redelivery in %d s", route.subscription, route.url, reason, RETRY_DELAY_S)
+            delay = min(RETRY_DELAY_S * 2 ** (attempts - 1), MAX_RETRY_DELAY_S)
+            log.warning("%s -> %s: %s; redelivery in %d s", route.subscription, route.url, reason, delay)
             self.subscriber.modify_ack_deadline(subscription=path, ack_ids=[received.ack_id],
-                                                ack_deadline_seconds=RETRY_DELAY_S)
+                                                ack_deadline_seconds=delay)
         except Exception:  # pylint: disable=broad-except
             if not self.stopping.is_set():
                 log.warning("ack for %s failed; Pub/Sub will redeliver", route.subscription, exc_info=True)

@@ -7,14 +7,17 @@ and everything the job left on disk are searched for the photo's bytes and its r
 
 from __future__ import annotations
 
+import io
+import secrets
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from feedback_support import CLINICIAN_KEY, RETRAIN_SUBSCRIPTION, all_jobs, predictions, pull, redeliver_pulled, report
+from feedback_support import CLINICIAN_KEY, LESIONS, RETRAIN_SUBSCRIPTION, all_jobs, pull, redeliver_pulled, report
 from google.cloud.firestore import FieldFilter
+from PIL import Image
 
-from deepskin import jobs, store
+from deepskin import jobs, predict_service, store
 from deepskin.config import settings
 
 CLINICIAN = {"X-DeepSkin-Clinician": CLINICIAN_KEY}
@@ -48,8 +51,22 @@ def job_files(job_id: str) -> Iterator[tuple[str, bytes]]:
                 yield str(path), path.read_bytes()
 
 
+def unique_photo(index: int) -> bytes:
+    """A fixture lesion photo whose bytes no other test has uploaded (the stores are shared by the session)."""
+    image = Image.open(LESIONS[index]).convert("RGB")
+    image.putpixel((0, 0), tuple(secrets.token_bytes(3)))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=95)
+    return out.getvalue()
+
+
 def test_an_owners_delete_reaches_every_copy_after_a_retrain(feedback_client, trigger_client, http_client):
-    made = predictions(3)  # the label threshold in these tests: the third label starts a job
+    made = []
+    for index in range(3):  # the label threshold in these tests: the third label starts a job
+        token = secrets.token_urlsafe(24)
+        outcome = predict_service.predict_bytes(unique_photo(index), "image/jpeg", token)
+        assert outcome.fields["status"] == "done"
+        made.append((outcome.id, token))
     photos = {id_: [store.blob_at(f"gs://{doc['upload']['bucket']}/{doc['upload']['name']}").download_as_bytes()]
               for id_, doc in ((id_, store.get_result(id_)) for id_, _ in made)}
     for id_, _ in made:
