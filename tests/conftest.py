@@ -55,6 +55,16 @@ def clean_firestore(emulators: dict[str, str]) -> None:
     store.delete_blob(registry.pointer_blob())
 
 
+@pytest.fixture(scope="session")
+def figure(record_testsuite_property):
+    """Record a measured figure for docs/reliability.md: benchmarks/reliability_doc.py runs the tests and reads
+    the figures back from their JUnit XML, so the document quotes what the tests measured and asserted."""
+    def record(name: str, value) -> None:
+        record_testsuite_property(f"figure.{name}", value)
+
+    return record
+
+
 FUNCTIONS = Path(__file__).resolve().parents[1] / "functions"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import re
 import secrets
 
@@ -20,6 +21,9 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from deepskin import checks, predict_service, store
 from deepskin.cors import with_cors
+
+# One line per result written (its id and status, never image data): what operators and the load test read.
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
 
 RESULT_PATH = re.compile(r"^/results/(?P<id>[0-9a-f]{32})(?P<heatmap>/heatmap)?/?$")
 RAW_TYPES = ("image/", "application/octet-stream")

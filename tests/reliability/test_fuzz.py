@@ -110,9 +110,12 @@ def absurd_header(draw) -> tuple[bytes, int]:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def report_outcomes():
+def report_outcomes(figure):
     yield
     print(f"\nfuzz outcomes over {sum(outcomes.values())} cases: {dict(outcomes.most_common())}")
+    figure("fuzz_cases", sum(outcomes.values()))
+    figure("fuzz_outcomes", "\n".join(["| outcome | cases |", "| --- | --- |",
+                                       *(f"| {outcome} | {count:,} |" for outcome, count in outcomes.most_common())]))
 
 
 @FUZZ
