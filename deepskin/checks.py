@@ -15,10 +15,15 @@ from PIL import Image, UnidentifiedImageError
 
 MAX_BYTES = 20 * 1024 * 1024  # a 12 MP phone JPEG is 3-8 MB; PNGs of the same can reach ~20 MB
 MAX_PIXELS = 50_000_000  # above any phone or dermatoscope; protects memory from decompression bombs
+# A full-size decode may allocate this much (a 50 MP RGBA PNG); with the model loaded an instance then peaks
+# under 450 MB of its 1 GiB (benchmarks/decode_memory.py). What would need more is refused from its header.
+MAX_DECODED_BYTES = 200_000_000
+SHRINK_SHORT_SIDE = 600  # decoded images are box-averaged to this shorter side: 4x the canonical 150
 MIN_SIDE = 64  # below this there is no lesion detail to assess
 
-# Photo-quality limits, measured on the canonical (shorter side 150) greyscale image; chosen so that at
-# most ~1% of HAM10000 validation images are flagged (see training/reports/quality_gate.md).
+# Photo-quality limits, measured on the canonical (shorter side 150) greyscale image and set from the
+# HAM10000 copies' percentiles below; training/reports/evaluation.md counts the lesions they refuse on each
+# test split (none of HAM10000's or PAD-UFES-20's for the current model).
 MIN_SHARPNESS = 5.0  # Laplacian variance; HAM10000 copies: 0.5th percentile 10, a 1.5 px blur gives 2-7
 MIN_BRIGHTNESS = 40.0  # mean grey level 0-255; HAM10000 copies: 0.5th percentile 102
 MAX_CLIPPED_FRACTION = 0.5  # share of pixels at >= 250
@@ -65,7 +70,12 @@ def sniff(data: bytes) -> str:
 
 
 def decode(data: bytes) -> Image.Image:
-    """Bytes -> a fully decoded PIL image, or a `Refusal` that says why not."""
+    """Bytes -> a decoded PIL image, or a `Refusal` that says why not.
+
+    The header is checked before any pixel is decoded, and a large image is shrunk as it is decoded (a
+    JPEG by its decoder's own scaling) or straight after (by whole-pixel averaging in its own mode), so
+    that what the later steps convert and copy is small: see `decoded_bytes` and `shrunk`.
+    """
     if not data:
         raise reject("empty", "The file is empty.")
     if len(data) > MAX_BYTES:
@@ -83,12 +93,12 @@ def decode(data: bytes) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise reject("too_many_pixels", f"The image is {width}x{height} pixels; the limit is 50 megapixels.")
+            check_header(image)
             if image.format == "JPEG":
                 # Decode a JPEG at the smallest power-of-two scale that still covers the model's needs.
                 image.draft("RGB", (max(150, width // 8), max(150, height // 8)))
             image.load()
+            image = shrunk(image)
     except Refusal:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -98,6 +108,44 @@ def decode(data: bytes) -> Image.Image:
     if min(width, height) < MIN_SIDE:
         raise reject("too_small", f"The image is {width}x{height} pixels; at least {MIN_SIDE} on each side is needed.")
     return image
+
+
+def check_header(image: Image.Image) -> None:
+    """Refuse, from the header alone, what would not fit the decoding budget or is not one photo."""
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise reject("too_many_pixels", f"The image is {width}x{height} pixels; the limit is 50 megapixels.")
+    if image.format in ("PNG", "WEBP") and getattr(image, "n_frames", 1) > 1:
+        # (A JPEG's extra frames are a phone's multi-picture previews: only its first picture is decoded.)
+        raise reject("animated", "This is an animation. Please send a single photo.")
+    if decoded_bytes(image) > MAX_DECODED_BYTES:
+        raise reject("too_many_pixels", f"The image is {width}x{height} pixels in {image.mode} mode: too large "
+                                        "to decode. Please send it as a JPEG.")
+
+
+def decoded_bytes(image: Image.Image) -> int:
+    """What decoding `image` at full size would allocate: Pillow keeps 3- and 4-channel pixels in 4 bytes,
+    and its WebP decoder holds libwebp's output beside the image. A JPEG is decoded at 1/8 scale."""
+    per_pixel = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2}.get(image.mode, 4)
+    copies = {"WEBP": 4, "JPEG": 1 / 64}.get(image.format, 1)  # WebP: measured by the benchmark
+    return int(image.width * image.height * per_pixel * copies)
+
+
+def shrunk(image: Image.Image) -> Image.Image:
+    """A decoded image of more than twice SHRINK_SHORT_SIDE, box-averaged down to at least SHRINK_SHORT_SIDE
+    in its own mode (a 16-bit or RGBA image is converted only after it is small). Smaller images, which
+    are every JPEG after its draft scaling, come back as they are. Both ways keep `info` (EXIF orientation)."""
+    factor = min(image.size) // SHRINK_SHORT_SIDE
+    if factor < 2:
+        return image
+    if image.mode in ("1", "P", "I;16", "I;16B", "I;16L"):  # modes `reduce` lacks; resize samples 1 and P
+        return image.resize((-(-image.width // factor), -(-image.height // factor)), Image.BOX)
+    if image.mode in ("LA", "RGBA"):
+        # Band by band: Pillow would first make a premultiplied full-size copy of the whole image.
+        small = Image.merge(image.mode, [image.getchannel(band).reduce(factor) for band in image.getbands()])
+        small.info = image.info
+        return small
+    return image.reduce(factor)
 
 
 def photo_quality(image: Image.Image) -> None:

@@ -6,7 +6,8 @@
     deepskin models [--rollback]          # operators: the served model, the gate's decisions, the ledger
 
 Exit codes scripts can trust: 0 done (or accepted), 2 usage error, 3 image rejected or unusable, 4 not found,
-5 service unavailable, 1 anything else. `--json` prints the result's fields as JSON on stdout.
+5 service unavailable, 1 anything else. `--json` prints one JSON object on stdout: the result's fields,
+or for an error {"error": code, "message": text}.
 Capability tokens received here are kept in ~/.deepskin/tokens.json (mode 0600), so `result`, `feedback` and
 `delete` work without --token.
 """
@@ -122,6 +123,14 @@ def describe(result: dict) -> str:
     return "\n".join(lines)
 
 
+def report_error(as_json: bool, code: str, message: str) -> None:
+    """With --json, the one JSON object a script parses (errors too); otherwise a line on stderr."""
+    if as_json:
+        print(json.dumps({"error": code, "message": message}))
+    else:
+        print(f"deepskin: {message}", file=sys.stderr)
+
+
 def show(result: dict, as_json: bool) -> int:
     print(json.dumps(result, indent=2, sort_keys=True) if as_json else describe(result))
     return STATUS_EXIT.get(result.get("status", ""), OK)
@@ -163,7 +172,7 @@ def cmd_predict(client: Client, args: argparse.Namespace) -> int:
             result = client.predict(path, patient)
         except Refused as refused:
             # The service refuses an empty, oversize or non-image body before assessing it.
-            print(f"deepskin: the image was refused: {refused}", file=sys.stderr)
+            report_error(args.json, refused.code, f"the image was refused: {refused}")
             return REFUSED_IMAGE
     remember(result["id"], result["token"])
     heatmap = result.pop("heatmap_png_base64", None)
@@ -305,16 +314,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(client, args)
     except UsageError as exc:
-        print(f"deepskin: {exc}", file=sys.stderr)
+        report_error(args.json, "usage", str(exc))
         return USAGE
     except NotFound as exc:
-        print(f"deepskin: {exc}", file=sys.stderr)
+        report_error(args.json, "not_found", str(exc))
         return NOT_FOUND
     except Unavailable as exc:
-        print(f"deepskin: service unavailable: {exc}", file=sys.stderr)
+        report_error(args.json, "unavailable", f"service unavailable: {exc}")
         return UNAVAILABLE
     except Refused as exc:
-        print(f"deepskin: refused: {exc}", file=sys.stderr)
+        report_error(args.json, exc.code, f"refused: {exc}")
         return USAGE if exc.status in (400, 422) else OTHER
     except KeyboardInterrupt:
         return 130

@@ -1,7 +1,8 @@
 """Retraining jobs: the feedback ledger that decides when to train, and the launchers that start a job.
 
 Firestore:
-  ledger/state              {training_labels, signals, labels_at_last_job, active_job, last_job}
+  ledger/state              {training_labels, signals, labels_at_last_job, active_job, active_job_expires_at,
+                            last_job}
   ledger/state/seen/{key}   one per counted message (key: the report id, or the message id of a manual
                             trigger), so a redelivered or republished message counts once
   jobs/{id}                 {status: queued|running|done|failed, trigger, new_labels, launcher, handle, ...}
@@ -9,6 +10,11 @@ One transaction counts a message and, when the training labels since the last jo
 $DEEPSKIN_RETRAIN_MIN_LABELS (default 50) or on a clinician's manual trigger, creates the queued job and
 marks it active; while a job is active no other starts. The launch happens after the commit (a
 transaction body may run more than once); a failed launch fails the job and gives its labels back.
+
+Nothing keeps the ledger for good: a job runs at most $DEEPSKIN_JOB_TIMEOUT_S (Vertex AI enforces it; the
+sweep cancels one past it), the ledger's hold expires LEDGER_GRACE after that, and `sweep` (deepskin.sweeper,
+run on a schedule) reads the active job's real state from its launcher and closes a job that ended without
+closing itself (killed, pre-empted), never started, or ran out of time, giving its labels back.
 """
 
 from __future__ import annotations
@@ -19,11 +25,14 @@ import json
 import logging
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from google.cloud import firestore
@@ -38,6 +47,9 @@ JOBS = "jobs"
 MANUAL = "manual"
 REPORT_ID = re.compile(r"^[0-9a-f]{32}$")
 REPO = Path(__file__).resolve().parent.parent
+CLOSED = ("done", "failed")
+LAUNCH_GRACE = timedelta(minutes=10)  # a job with no launcher handle after this never started
+LEDGER_GRACE = timedelta(minutes=30)  # past the timeout, for the launcher to have stopped the job
 
 
 class Poison(Exception):
@@ -83,6 +95,10 @@ def min_labels() -> int:
     return int(os.environ.get("DEEPSKIN_RETRAIN_MIN_LABELS", "50"))
 
 
+def job_timeout() -> timedelta:
+    return timedelta(seconds=int(os.environ.get("DEEPSKIN_JOB_TIMEOUT_S", "21600")))
+
+
 def state_doc() -> firestore.DocumentReference:
     return store.firestore_client().collection("ledger").document("state")
 
@@ -124,7 +140,7 @@ def count(transaction: firestore.Transaction, counted: Counted, threshold: int) 
     new_labels = labels - state.get("labels_at_last_job", 0)
     due = counted.kind == MANUAL or (counted.kind == TRAINING_LABEL and new_labels >= threshold)
     job_id = None
-    if due and state.get("active_job"):
+    if due and holds_ledger(state):
         log.info("training is due but job %s is still active", state["active_job"])
     elif due:
         job_id = uuid.uuid4().hex[:20]
@@ -132,10 +148,24 @@ def count(transaction: firestore.Transaction, counted: Counted, threshold: int) 
             "status": "queued", "trigger": counted.kind, "requested_by": counted.requested_by,
             "new_labels": new_labels, "labels_at_previous_job": state.get("labels_at_last_job", 0),
             "created_at": firestore.SERVER_TIMESTAMP})
-        update.update(active_job=job_id, last_job=job_id, labels_at_last_job=labels)
+        update.update(active_job=job_id, last_job=job_id, labels_at_last_job=labels,
+                      active_job_expires_at=datetime.now(UTC) + job_timeout() + LEDGER_GRACE)
     transaction.create(seen_ref, {"kind": counted.kind, "job": job_id, "at": firestore.SERVER_TIMESTAMP})
     transaction.set(state_ref, update, merge=True)
     return job_id
+
+
+def scratch_dir(job_id: str) -> Path:
+    """Where a job keeps its inputs (clinicians' images) while it runs: local disk, never a bucket, removed
+    by training.retrain when it ends, or by the sweep when it was killed (on Vertex AI the disk goes with
+    the job's machine)."""
+    return Path(tempfile.gettempdir()) / f"deepskin-retrain-{job_id}-inputs"
+
+
+def holds_ledger(state: dict) -> bool:
+    """An active job holds the ledger until it closes or its hold expires (a job from before expiries: held)."""
+    expires_at = state.get("active_job_expires_at")
+    return bool(state.get("active_job")) and (expires_at is None or datetime.now(UTC) < expires_at)
 
 
 def mark_running(job_id: str, **fields) -> None:
@@ -154,6 +184,56 @@ def finish(transaction: firestore.Transaction, job_id: str, fields: dict, give_l
         if give_labels_back:
             update["labels_at_last_job"] = job.get("labels_at_previous_job", 0)
         transaction.set(state_ref, update, merge=True)
+
+
+def sweep() -> str | None:
+    """Close the active job if it is no longer running; returns its id when the ledger was freed."""
+    job_id = (state_doc().get().to_dict() or {}).get("active_job")
+    if not job_id:
+        return None
+    job = job_doc(job_id).get().to_dict() or {}
+    error = not_running(job)
+    if error is None or not abandon(store.firestore_client().transaction(), job_id, error):
+        return None
+    shutil.rmtree(scratch_dir(job_id), ignore_errors=True)
+    log.warning("job %s closed by the sweep: %s", job_id, error)
+    return job_id
+
+
+def not_running(job: dict) -> str | None:
+    """Why a job no longer runs (None while it does), from its launcher's view of it; cancels one past its
+    timeout."""
+    if job.get("status") in CLOSED:
+        return "closed_without_freeing_the_ledger"
+    age = datetime.now(UTC) - job["created_at"] if job.get("created_at") else LAUNCH_GRACE
+    if not job.get("handle"):
+        return "never_started" if age >= LAUNCH_GRACE else None
+    launcher_ = LAUNCHERS[job["launcher"]]()
+    if not launcher_.running(job["handle"]):
+        return "ended_without_closing"  # killed, pre-empted or crashed before training.retrain could record it
+    if age > job_timeout():
+        launcher_.cancel(job["handle"])
+        return "timed_out"
+    return None
+
+
+@firestore.transactional
+def abandon(transaction: firestore.Transaction, job_id: str, error: str) -> bool:
+    """Fail the job unless it closed meanwhile, free the ledger if it still holds it, and give the labels
+    back unless it finished; False when the ledger had already moved on."""
+    state_ref, job_ref = state_doc(), job_doc(job_id)
+    state = state_ref.get(transaction=transaction).to_dict() or {}
+    job = job_ref.get(transaction=transaction).to_dict() or {}
+    if state.get("active_job") != job_id:
+        return False
+    update = {"active_job": None}
+    if job.get("status") != "done":
+        update["labels_at_last_job"] = job.get("labels_at_previous_job", 0)
+    if job.get("status") not in CLOSED:
+        transaction.set(job_ref, {"status": "failed", "error": error, "finished_at": firestore.SERVER_TIMESTAMP},
+                        merge=True)
+    transaction.set(state_ref, update, merge=True)
+    return True
 
 
 def dead_letter(message: dict, reason: str) -> None:
@@ -180,7 +260,8 @@ def retrain_args() -> list[str]:
 
 
 class LocalLauncher:
-    """`python -m training.retrain` as a child process of this one (local stack and tests)."""
+    """`python -m training.retrain` as a child process of this one (local stack and tests), in its own process
+    group so that a cancel stops what it started too (the export)."""
 
     def __init__(self) -> None:
         self.processes: dict[str, subprocess.Popen] = {}
@@ -193,8 +274,26 @@ class LocalLauncher:
             # Not waited for here: the job outlives this request (tests wait with `wait`).
             self.processes[job_id] = subprocess.Popen(  # pylint: disable=consider-using-with
                 [sys.executable, "-m", "training.retrain", "--job-id", job_id, *retrain_args()],
-                cwd=REPO, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                cwd=REPO, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         return f"pid {self.processes[job_id].pid}, log {log_path}"
+
+    @staticmethod
+    def pid(job_handle: str) -> int:
+        return int(re.match(r"pid (\d+)", job_handle)[1])
+
+    def running(self, job_handle: str) -> bool:
+        """The job's process exists and is not a zombie (the sweep may run in another process than `launch`)."""
+        try:
+            stat = Path(f"/proc/{self.pid(job_handle)}/stat").read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return False
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+    def cancel(self, job_handle: str) -> None:
+        try:
+            os.killpg(self.pid(job_handle), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
     def wait(self, job_id: str, timeout: float) -> int:
         return self.processes.pop(job_id).wait(timeout)
@@ -208,15 +307,28 @@ class VertexLauncher:
     """
 
     def launch(self, job_id: str) -> str:
+        project = settings().project
+        response = self.request("POST", f"projects/{project}/locations/{os.environ['DEEPSKIN_REGION']}/customJobs",
+                                json=custom_job(job_id))
+        return response["name"]
+
+    def running(self, job_handle: str) -> bool:
+        return self.request("GET", job_handle)["state"] not in VERTEX_ENDED
+
+    def cancel(self, job_handle: str) -> None:
+        self.request("POST", f"{job_handle}:cancel")
+
+    @staticmethod
+    def request(method: str, path: str, **kwargs) -> dict:
+        """The Vertex AI REST API at `path` (below /v1/), as this runtime's identity."""
         import google.auth  # pylint: disable=import-outside-toplevel
         from google.auth.transport.requests import AuthorizedSession  # pylint: disable=import-outside-toplevel
 
         credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
-        region, project = os.environ["DEEPSKIN_REGION"], settings().project
-        url = f"https://{region}-aiplatform.googleapis.com/v1/projects/{project}/locations/{region}/customJobs"
-        response = AuthorizedSession(credentials).post(url, json=custom_job(job_id), timeout=60)
+        url = f"https://{os.environ['DEEPSKIN_REGION']}-aiplatform.googleapis.com/v1/{path}"
+        response = AuthorizedSession(credentials).request(method, url, timeout=60, **kwargs)
         response.raise_for_status()
-        return response.json()["name"]
+        return response.json()
 
 
 def custom_job(job_id: str) -> dict:
@@ -244,6 +356,7 @@ def custom_job(job_id: str) -> dict:
                 },
             }],
             "serviceAccount": env["DEEPSKIN_TRAINING_SERVICE_ACCOUNT"],
+            "scheduling": {"timeout": f"{int(job_timeout().total_seconds())}s"},
         },
         "labels": {"deepskin-job": job_id},
     }
@@ -254,8 +367,13 @@ def launcher_name() -> str:
     return os.environ.get("DEEPSKIN_JOB_LAUNCHER") or ("local" if emulated else "vertex")
 
 
+VERTEX_ENDED = ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED",
+                "JOB_STATE_PARTIALLY_SUCCEEDED")
+LAUNCHERS = {"local": LocalLauncher, "vertex": VertexLauncher}
+
+
 def make_launcher() -> LocalLauncher | VertexLauncher:
-    return {"local": LocalLauncher, "vertex": VertexLauncher}[launcher_name()]()
+    return LAUNCHERS[launcher_name()]()
 
 
 launcher = store.once(make_launcher)

@@ -40,6 +40,8 @@ PUBLIC_FIELDS = ("status", "reason", "message", "probabilities", "malignant_prob
 CLAIM_WAIT_S = 10.0
 INTERNAL_ERROR = {"status": "failed", "reason": "internal_error",
                   "message": "The image could not be assessed because of an internal error. Please try again later."}
+RETRIES_EXHAUSTED = {"status": "failed", "reason": "retries_exhausted",
+                     "message": "The image could not be assessed after repeated attempts. Please send it again."}
 
 
 class ClaimHeld(Exception):
@@ -65,30 +67,50 @@ def handle_upload(bucket: str, name: str, generation: int | str, size: int | str
         return None
     upload = {"bucket": bucket, "name": name, "generation": str(generation)}
     id_ = store.result_id(bucket, name, generation)
-    if not store.claim(id_, upload):
+    extra = event_fields(upload, metadata)
+    claim_id = store.claim(id_, upload, extra.get("owner_token_sha256"))
+    if claim_id is None:
         log.info("result %s already claimed: duplicate or retried event", id_)
         wait_for_claim_holder(id_)
         return None
-    extra = {"upload": upload, "source": "event"}
-    if TOKEN_KEY in metadata:
-        extra["owner_token_sha256"] = metadata[TOKEN_KEY]
-    with released_on_error(id_):
+    with released_on_error(id_, claim_id), ignored_if_claim_lost(id_):
         # The event states the size: refuse before downloading, so a huge object never reaches memory.
         if int(size) > checks.MAX_BYTES:
             refusal = checks.reject("too_large", f"The file is {int(size) / 1e6:.1f} MB; the limit is "
                                                  f"{checks.MAX_BYTES / 1e6:.0f} MB.")
-            return record(id_, {"status": refusal.status, "reason": refusal.reason, "message": refusal.message},
-                          extra)
+            return record(id_, claim_id, {"status": refusal.status, "reason": refusal.reason,
+                                          "message": refusal.message}, extra)
         try:
             patient = PatientInfo.parse(**{field: metadata.get(key) for field, key in PATIENT_KEYS.items()})
         except InvalidPatientInfo as exc:
-            return record(id_, {"status": "rejected", "reason": "invalid_patient_info", "message": str(exc)}, extra)
+            return record(id_, claim_id, {"status": "rejected", "reason": "invalid_patient_info",
+                                          "message": str(exc)}, extra)
         try:
             data = store.read_upload(bucket, name, generation)
         except NotFound:
-            return record(id_, {"status": "rejected", "reason": "upload_missing",
-                                "message": "The uploaded file was deleted before it could be assessed."}, extra)
-        return assess_and_record(id_, data, extra, patient)
+            return record(id_, claim_id, {"status": "rejected", "reason": "upload_missing",
+                                          "message": "The uploaded file was deleted before it could be assessed."},
+                          extra)
+        return assess_and_record(id_, claim_id, data, extra, patient)
+    return None
+
+
+def event_fields(upload: dict, metadata: dict[str, str]) -> dict:
+    """What an event-path result records besides the assessment: where the upload is, and its owner."""
+    extra = {"upload": upload, "source": "event"}
+    if TOKEN_KEY in metadata:
+        extra["owner_token_sha256"] = metadata[TOKEN_KEY]
+    return extra
+
+
+def handle_exhausted(bucket: str, name: str, generation: int | str, metadata: dict[str, str] | None) -> bool:
+    """The storage trigger's dead letter: an upload whose every delivery failed gets a final `failed` result
+    (kept if it already has one), so that its owner learns of it instead of waiting for ever."""
+    upload = {"bucket": bucket, "name": name, "generation": str(generation)}
+    id_ = store.result_id(bucket, name, generation)
+    written = store.fail_unfinished(id_, upload, {**RETRIES_EXHAUSTED, **event_fields(upload, metadata or {})})
+    log.warning("result %s: deliveries exhausted%s", id_, "" if written else ", but it already had a final result")
+    return written
 
 
 def wait_for_claim_holder(id_: str) -> None:
@@ -116,10 +138,10 @@ def predict_bytes(data: bytes, content_type: str, token: str, patient: PatientIn
                               {SOURCE_KEY: "http", TOKEN_KEY: owner})
     id_ = store.result_id(upload["bucket"], upload["name"], upload["generation"])
     try:
-        store.claim(id_, upload)  # a fresh object name: nobody else can hold this claim
-        with released_on_error(id_):
-            outcome = assess_and_record(id_, data, {"upload": upload, "source": "http", "owner_token_sha256": owner},
-                                        patient)
+        claim_id = store.claim(id_, upload, owner)  # a fresh object name: nobody else can hold this claim
+        with released_on_error(id_, claim_id):
+            outcome = assess_and_record(id_, claim_id, data,
+                                        {"upload": upload, "source": "http", "owner_token_sha256": owner}, patient)
     except Exception:
         discard_upload(upload)
         raise
@@ -137,20 +159,29 @@ def discard_upload(upload: dict) -> None:
 
 
 @contextmanager
-def released_on_error(id_: str) -> Iterator[None]:
+def released_on_error(id_: str, claim_id: str) -> Iterator[None]:
     """On any error, give the claim back and re-raise, so that the platform's retry redoes the work."""
     try:
         yield
     except Exception:
         try:
-            store.release(id_)
+            store.release(id_, claim_id)
         except Exception:  # pylint: disable=broad-except
             # Firestore itself is failing: the claim turns stale after store.STALE_CLAIM and is re-claimed.
             log.warning("could not release the claim on %s", id_, exc_info=True)
         raise
 
 
-def assess_and_record(id_: str, data: bytes, extra: dict, patient: PatientInfo = UNKNOWN) -> Outcome:
+@contextmanager
+def ignored_if_claim_lost(id_: str) -> Iterator[None]:
+    """An event whose claim went meanwhile (result deleted, swept, or taken over) has nothing left to do."""
+    try:
+        yield
+    except store.ClaimLost:
+        log.info("result %s: the claim was lost before the result was written; nothing recorded", id_)
+
+
+def assess_and_record(id_: str, claim_id: str, data: bytes, extra: dict, patient: PatientInfo = UNKNOWN) -> Outcome:
     # Outside the try below: a missing or corrupt model is the service's fault, not this upload's; it must
     # fail the request (claim released, event retried) rather than record a permanent failure.
     model = default_model()
@@ -160,16 +191,21 @@ def assess_and_record(id_: str, data: bytes, extra: dict, patient: PatientInfo =
         # A bug, not bad input (assess refuses bad input with a status): record it rather than crash-loop on
         # retries of the same bytes.
         log.exception("assess failed for result %s", id_)
-        return record(id_, dict(INTERNAL_ERROR), extra)
+        return record(id_, claim_id, dict(INTERNAL_ERROR), extra)
     fields = assessment.fields()
     if assessment.heatmap_png:
         fields["heatmap"] = store.save_heatmap(id_, assessment.heatmap_png)
-    return record(id_, fields, extra, assessment.heatmap_png)
+    try:
+        return record(id_, claim_id, fields, extra, assessment.heatmap_png)
+    except store.ClaimLost:
+        if store.get_result(id_) is None:  # deleted by its owner meanwhile: the heatmap must not outlive it
+            store.delete_blob(store.heatmap_blob(id_))
+        raise
 
 
-def record(id_: str, fields: dict, extra: dict, heatmap_png: bytes | None = None) -> Outcome:
+def record(id_: str, claim_id: str, fields: dict, extra: dict, heatmap_png: bytes | None = None) -> Outcome:
     fields = {**fields, **extra}
-    store.finish(id_, fields)
+    store.finish(id_, claim_id, fields)
     log.info("result %s: %s %s", id_, fields["status"], fields.get("reason") or fields.get("risk", ""))
     return Outcome(id_, fields, heatmap_png)
 

@@ -40,9 +40,11 @@ def to_rgb(image: Image.Image) -> Image.Image:
     """Upright 8-bit RGB, whatever the mode (L, P, CMYK, RGBA, I;16, ...)."""
     image = ImageOps.exif_transpose(image)
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(image, dtype=np.float64)
-        peak = arr.max() or 1.0
-        image = Image.fromarray((arr * (255.0 / peak)).astype(np.uint8), "L")
+        arr = np.asarray(image, dtype=np.float32)  # in place below: one float copy, never float64
+        peak = float(arr.max()) or 1.0
+        arr *= 255.0  # before dividing: exact for 16-bit values, so the brightest pixel stays 255
+        arr /= peak
+        image = Image.fromarray(arr.astype(np.uint8), "L")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
@@ -72,8 +74,9 @@ def normalise(image: Image.Image, spec: Preprocess) -> np.ndarray:
     """A square RGB image -> (3, S, S) float32 model input."""
     if image.size != (spec.image_size, spec.image_size):
         image = image.resize((spec.image_size, spec.image_size), Image.BILINEAR)
-    arr = np.asarray(image, dtype=np.float32)
-    arr = (arr - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+    arr = np.array(image, dtype=np.float32)  # a writable copy, normalised in place
+    arr -= np.asarray(spec.mean, np.float32)
+    arr /= np.asarray(spec.std, np.float32)
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 

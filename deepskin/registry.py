@@ -1,9 +1,16 @@
-"""The model registry: versioned ONNX + card in the models bucket, the current version in Firestore.
+"""The model registry: versioned ONNX + card in the models bucket, and the pointer to the current version.
 
   gs://<models bucket>/models/<version>/deepskin.onnx, deepskin.card.json, and checkpoint.pt when the
       version was trained by training.retrain (the next retrain fine-tunes from those weights)
-  models/current                {version, onnx_uri, card_uri, checkpoint_uri, promoted_at, previous, history}
-  models/decisions/jobs/{id}    every promotion-gate decision, promoted or refused (training.promote)
+  gs://<models bucket>/current.json  {version, onnx_uri, card_uri, checkpoint_uri, onnx_sha256, card_sha256,
+                                      promoted_at, previous, history}
+  models/decisions/jobs/{id}    (Firestore) every promotion-gate decision, promoted or refused (training.promote)
+
+The pointer lives in the models bucket, not in Firestore, because Firestore's IAM is project-wide: the
+predict functions, which decode untrusted images, must write their results there, and could then rewrite
+the pointer too. The models bucket is writable by the training identity only (the promotion path); the
+predict functions read it (infra/iam.tf). The files' SHA-256 are recorded at upload and checked by `fetch`
+before a model is loaded, so a file changed in the bucket or the local cache is never served.
 
 Serving asks `refreshed()` from deepskin.model.default_model, so a promotion or a rollback reaches every
 instance within $DEEPSKIN_MODEL_CHECK_SECONDS without a redeploy. Without the cloud extras installed
@@ -12,19 +19,21 @@ instance within $DEEPSKIN_MODEL_CHECK_SECONDS without a redeploy. Without the cl
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from deepskin.config import settings
 from deepskin.model import Model, card_path
 
 try:
-    from google.api_core.exceptions import PreconditionFailed
+    from google.api_core.exceptions import NotFound, PreconditionFailed
     from google.cloud import firestore
 
     from deepskin import store
@@ -34,7 +43,8 @@ except ImportError:  # the serving core without the cloud extras
 log = logging.getLogger(__name__)
 
 ONNX, CARD, CHECKPOINT = "deepskin.onnx", "deepskin.card.json", "checkpoint.pt"
-RECORD_FIELDS = ("version", "onnx_uri", "card_uri", "checkpoint_uri")
+POINTER = "current.json"
+RECORD_FIELDS = ("version", "onnx_uri", "card_uri", "checkpoint_uri", "onnx_sha256", "card_sha256")
 HISTORY_KEPT = 20
 CACHE = Path(tempfile.gettempdir()) / "deepskin-models"
 _next_check = 0.0
@@ -69,8 +79,16 @@ def refreshed(model: Model) -> Model:
     return loaded
 
 
-def current_doc():
-    return store.firestore_client().collection("models").document("current")
+class IntegrityError(RuntimeError):
+    """A model file is not the one that was promoted."""
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def pointer_blob():
+    return store.storage_client().bucket(settings().models_bucket).blob(POINTER)
 
 
 def decision_doc(id_: str):
@@ -78,8 +96,27 @@ def decision_doc(id_: str):
 
 
 def current() -> dict | None:
-    snapshot = current_doc().get()
-    return snapshot.to_dict() if snapshot.exists else None
+    return read_pointer()[0]
+
+
+def read_pointer() -> tuple[dict | None, int]:
+    """(the pointer's record, its object generation: 0 when there is none yet)."""
+    blob = store.storage_client().bucket(settings().models_bucket).get_blob(POINTER)
+    if blob is None:
+        return None, 0
+    try:
+        return json.loads(blob.download_as_bytes(if_generation_match=blob.generation)), blob.generation
+    except (NotFound, PreconditionFailed):  # replaced between the lookup and the read: read the new one
+        return read_pointer()
+
+
+def write_pointer(doc: dict, generation: int) -> None:
+    """Replace the pointer only if it is still at `generation` (compare and swap)."""
+    try:
+        pointer_blob().upload_from_string(json.dumps(doc, indent=1), content_type="application/json",
+                                          if_generation_match=generation)
+    except PreconditionFailed:
+        raise RuntimeError("the current model changed meanwhile") from None
 
 
 def upload(onnx_path: Path, checkpoint: Path | None = None) -> dict:
@@ -89,7 +126,8 @@ def upload(onnx_path: Path, checkpoint: Path | None = None) -> dict:
     files = {"onnx_uri": (onnx_path, ONNX), "card_uri": (card_path(onnx_path), CARD)}
     if checkpoint is not None:
         files["checkpoint_uri"] = (checkpoint, CHECKPOINT)
-    record = {"version": version, "onnx_uri": None, "card_uri": None, "checkpoint_uri": None}
+    record = {"version": version, "onnx_uri": None, "card_uri": None, "checkpoint_uri": None,
+              "onnx_sha256": sha256(onnx_path), "card_sha256": sha256(card_path(onnx_path))}
     for field, (path, name) in files.items():
         target = bucket.blob(f"models/{version}/{name}")
         try:  # a version is immutable: never overwrite what may already be served
@@ -101,18 +139,27 @@ def upload(onnx_path: Path, checkpoint: Path | None = None) -> dict:
 
 
 def fetch(record: dict, root: Path = CACHE) -> Path:
-    """The version's ONNX (card beside it) under `root`, downloaded once; returns the ONNX path."""
+    """The version's ONNX (card beside it) under `root`, downloaded once and checked against the SHA-256
+    recorded at promotion every time; returns the ONNX path. IntegrityError when a file differs."""
     final = root / record["version"]
     if not (final / ONNX).exists():
         root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=root))  # whole or nothing: a crash leaves no half model behind
         store.blob_at(record["card_uri"]).download_to_filename(str(staging / CARD))
         store.blob_at(record["onnx_uri"]).download_to_filename(str(staging / ONNX))
+        verify(record, staging)
         try:
             staging.rename(final)
         except OSError:  # another request or process got there first
             shutil.rmtree(staging, ignore_errors=True)
+    verify(record, final)
     return final / ONNX
+
+
+def verify(record: dict, folder: Path) -> None:
+    for name, field in ((ONNX, "onnx_sha256"), (CARD, "card_sha256")):
+        if not record.get(field) or sha256(folder / name) != record[field]:
+            raise IntegrityError(f"model {record['version']}: {name} does not match its recorded SHA-256")
 
 
 def fetch_checkpoint(record: dict, dest: Path) -> Path | None:
@@ -124,37 +171,28 @@ def fetch_checkpoint(record: dict, dest: Path) -> Path | None:
 
 def set_current(record: dict, expected: str | None) -> dict:
     """Make `record` current if the current version is still `expected` (None: no current yet)."""
-    @firestore.transactional
-    def swap(transaction: firestore.Transaction) -> dict:
-        snapshot = current_doc().get(transaction=transaction)
-        old = snapshot.to_dict() if snapshot.exists else None
-        if (old or {}).get("version") != expected:
-            raise RuntimeError(f"the current model changed to {(old or {}).get('version')} during the gate")
-        previous = {k: old.get(k) for k in RECORD_FIELDS} if old else None
-        history = [*(old or {}).get("history", []), previous][-HISTORY_KEPT:] if previous else []
-        doc = {**{k: record.get(k) for k in RECORD_FIELDS}, "promoted_at": firestore.SERVER_TIMESTAMP,
-               "previous": previous, "history": history}
-        transaction.set(current_doc(), doc)
-        return doc
-
-    return swap(store.firestore_client().transaction())
+    old, generation = read_pointer()
+    if (old or {}).get("version") != expected:
+        raise RuntimeError(f"the current model changed to {(old or {}).get('version')} during the gate")
+    previous = {k: old.get(k) for k in RECORD_FIELDS} if old else None
+    history = [*(old or {}).get("history", []), previous][-HISTORY_KEPT:] if previous else []
+    doc = {**{k: record.get(k) for k in RECORD_FIELDS}, "promoted_at": datetime.now(UTC).isoformat(),
+           "previous": previous, "history": history}
+    write_pointer(doc, generation)
+    return doc
 
 
 def rollback() -> dict:
     """The previous version becomes current again; the one rolled back stays in the bucket, unserved."""
-    @firestore.transactional
-    def back(transaction: firestore.Transaction) -> dict:
-        snapshot = current_doc().get(transaction=transaction)
-        history = (snapshot.to_dict() or {}).get("history", []) if snapshot.exists else []
-        if not history:
-            raise RuntimeError("no previous model version to roll back to")
-        restored, history = history[-1], history[:-1]
-        doc = {**restored, "promoted_at": firestore.SERVER_TIMESTAMP, "rolled_back_from": snapshot.get("version"),
-               "previous": history[-1] if history else None, "history": history}
-        transaction.set(current_doc(), doc)
-        return doc
-
-    return back(store.firestore_client().transaction())
+    old, generation = read_pointer()
+    history = (old or {}).get("history", [])
+    if not history:
+        raise RuntimeError("no previous model version to roll back to")
+    restored, history = history[-1], history[:-1]
+    doc = {**restored, "promoted_at": datetime.now(UTC).isoformat(), "rolled_back_from": old["version"],
+           "previous": history[-1] if history else None, "history": history}
+    write_pointer(doc, generation)
+    return doc
 
 
 def record_decision(id_: str, decision: dict) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -23,6 +24,11 @@ FEEDBACK = "feedback"
 HEATMAPS_PREFIX = "heatmaps/"
 # A claim older than this belongs to an attempt that died (the functions time out at 60 s).
 STALE_CLAIM = timedelta(seconds=120)
+# A claim nobody has taken over for this long is abandoned (deepskin.sweeper): far past STALE_CLAIM, so
+# that a storage event's redeliveries have had their chance to finish it.
+ABANDONED_AFTER = timedelta(minutes=15)
+ABANDONED = {"status": "failed", "reason": "abandoned",
+             "message": "The assessment did not finish. Please send the photo again."}
 
 T = TypeVar("T")
 
@@ -59,18 +65,26 @@ def prediction(id_: str) -> firestore.DocumentReference:
     return firestore_client().collection(PREDICTIONS).document(id_)
 
 
-def claim(id_: str, upload_info: dict) -> bool:
-    """Create the `pending` document if absent; True when this caller owns the work."""
+class ClaimLost(Exception):
+    """The claim an attempt held is gone: its result was deleted, swept as abandoned, or taken over."""
+
+
+def claim(id_: str, upload_info: dict, owner_token_sha256: str | None = None) -> str | None:
+    """Create the `pending` document if absent, or take over a stale one; the claim's id when this caller now
+    owns the work (finish and release need it), None when another attempt does or the result is final.
+    The owner, when known, can read and delete the result while it is pending."""
+    claim_id = uuid.uuid4().hex
+    owner = {"owner_token_sha256": owner_token_sha256} if owner_token_sha256 else {}
     try:
-        prediction(id_).create({"status": "pending", "upload": upload_info, "claimed_at": firestore.SERVER_TIMESTAMP,
-                                **lifecycle_fields()})
-        return True
+        prediction(id_).create({"status": "pending", "upload": upload_info, "claim_id": claim_id, **owner,
+                                "claimed_at": firestore.SERVER_TIMESTAMP, **lifecycle_fields()})
+        return claim_id
     except AlreadyExists:
-        return reclaim_stale(firestore_client().transaction(), prediction(id_))
+        return claim_id if reclaim_stale(firestore_client().transaction(), prediction(id_), claim_id) else None
 
 
 @firestore.transactional
-def reclaim_stale(transaction: firestore.Transaction, doc: firestore.DocumentReference) -> bool:
+def reclaim_stale(transaction: firestore.Transaction, doc: firestore.DocumentReference, claim_id: str) -> bool:
     snapshot = doc.get(transaction=transaction)
     data = snapshot.to_dict() or {}
     claimed_at = data.get("claimed_at")
@@ -78,25 +92,72 @@ def reclaim_stale(transaction: firestore.Transaction, doc: firestore.DocumentRef
         return False
     if datetime.now(UTC) - claimed_at < STALE_CLAIM:
         return False
-    transaction.update(doc, {"claimed_at": firestore.SERVER_TIMESTAMP})
+    transaction.update(doc, {"claimed_at": firestore.SERVER_TIMESTAMP, "claim_id": claim_id})
     return True
 
 
-def release(id_: str) -> None:
-    """Give a claim back (delete it while still pending) so that the platform's retry can do the work."""
-    release_pending(firestore_client().transaction(), prediction(id_))
+def release(id_: str, claim_id: str) -> None:
+    """Give a claim back (delete it while still this attempt's) so that the platform's retry can do the work."""
+    release_claimed(firestore_client().transaction(), prediction(id_), claim_id)
 
 
 @firestore.transactional
-def release_pending(transaction: firestore.Transaction, doc: firestore.DocumentReference) -> None:
-    snapshot = doc.get(transaction=transaction)
-    if snapshot.exists and snapshot.get("status") == "pending":
+def release_claimed(transaction: firestore.Transaction, doc: firestore.DocumentReference, claim_id: str) -> None:
+    if holds_claim(doc.get(transaction=transaction), claim_id):
         transaction.delete(doc)
 
 
-def finish(id_: str, fields: dict) -> None:
-    """Write the outcome over the claim, keeping its created_at and expire_at."""
-    prediction(id_).set({**fields, "finished_at": firestore.SERVER_TIMESTAMP}, merge=True)
+def holds_claim(snapshot: firestore.DocumentSnapshot, claim_id: str) -> bool:
+    data = snapshot.to_dict() or {}
+    return data.get("status") == "pending" and data.get("claim_id") == claim_id
+
+
+def finish(id_: str, claim_id: str, fields: dict) -> None:
+    """Write the outcome over this attempt's claim, keeping its created_at and expire_at; ClaimLost when the
+    claim is no longer held, so that a result deleted meanwhile is never recreated."""
+    if not finish_claimed(firestore_client().transaction(), prediction(id_), claim_id, fields):
+        raise ClaimLost(id_)
+
+
+@firestore.transactional
+def finish_claimed(transaction: firestore.Transaction, doc: firestore.DocumentReference, claim_id: str,
+                   fields: dict) -> bool:
+    if not holds_claim(doc.get(transaction=transaction), claim_id):
+        return False
+    transaction.update(doc, {**fields, "finished_at": firestore.SERVER_TIMESTAMP})
+    return True
+
+
+def sweep_abandoned(older_than: timedelta = ABANDONED_AFTER) -> list[str]:
+    """Turn every claim untouched for `older_than` into a final `failed` result (an HTTP request that died
+    has no retry to finish it); the ids swept. A claim taken over meanwhile is left to its new holder."""
+    cutoff = datetime.now(UTC) - older_than
+    stale = (firestore_client().collection(PREDICTIONS)
+             .where(filter=firestore.FieldFilter("status", "==", "pending"))
+             .where(filter=firestore.FieldFilter("claimed_at", "<", cutoff)).stream())
+    return [snapshot.id for snapshot in stale
+            if finish_claimed(firestore_client().transaction(), snapshot.reference,
+                              (snapshot.to_dict() or {}).get("claim_id"), ABANDONED)]
+
+
+def fail_unfinished(id_: str, upload_info: dict, fields: dict) -> bool:
+    """Give an upload whose every attempt failed a final result: create it, or end its pending claim; a final
+    result is kept. True when this wrote one."""
+    return fail_unless_final(firestore_client().transaction(), prediction(id_), upload_info, fields)
+
+
+@firestore.transactional
+def fail_unless_final(transaction: firestore.Transaction, doc: firestore.DocumentReference, upload_info: dict,
+                      fields: dict) -> bool:
+    snapshot = doc.get(transaction=transaction)
+    if snapshot.exists and snapshot.get("status") != "pending":
+        return False
+    final = {**fields, "upload": upload_info, "finished_at": firestore.SERVER_TIMESTAMP}
+    if snapshot.exists:
+        transaction.update(doc, final)
+    else:
+        transaction.create(doc, {**final, **lifecycle_fields()})
+    return True
 
 
 def get_result(id_: str) -> dict | None:

@@ -7,6 +7,7 @@ locals {
     "artifactregistry.googleapis.com", # training/serving images, function images
     "cloudbuild.googleapis.com",       # Cloud Functions builds
     "cloudfunctions.googleapis.com",   # 2nd gen functions
+    "cloudscheduler.googleapis.com",   # the sweeper's schedule
     "cloudresourcemanager.googleapis.com",
     "eventarc.googleapis.com",       # storage + Pub/Sub triggers
     "firestore.googleapis.com",      # predictions, feedback, models, ledger, jobs

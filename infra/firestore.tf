@@ -1,5 +1,5 @@
 # Firestore in native mode. Collections used by the product: predictions,
-# feedback, models, ledger, jobs. predictions and feedback carry personal health
+# feedback, models (promotion decisions), ledger, jobs. predictions and feedback carry personal health
 # data and have a TTL policy on `expire_at` (a timestamp the functions set to
 # creation time + var.retention_days). Firestore deletes expired documents
 # typically within 24 hours of expiry.
@@ -31,4 +31,21 @@ resource "google_firestore_field" "expire_at_ttl" {
   ttl_config {}
 
   # Keep the default single-field indexes (inherited): index_config is omitted.
+}
+
+# The sweeper's query: pending results claimed before a cutoff (store.sweep_abandoned).
+resource "google_firestore_index" "pending_by_claim_time" {
+  project    = var.project_id
+  database   = google_firestore_database.main.name
+  collection = "predictions"
+
+  fields {
+    field_path = "status"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "claimed_at"
+    order      = "ASCENDING"
+  }
 }

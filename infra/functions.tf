@@ -18,17 +18,18 @@
 # well above cold start + inference + heatmap + Firestore/GCS writes.
 #
 # No function allows unauthenticated access: HTTP functions grant
-# roles/run.invoker only to var.invoker_members (the ops function only to
-# var.operator_members), event functions only to the Eventarc trigger service
-# account.
+# roles/run.invoker only to var.invoker_members, event functions only to the
+# Eventarc trigger service account.
 
 locals {
   function_names = {
     predict_event = "${var.name_prefix}-predict-event"
     predict_http  = "${var.name_prefix}-predict-http"
+    predict_dead  = "${var.name_prefix}-predict-dead"
     feedback      = "${var.name_prefix}-feedback"
     retrain       = "${var.name_prefix}-retrain-trigger"
     ops           = "${var.name_prefix}-ops"
+    sweeper       = "${var.name_prefix}-sweeper"
   }
 
   # The feedback function verifies clinicians' Google ID tokens against its own
@@ -64,8 +65,8 @@ locals {
   }
 
   # Predict (both entry points): the bundled model unless var.model_path says
-  # otherwise, replaced by the registry's promoted model (Firestore
-  # models/current + the models bucket), checked every model_check_seconds.
+  # otherwise, replaced by the registry's promoted model (the models bucket's
+  # current.json), checked every model_check_seconds.
   predict_env = merge(
     local.common_env,
     var.model_path == "" ? {} : { DEEPSKIN_MODEL_PATH = var.model_path },
@@ -92,9 +93,10 @@ locals {
     DEEPSKIN_TRAINING_MACHINE_TYPE    = var.training_machine_type
     DEEPSKIN_TRAINING_ACCELERATOR     = var.training_accelerator_type
     DEEPSKIN_TRAINING_ACCELERATORS    = tostring(var.training_accelerator_count)
+    DEEPSKIN_JOB_TIMEOUT_S            = tostring(var.job_timeout_seconds)
   })
 
-  staged = toset(["predict", "feedback", "retrain_trigger", "ops"])
+  staged = toset(["predict", "feedback", "retrain_trigger", "ops", "sweeper"])
 }
 
 data "archive_file" "function" {
@@ -200,6 +202,52 @@ resource "google_cloudfunctions2_function" "predict_http" {
   depends_on = [google_project_iam_member.build]
 }
 
+# --- predict: dead letter of the storage trigger ----------------------------------
+resource "google_cloudfunctions2_function" "predict_dead" {
+  name        = local.function_names.predict_dead
+  project     = var.project_id
+  location    = var.region
+  description = "Gives an upload whose storage events ran out of deliveries a final failed result (entry point on_upload_dead)."
+
+  build_config {
+    runtime         = var.python_runtime
+    entry_point     = "on_upload_dead"
+    service_account = google_service_account.build.id
+    source {
+      storage_source {
+        bucket = google_storage_bucket.data["sources"].name
+        object = google_storage_bucket_object.function_source["predict"].name
+      }
+    }
+  }
+
+  service_config {
+    available_memory                 = "512Mi" # writes one document; never decodes an image
+    available_cpu                    = "1"
+    max_instance_request_concurrency = 10
+    min_instance_count               = 0
+    max_instance_count               = 2
+    timeout_seconds                  = 30
+    ingress_settings                 = "ALLOW_INTERNAL_ONLY"
+    all_traffic_on_latest_revision   = true
+    service_account_email            = google_service_account.fn["predict_dead"].email
+    environment_variables            = local.predict_env
+  }
+
+  event_trigger {
+    trigger_region        = var.region
+    event_type            = "google.cloud.pubsub.topic.v1.messagePublished"
+    pubsub_topic          = google_pubsub_topic.uploads_dead.id
+    retry_policy          = "RETRY_POLICY_RETRY"
+    service_account_email = google_service_account.eventarc.email
+  }
+
+  depends_on = [
+    google_project_iam_member.eventarc_event_receiver,
+    google_project_iam_member.build,
+  ]
+}
+
 # --- feedback: HTTP -------------------------------------------------------------
 resource "google_cloudfunctions2_function" "feedback" {
   name        = local.function_names.feedback
@@ -291,6 +339,94 @@ resource "google_cloudfunctions2_function" "retrain_trigger" {
   ]
 }
 
+# --- sweeper: Cloud Scheduler tick through the sweep topic ---------------------------
+resource "google_cloudfunctions2_function" "sweeper" {
+  name        = local.function_names.sweeper
+  project     = var.project_id
+  location    = var.region
+  description = "Fails abandoned results and frees the retrain ledger from a job that is no longer running (entry point on_sweep)."
+
+  build_config {
+    runtime         = var.python_runtime
+    entry_point     = "on_sweep"
+    service_account = google_service_account.build.id
+    source {
+      storage_source {
+        bucket = google_storage_bucket.data["sources"].name
+        object = google_storage_bucket_object.function_source["sweeper"].name
+      }
+    }
+  }
+
+  service_config {
+    available_memory                 = "512Mi"
+    available_cpu                    = "1"
+    max_instance_request_concurrency = 1
+    min_instance_count               = 0
+    max_instance_count               = 1 # one sweep at a time
+    timeout_seconds                  = 120
+    ingress_settings                 = "ALLOW_INTERNAL_ONLY"
+    all_traffic_on_latest_revision   = true
+    service_account_email            = google_service_account.fn["sweeper"].email
+    environment_variables            = local.retrain_env # the same jobs, read and cancelled
+  }
+
+  event_trigger {
+    trigger_region        = var.region
+    event_type            = "google.cloud.pubsub.topic.v1.messagePublished"
+    pubsub_topic          = google_pubsub_topic.sweep.id
+    retry_policy          = "RETRY_POLICY_DO_NOT_RETRY" # the next tick sweeps again
+    service_account_email = google_service_account.eventarc.email
+  }
+
+  depends_on = [
+    google_project_iam_member.eventarc_event_receiver,
+    google_project_iam_member.build,
+  ]
+}
+
+# --- invokers ------------------------------------------------------------------
+# 2nd gen functions are Cloud Run services with the function's name; invocation
+# is controlled by roles/run.invoker on that service.
+locals {
+  http_functions = {
+    predict_http = google_cloudfunctions2_function.predict_http.name
+    feedback     = google_cloudfunctions2_function.feedback.name
+  }
+
+  http_invoker_bindings = {
+    for pair in setproduct(keys(local.http_functions), var.invoker_members) :
+    "${pair[0]}|${pair[1]}" => { function = pair[0], member = pair[1] }
+  }
+
+  event_functions = {
+    predict_event = google_cloudfunctions2_function.predict_event.name
+    predict_dead  = google_cloudfunctions2_function.predict_dead.name
+    retrain       = google_cloudfunctions2_function.retrain_trigger.name
+    sweeper       = google_cloudfunctions2_function.sweeper.name
+  }
+}
+
+resource "google_cloud_run_service_iam_member" "http_invoker" {
+  for_each = local.http_invoker_bindings
+
+  project  = var.project_id
+  location = var.region
+  service  = local.http_functions[each.value.function]
+  role     = "roles/run.invoker"
+  member   = each.value.member
+}
+
+resource "google_cloud_run_service_iam_member" "eventarc_invoker" {
+  for_each = local.event_functions
+
+  project  = var.project_id
+  location = var.region
+  service  = each.value
+  role     = "roles/run.invoker"
+  member   = "serviceAccount:${google_service_account.eventarc.email}"
+}
+
 # --- ops: HTTP, operators only ------------------------------------------------------
 # The operator page's data (deepskin/ops.py): read-only. Only var.operator_members
 # may invoke it (below); the function itself trusts that check on Cloud Run.
@@ -326,55 +462,4 @@ resource "google_cloudfunctions2_function" "ops" {
   }
 
   depends_on = [google_project_iam_member.build]
-}
-
-# --- invokers ------------------------------------------------------------------
-# 2nd gen functions are Cloud Run services with the function's name; invocation
-# is controlled by roles/run.invoker on that service.
-locals {
-  http_functions = {
-    predict_http = google_cloudfunctions2_function.predict_http.name
-    feedback     = google_cloudfunctions2_function.feedback.name
-  }
-
-  http_invoker_bindings = {
-    for pair in setproduct(keys(local.http_functions), var.invoker_members) :
-    "${pair[0]}|${pair[1]}" => { function = pair[0], member = pair[1] }
-  }
-
-  event_functions = {
-    predict_event = google_cloudfunctions2_function.predict_event.name
-    retrain       = google_cloudfunctions2_function.retrain_trigger.name
-  }
-}
-
-resource "google_cloud_run_service_iam_member" "http_invoker" {
-  for_each = local.http_invoker_bindings
-
-  project  = var.project_id
-  location = var.region
-  service  = local.http_functions[each.value.function]
-  role     = "roles/run.invoker"
-  member   = each.value.member
-}
-
-# The operator function: operators only, not every invoker of the user-facing functions.
-resource "google_cloud_run_service_iam_member" "ops_invoker" {
-  for_each = toset(var.operator_members)
-
-  project  = var.project_id
-  location = var.region
-  service  = google_cloudfunctions2_function.ops.name
-  role     = "roles/run.invoker"
-  member   = each.value
-}
-
-resource "google_cloud_run_service_iam_member" "eventarc_invoker" {
-  for_each = local.event_functions
-
-  project  = var.project_id
-  location = var.region
-  service  = each.value
-  role     = "roles/run.invoker"
-  member   = "serviceAccount:${google_service_account.eventarc.email}"
 }

@@ -8,9 +8,11 @@ locals {
   function_service_accounts = {
     predict_event = "Runtime identity of the predict storage-event function"
     predict_http  = "Runtime identity of the predict HTTP function"
+    predict_dead  = "Runtime identity of the predict dead-letter function"
     feedback      = "Runtime identity of the feedback HTTP function"
     retrain       = "Runtime identity of the retrain trigger function"
     ops           = "Runtime identity of the operator (ops) HTTP function"
+    sweeper       = "Runtime identity of the scheduled sweeper function"
   }
 }
 
@@ -51,6 +53,8 @@ resource "google_service_account" "build" {
 # --- bucket-level bindings ----------------------------------------------------------
 locals {
   bucket_bindings = {
+    # The models bucket holds the registry pointer (current.json): every function
+    # only reads it; the training identity (the promotion path) alone writes it.
     # predict (event): read the upload, write/overwrite heatmaps, read the model.
     "uploads|predict_event|roles/storage.objectViewer" = { bucket = "uploads", sa = "predict_event", role = "roles/storage.objectViewer" }
     "results|predict_event|roles/storage.objectUser"   = { bucket = "results", sa = "predict_event", role = "roles/storage.objectUser" }
@@ -150,6 +154,13 @@ resource "google_project_iam_member" "retrain_vertex_user" {
   project = var.project_id
   role    = "roles/aiplatform.user"
   member  = "serviceAccount:${google_service_account.fn["retrain"].email}"
+}
+
+# The sweeper reads a job's state, and cancels one past its timeout.
+resource "google_project_iam_member" "sweeper_vertex_user" {
+  project = var.project_id
+  role    = "roles/aiplatform.user"
+  member  = "serviceAccount:${google_service_account.fn["sweeper"].email}"
 }
 
 # Eventarc: the trigger identity must be allowed to receive events (project

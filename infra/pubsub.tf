@@ -22,6 +22,44 @@ resource "google_pubsub_topic" "feedback_dead" {
   depends_on = [google_project_service.apis]
 }
 
+# Uploads whose storage events ran out of deliveries: predict_dead (entry point
+# on_upload_dead) gives each a final `failed` result, so none is lost silently.
+resource "google_pubsub_topic" "uploads_dead" {
+  name    = "${var.name_prefix}-uploads-dead"
+  project = var.project_id
+
+  # The forwarded notification names the object only; the image stays in its bucket.
+  message_retention_duration = "604800s"
+
+  depends_on = [google_project_service.apis]
+}
+
+# Cloud Scheduler ticks the sweeper (functions/sweeper) through this topic.
+resource "google_pubsub_topic" "sweep" {
+  name    = "${var.name_prefix}-sweep"
+  project = var.project_id
+
+  message_retention_duration = "3600s" # a missed tick is replaced by the next one
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_cloud_scheduler_job" "sweep" {
+  name        = "${var.name_prefix}-sweep"
+  project     = var.project_id
+  region      = var.region
+  description = "Ticks the sweeper: abandoned results become failed, a dead retraining job frees the ledger."
+  schedule    = var.sweep_schedule
+  time_zone   = "Etc/UTC"
+
+  pubsub_target {
+    topic_name = google_pubsub_topic.sweep.id
+    data       = base64encode("{}")
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
 # Without a subscription, messages published to the dead-letter topic are lost.
 resource "google_pubsub_subscription" "feedback_dead" {
   name    = "${var.feedback_dead_letter_topic_name}-store"
@@ -37,17 +75,33 @@ resource "google_pubsub_subscription" "feedback_dead" {
   }
 }
 
-# Subscription policy applied to the retrain trigger's delivery. The subscription
-# itself is created and owned by Eventarc (a 2nd gen function with a Pub/Sub
-# event_trigger), and the Google provider cannot set dead lettering on it
-# (hashicorp/terraform-provider-google#25069, #17697), so these values are
-# applied with gcloud in terraform_data.retrain_subscription_policy below.
+# Subscription policies applied to the deliveries of the retrain trigger and of
+# the storage trigger. The subscriptions themselves are created and owned by
+# Eventarc (2nd gen functions with event triggers), and the Google provider
+# cannot set dead lettering on them (hashicorp/terraform-provider-google#25069,
+# #17697), so these values are applied with gcloud in
+# terraform_data.subscription_policy below.
 locals {
   feedback_subscription_policy = {
     min_retry_delay       = "10s"  # exponential backoff from 10 s ...
     max_retry_delay       = "600s" # ... up to 10 min between attempts
     max_delivery_attempts = var.max_delivery_attempts
     dead_letter_topic     = google_pubsub_topic.feedback_dead.id
+  }
+
+  upload_subscription_policy = merge(local.feedback_subscription_policy, {
+    dead_letter_topic = google_pubsub_topic.uploads_dead.id
+  })
+
+  dead_lettered_triggers = {
+    retrain = {
+      trigger = google_cloudfunctions2_function.retrain_trigger.event_trigger[0].trigger
+      policy  = local.feedback_subscription_policy
+    }
+    predict_event = {
+      trigger = google_cloudfunctions2_function.predict_event.event_trigger[0].trigger
+      policy  = local.upload_subscription_policy
+    }
   }
 }
 
@@ -61,34 +115,41 @@ resource "google_pubsub_topic_iam_member" "dead_letter_publisher" {
   member  = local.pubsub_service_agent
 }
 
-resource "terraform_data" "retrain_subscription_policy" {
-  count = var.configure_eventarc_dead_letter ? 1 : 0
+resource "google_pubsub_topic_iam_member" "uploads_dead_letter_publisher" {
+  project = var.project_id
+  topic   = google_pubsub_topic.uploads_dead.name
+  role    = "roles/pubsub.publisher"
+  member  = local.pubsub_service_agent
+}
+
+resource "terraform_data" "subscription_policy" {
+  for_each = var.configure_eventarc_dead_letter ? local.dead_lettered_triggers : {}
 
   # Re-run whenever the function's Eventarc trigger or the policy changes.
-  triggers_replace = [
-    google_cloudfunctions2_function.retrain_trigger.event_trigger[0].trigger,
-    local.feedback_subscription_policy,
-  ]
+  triggers_replace = [each.value.trigger, each.value.policy]
 
   provisioner "local-exec" {
     interpreter = ["bash", "-c"]
     command     = <<-EOT
       set -euo pipefail
-      trigger="${google_cloudfunctions2_function.retrain_trigger.event_trigger[0].trigger}"
+      trigger="${each.value.trigger}"
       sub="$(gcloud eventarc triggers describe "$${trigger##*/}" \
         --project="${var.project_id}" --location="${var.region}" \
         --format='value(transport.pubsub.subscription)')"
       test -n "$sub"
       gcloud pubsub subscriptions update "$sub" \
-        --dead-letter-topic="${local.feedback_subscription_policy.dead_letter_topic}" \
-        --max-delivery-attempts="${local.feedback_subscription_policy.max_delivery_attempts}" \
-        --min-retry-delay="${local.feedback_subscription_policy.min_retry_delay}" \
-        --max-retry-delay="${local.feedback_subscription_policy.max_retry_delay}"
+        --dead-letter-topic="${each.value.policy.dead_letter_topic}" \
+        --max-delivery-attempts="${each.value.policy.max_delivery_attempts}" \
+        --min-retry-delay="${each.value.policy.min_retry_delay}" \
+        --max-retry-delay="${each.value.policy.max_retry_delay}"
       gcloud pubsub subscriptions add-iam-policy-binding "$sub" \
         --member="${local.pubsub_service_agent}" \
         --role="roles/pubsub.subscriber" >/dev/null
     EOT
   }
 
-  depends_on = [google_pubsub_topic_iam_member.dead_letter_publisher]
+  depends_on = [
+    google_pubsub_topic_iam_member.dead_letter_publisher,
+    google_pubsub_topic_iam_member.uploads_dead_letter_publisher,
+  ]
 }

@@ -32,6 +32,7 @@ FUNCTIONS: dict[str, tuple[str, ...]] = {
     "feedback": ("deepskin",),
     "retrain_trigger": ("deepskin",),
     "ops": ("deepskin", "training/reports"),  # the operator page's evaluation plots
+    "sweeper": ("deepskin",),
 }
 
 REQUIRED_FILES = ("main.py", "requirements.txt")

@@ -186,6 +186,18 @@ variable "feedback_max_instances" {
   default     = 5
 }
 
+variable "job_timeout_seconds" {
+  description = "Longest a retraining job may run: Vertex AI stops it there, the sweeper cancels it and frees the ledger."
+  type        = number
+  default     = 21600
+}
+
+variable "sweep_schedule" {
+  description = "Cron schedule (UTC) of the sweeper: abandoned results and dead retraining jobs are closed this often."
+  type        = string
+  default     = "*/5 * * * *"
+}
+
 variable "retrain_max_instances" {
   description = "Maximum instances for the retrain trigger function (1 serialises retraining decisions)."
   type        = number

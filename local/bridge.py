@@ -6,7 +6,10 @@ CloudEvent Eventarc would send (binary content mode).
 - `feedback-retrain` -> retrain_trigger's on_feedback as google.cloud.pubsub.topic.v1.messagePublished.
 
 A message is acked only when the function answers 2xx. Otherwise its ack deadline is set to RETRY_DELAY_S,
-so Pub/Sub redelivers it after a pause: Eventarc's retry with backoff, without a hot loop on a failing function.
+doubled at each failed attempt, so Pub/Sub redelivers it after a pause: Eventarc's retry with exponential
+backoff, without a hot loop on a failing function.
+A route with a dead-letter URL gets Pub/Sub's dead lettering too: after MAX_DELIVERY_ATTEMPTS failed
+deliveries the message goes, as it came, to that URL as a messagePublished event, and is acked once it is there.
 """
 
 from __future__ import annotations
@@ -27,6 +30,11 @@ log = logging.getLogger(__name__)
 STORAGE_FINALIZED = "google.cloud.storage.object.v1.finalized"
 PUBSUB_PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"
 RETRY_DELAY_S = 5
+MAX_RETRY_DELAY_S = 600  # Pub/Sub's longest backoff, as infra/pubsub.tf sets it
+# With the doubling delays these attempts span about 10 minutes: longer than a function restart or a stale
+# claim's takeover (store.STALE_CLAIM), so that only an upload that keeps failing is dead-lettered.
+MAX_DELIVERY_ATTEMPTS = 8
+DEAD_LETTER_TOPIC = "uploads-dead"
 DELIVERY_TIMEOUT_S = 70  # the functions time out at 60 s in the cloud
 PULL_TIMEOUT_S = 30  # the emulator answers an empty pull after ~4 s on its own
 
@@ -86,10 +94,17 @@ class Route:
     subscription: str
     url: str
     to_event: Callable[[pubsub_v1.types.PubsubMessage], Event]
+    dead_letter: Callable[[pubsub_v1.types.PubsubMessage], Event] | None = None
+    dead_letter_url: str | None = None
 
 
-def storage_route(subscription: str, url: str) -> Route:
-    return Route(subscription, url, storage_event)
+def storage_route(subscription: str, url: str, project: str | None = None, dead_letter_url: str | None = None
+                  ) -> Route:
+    """With `dead_letter_url`: exhausted notifications go there as messages of the DEAD_LETTER_TOPIC."""
+    def dead_letter(message: pubsub_v1.types.PubsubMessage) -> Event:
+        return pubsub_event(message, project, DEAD_LETTER_TOPIC, f"{DEAD_LETTER_TOPIC}-predict")
+
+    return Route(subscription, url, storage_event, dead_letter if dead_letter_url else None, dead_letter_url)
 
 
 def pubsub_route(project: str, topic: str, subscription: str, url: str) -> Route:
@@ -106,6 +121,8 @@ class Bridge:
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bridge-delivery")
         self.http = requests.Session()
         self.stopping = threading.Event()
+        self.attempts: dict[str, int] = {}  # failed deliveries per message id: backoff and dead lettering
+        self.attempts_lock = threading.Lock()
         self.threads = [threading.Thread(target=self.pump, args=(route,), name=f"bridge-{route.subscription}",
                                          daemon=True) for route in routes]
 
@@ -131,21 +148,43 @@ class Bridge:
             for received in response.received_messages:
                 self.pool.submit(self.deliver, route, path, received)
 
-    def deliver(self, route: Route, path: str, received: pubsub_v1.types.ReceivedMessage) -> None:
-        headers, body = route.to_event(received.message)
+    def post(self, url: str, event: Event) -> tuple[bool, str]:
+        """(delivered, what happened)."""
+        headers, body = event
         try:
-            status = self.http.post(route.url, data=body, headers=headers, timeout=DELIVERY_TIMEOUT_S).status_code
+            status = self.http.post(url, data=body, headers=headers, timeout=DELIVERY_TIMEOUT_S).status_code
         except requests.RequestException as exc:
-            status, reason = None, str(exc)
-        else:
-            reason = f"HTTP {status}"
+            return False, str(exc)
+        return 200 <= status < 300, f"HTTP {status}"
+
+    def failed(self, message: pubsub_v1.types.PubsubMessage) -> int:
+        """Count a failed delivery of `message`; how many there have been."""
+        with self.attempts_lock:
+            attempts = self.attempts[message.message_id] = self.attempts.get(message.message_id, 0) + 1
+        return attempts
+
+    def exhausted(self, route: Route, message: pubsub_v1.types.PubsubMessage, attempts: int) -> bool:
+        """True when that was the last attempt and the message is now with the dead letter."""
+        if route.dead_letter is None or attempts < MAX_DELIVERY_ATTEMPTS:
+            return False
+        forwarded, reason = self.post(route.dead_letter_url, route.dead_letter(message))
+        log.warning("%s: message %s dead-lettered after %d attempts: %s", route.subscription, message.message_id,
+                    attempts, reason)
+        return forwarded
+
+    def deliver(self, route: Route, path: str, received: pubsub_v1.types.ReceivedMessage) -> None:
+        delivered, reason = self.post(route.url, route.to_event(received.message))
+        attempts = 0 if delivered else self.failed(received.message)
         try:
-            if status is not None and 200 <= status < 300:
+            if delivered or self.exhausted(route, received.message, attempts):
+                with self.attempts_lock:
+                    self.attempts.pop(received.message.message_id, None)
                 self.subscriber.acknowledge(subscription=path, ack_ids=[received.ack_id])
                 return
-            log.warning("%s -> %s: %s; redelivery in %d s", route.subscription, route.url, reason, RETRY_DELAY_S)
+            delay = min(RETRY_DELAY_S * 2 ** (attempts - 1), MAX_RETRY_DELAY_S)
+            log.warning("%s -> %s: %s; redelivery in %d s", route.subscription, route.url, reason, delay)
             self.subscriber.modify_ack_deadline(subscription=path, ack_ids=[received.ack_id],
-                                                ack_deadline_seconds=RETRY_DELAY_S)
+                                                ack_deadline_seconds=delay)
         except Exception:  # pylint: disable=broad-except
             if not self.stopping.is_set():
                 log.warning("ack for %s failed; Pub/Sub will redeliver", route.subscription, exc_info=True)

@@ -1,7 +1,8 @@
 """`python -m local.stack` (`make run`): the whole of DeepSkin on one machine, wired the way it is in the cloud.
 
 Emulators (Firestore, Pub/Sub, Cloud Storage) + each function as its own functions-framework process + the
-web page as static files + local/bridge.py standing in for Eventarc. Ctrl-C or SIGTERM stops all of it:
+web page as static files + local/bridge.py standing in for Eventarc (and for Pub/Sub's dead lettering) + a
+timer standing in for Cloud Scheduler, which ticks the sweeper. Ctrl-C or SIGTERM stops all of it:
 every child runs in its own process group, which is killed as a whole, so no orphan keeps a port. Even a
 SIGKILL, which runs no clean-up here, leaves none: local/watchdog.py kills those groups once this process is gone.
 
@@ -26,6 +27,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields, replace
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -58,6 +60,8 @@ class Ports:
     firestore: int = 8086
     pubsub: int = 8087
     storage: int = 8088
+    upload_dead: int = 8089
+    sweeper: int = 8090
 
     @classmethod
     def free(cls) -> Ports:
@@ -96,9 +100,11 @@ class FunctionSpec:
 FUNCTIONS = (
     FunctionSpec("predict", "predict_http", "http", "predict"),
     FunctionSpec("predict", "on_upload", "cloudevent", "upload_event"),
+    FunctionSpec("predict", "on_upload_dead", "cloudevent", "upload_dead"),
     FunctionSpec("feedback", "feedback_http", "http", "feedback"),
     FunctionSpec("retrain_trigger", "on_feedback", "cloudevent", "retrain"),
     FunctionSpec("ops", "ops_http", "http", "ops"),
+    FunctionSpec("sweeper", "on_sweep", "cloudevent", "sweeper"),
 )
 
 
@@ -166,6 +172,7 @@ class Stack:
         self.functions: dict[str, FunctionProcess] = {}
         self.web: ThreadingHTTPServer | None = None
         self.bridge: Bridge | None = None
+        self.sweep_timer: SweepTimer | None = None
         self.notes: list[str] = []
         self.start_seconds = 0.0
 
@@ -183,6 +190,7 @@ class Stack:
             self.start_functions()
             self.start_web()
             self.start_bridge()
+            self.start_sweep_timer()
         except BaseException:
             self.stop()
             raise
@@ -228,10 +236,15 @@ class Stack:
 
     def start_bridge(self) -> None:
         config = settings()
-        routes = [storage_route("uploads-predict", self.url("upload_event"))]
+        routes = [storage_route("uploads-predict", self.url("upload_event"), config.project,
+                                self.url("upload_dead"))]
         if "on_feedback" in self.functions:
             routes.append(pubsub_route(config.project, config.feedback_topic, "feedback-retrain", self.url("retrain")))
         self.bridge = Bridge(config.project, routes).start()
+
+    def start_sweep_timer(self) -> None:
+        if "on_sweep" in self.functions:
+            self.sweep_timer = SweepTimer(self.url("sweeper")).start()
 
     def components(self) -> list[Component]:
         """Each part and whether it answers now."""
@@ -263,6 +276,9 @@ class Stack:
 
     def stop(self) -> None:
         """Reverse order: stop pulling events before their functions go, and the functions before the emulators."""
+        if self.sweep_timer is not None:
+            self.sweep_timer.stop()
+            self.sweep_timer = None
         if self.bridge is not None:
             self.bridge.stop()
             self.bridge = None
@@ -283,6 +299,35 @@ class Stack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class SweepTimer:
+    """Cloud Scheduler's stand-in: every $DEEPSKIN_SWEEP_SECONDS (default 60) a tick event to the sweeper."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.interval = float(os.environ.get("DEEPSKIN_SWEEP_SECONDS", "60"))
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run, name="sweep-timer", daemon=True)
+
+    def start(self) -> Self:
+        self.thread.start()
+        return self
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.interval):
+            headers = {"ce-id": uuid.uuid4().hex, "ce-specversion": "1.0", "ce-source": "local/stack.py",
+                       "ce-type": "google.cloud.pubsub.topic.v1.messagePublished",
+                       "Content-Type": "application/json"}
+            request = urllib.request.Request(self.url, data=b"{}", headers=headers, method="POST")
+            try:
+                urllib.request.urlopen(request, timeout=120).close()
+            except (urllib.error.URLError, OSError) as exc:  # the next tick sweeps again
+                logging.getLogger(__name__).warning("sweep tick failed: %s", exc)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=130)
 
 
 class StackProcess:

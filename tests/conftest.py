@@ -53,10 +53,22 @@ def emulators() -> Iterator[dict[str, str]]:
 
 @pytest.fixture
 def clean_firestore(emulators: dict[str, str]) -> None:
-    """Each test starts from an empty database (the emulator's own reset endpoint)."""
+    """Each test starts from an empty database (the emulator's own reset endpoint) and an empty model
+    registry: its pointer lives in the models bucket (deepskin.registry), so it is removed too."""
     url = (f"http://{emulators['FIRESTORE_EMULATOR_HOST']}/emulator/v1/projects/{settings().project}"
            "/databases/(default)/documents")
     urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=30).close()
+    store.delete_blob(registry.pointer_blob())
+
+
+@pytest.fixture(scope="session")
+def figure(record_testsuite_property):
+    """Record a measured figure for docs/reliability.md: benchmarks/reliability_doc.py runs the tests and reads
+    the figures back from their JUnit XML, so the document quotes what the tests measured and asserted."""
+    def record(name: str, value) -> None:
+        record_testsuite_property(f"figure.{name}", value)
+
+    return record
 
 
 FUNCTIONS = Path(__file__).resolve().parents[1] / "functions"
@@ -70,6 +82,11 @@ def function_client(target: str, folder: str):
 @pytest.fixture(scope="session")
 def event_client(emulators):
     return function_client("on_upload", "predict")
+
+
+@pytest.fixture(scope="session")
+def dead_letter_client(emulators):
+    return function_client("on_upload_dead", "predict")
 
 
 @pytest.fixture(scope="session")
@@ -93,20 +110,29 @@ def ops_client(emulators):
 
 
 class FakeLauncher:
-    """Records the training jobs the retrain trigger would launch, instead of running them."""
+    """Records the training jobs the retrain trigger would launch, instead of running them; a job runs until
+    the test ends it or the sweep cancels it."""
 
     def __init__(self):
-        self.launched = []
+        self.launched, self.ended, self.cancelled = [], set(), []
 
     def launch(self, job_id: str) -> str:
         self.launched.append(job_id)
         return f"fake {job_id}"
+
+    def running(self, handle: str) -> bool:
+        return handle not in self.ended
+
+    def cancel(self, handle: str) -> None:
+        self.cancelled.append(handle)
+        self.ended.add(handle)
 
 
 @pytest.fixture
 def fake_launcher(monkeypatch) -> FakeLauncher:
     fake = FakeLauncher()
     monkeypatch.setattr(jobs, "launcher", lambda: fake)
+    monkeypatch.setitem(jobs.LAUNCHERS, jobs.launcher_name(), lambda: fake)  # the sweep's view of the job
     return fake
 
 

@@ -13,6 +13,9 @@ Started by deepskin.jobs: LocalLauncher runs it as a child process, VertexLaunch
 - Data: the training split (its first `limit_train` rows for smoke configs) plus every clinician-labelled
   image under gs://<training bucket>/feedback/ whose report still exists (reports expire, and are deleted
   with their result). A coarse label (benign/malignant) trains the summed probability of its classes.
+  Those images are downloaded to the job's local scratch folder (deepskin.jobs.scratch_dir), never to the
+  run folder (on Vertex AI that is the training bucket's runs/<job>/, out of reach of an owner's delete),
+  and removed when the job ends; so is a temporary run folder.
 - Then `python -m training.export` (ONNX + card calibrated on validation) and the gate.
 """
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -172,7 +176,7 @@ def run(job_id: str, config: TrainConfig, root: Path, work: Path, eval_limit: in
     candidate.mkdir(parents=True, exist_ok=True)
     record = promote.current_record()
     net, config, init = starting_point(config, record, work)
-    feedback = feedback_images(work / "feedback")
+    feedback = feedback_images(jobs.scratch_dir(job_id))
     jobs.mark_running(job_id, init=init, feedback_images=len(feedback))
     paths = image_paths(root)
     best = fine_tune(net, config, training_set(config, paths, feedback), paths, candidate)
@@ -203,6 +207,10 @@ def main() -> None:
         jobs.finish(store.firestore_client().transaction(), args.job_id,
                     {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:500]})
         raise
+    finally:
+        shutil.rmtree(jobs.scratch_dir(args.job_id), ignore_errors=True)
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
     jobs.finish(store.firestore_client().transaction(), args.job_id,
                 {"status": "done", "decision": promote.json_safe(decision)})
     print(json.dumps(promote.json_safe(decision), indent=1))

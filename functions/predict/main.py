@@ -1,6 +1,7 @@
 """Predict functions: one archive, two entry points (infra/functions.tf deploys each as its own function).
 
 - on_upload: Eventarc `google.cloud.storage.object.v1.finalized` on the uploads bucket.
+- on_upload_dead: the dead-letter topic of on_upload's subscription: an upload whose deliveries ran out.
 - predict_http: POST an image (optional age, sex, site as form fields or query parameters), then GET or
   DELETE its result with the returned capability token.
 The work is done in deepskin.predict_service; this file only translates events and HTTP.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import re
 import secrets
 
@@ -22,6 +24,9 @@ from deepskin import checks, predict_service, store
 from deepskin.cors import with_cors
 from deepskin.patient import InvalidPatientInfo, PatientInfo
 
+# One line per result written (its id and status, never image data): what operators and the load test read.
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+
 RESULT_PATH = re.compile(r"^/results/(?P<id>[0-9a-f]{32})(?P<heatmap>/heatmap)?/?$")
 RAW_TYPES = ("image/", "application/octet-stream")
 # Room for the multipart framing around an image of the maximum size.
@@ -33,6 +38,15 @@ def on_upload(cloud_event: CloudEvent) -> None:
     data = cloud_event.data
     predict_service.handle_upload(data["bucket"], data["name"], data["generation"], data.get("size", 0),
                                   data.get("metadata"))
+
+
+@functions_framework.cloud_event
+def on_upload_dead(cloud_event: CloudEvent) -> None:
+    """Pub/Sub forwards the undeliverable storage notification itself: its data is the object resource."""
+    message = (cloud_event.data or {}).get("message") or {}
+    obj = json.loads(base64.b64decode(message.get("data") or "") or b"{}")
+    if {"bucket", "name", "generation"} <= obj.keys():
+        predict_service.handle_exhausted(obj["bucket"], obj["name"], obj["generation"], obj.get("metadata"))
 
 
 @functions_framework.http
@@ -64,7 +78,7 @@ def route(request: flask.Request) -> flask.Response:
 
 
 def result_request(request: flask.Request, id_: str, heatmap: bool) -> flask.Response:
-    token = request.headers.get("X-DeepSkin-Token") or request.args.get("token")
+    token = request.headers.get("X-DeepSkin-Token")  # never a query parameter: URLs are logged and kept
     doc = predict_service.owned_result(id_, token)
     if doc is None:
         raise Refused(404, "not_found")  # the same answer whether or not the result exists

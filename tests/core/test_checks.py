@@ -100,3 +100,47 @@ def test_real_lesion_photos_pass_the_quality_gate():
     for path in paths:
         with Image.open(path) as image:
             checks.photo_quality(centre_square(canonical(to_rgb(image), Preprocess())))
+
+
+# --- decoding within a memory budget (peak RSS per input kind: benchmarks/decode_memory.py) ----------------
+
+@pytest.mark.parametrize("mode", ["RGBA", "I;16", "LA", "P", "RGB"])
+def test_large_images_are_shrunk_in_their_own_mode_before_conversion(mode):
+    side = 3 * checks.SHRINK_SHORT_SIDE + 7
+    big = lesion_like((side + 100, side))
+    image = big.convert(mode) if mode != "I;16" else Image.fromarray(np.asarray(big.convert("L"), np.uint16) * 256)
+    decoded = checks.decode(encode(image, "PNG"))
+    assert decoded.mode == mode and checks.SHRINK_SHORT_SIDE <= min(decoded.size) < 2 * checks.SHRINK_SHORT_SIDE
+
+
+def test_an_ordinary_image_is_decoded_whole():
+    image = lesion_like((2 * checks.SHRINK_SHORT_SIDE - 1, 2 * checks.SHRINK_SHORT_SIDE - 1))
+    decoded = checks.decode(encode(image, "PNG"))
+    assert np.array_equal(np.asarray(decoded), np.asarray(image))
+
+
+def test_shrinking_keeps_the_exif_orientation():
+    side = 3 * checks.SHRINK_SHORT_SIDE
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    decoded = checks.decode(encode(lesion_like((2 * side, side)).convert("RGBA"), "PNG", exif=exif.tobytes()))
+    assert to_rgb(decoded).width < to_rgb(decoded).height
+
+
+def test_a_header_that_would_not_fit_the_decoding_budget_is_refused_before_decoding():
+    # A WebP is decoded through extra full-size copies (4 of 4 bytes a pixel): this one would exceed the budget.
+    side = int((checks.MAX_DECODED_BYTES / 16) ** 0.5) + 64
+    data = encode(Image.new("RGB", (side, side), (150, 110, 100)), "WEBP")
+    assert side * side < checks.MAX_PIXELS
+    assert checks.decoded_bytes(Image.open(io.BytesIO(data))) > checks.MAX_DECODED_BYTES
+    with pytest.raises(checks.Refusal) as refusal:
+        checks.decode(data)
+    assert refusal.value.reason == "too_many_pixels" and "JPEG" in refusal.value.message
+
+
+def test_an_animation_is_refused_by_name():
+    frames = [lesion_like(), lesion_like().transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+    data = encode(frames[0], "PNG", save_all=True, append_images=frames[1:])
+    with pytest.raises(checks.Refusal) as refusal:
+        checks.decode(data)
+    assert refusal.value.reason == "animated"

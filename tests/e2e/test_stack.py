@@ -159,6 +159,14 @@ def test_cli_exit_codes_for_refused_and_missing(cli, tmp_path):
     assert cli("result", "0" * 32, "--token", "nobody", "--json")[0] == 4
     assert cli("result", "0" * 32, "--json")[0] == 2  # no token known for it
     assert cli("upload", str(tmp_path / "missing.jpg"))[0] == 2
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    # With --json every answer is one JSON object on stdout, errors included (the fixture parses it).
+    for args, code, error in ((("predict", str(empty)), 3, "empty"), (("result", "0" * 32), 2, "usage"),
+                              (("upload", str(tmp_path / "missing.jpg")), 2, "usage"),
+                              (("result", "0" * 32, "--token", "nobody"), 4, "not_found")):
+        answer = cli(*args, "--json")
+        assert answer[0] == code and answer[1]["error"] == error and answer[1]["message"], (args, answer)
 
 
 def test_cli_delete_erases_the_result(cli):

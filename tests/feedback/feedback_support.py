@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import secrets
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,6 +13,7 @@ from cloudevents.http import CloudEvent
 from google.api_core.exceptions import DeadlineExceeded
 from google.cloud import pubsub_v1
 
+from deepskin import jobs, predict_service, store
 from deepskin.config import settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,3 +71,21 @@ def deliver(client, event: CloudEvent) -> int:
 def redeliver_pulled(client, messages) -> list[int]:
     """Hand pulled messages to the trigger, as Eventarc would."""
     return [deliver(client, pubsub_event(m.data, dict(m.attributes), m.message_id)) for m in messages]
+
+
+def ledger() -> dict:
+    return jobs.state_doc().get().to_dict() or {}
+
+
+def all_jobs() -> dict[str, dict]:
+    return {s.id: s.to_dict() for s in store.firestore_client().collection(jobs.JOBS).stream()}
+
+
+def predictions(n: int) -> list[tuple[str, str]]:
+    """n real predictions through the HTTP path: (result id, owner's token) each."""
+    out = []
+    for i in range(n):
+        token = secrets.token_urlsafe(24)
+        outcome = predict_service.predict_bytes(LESIONS[i % len(LESIONS)].read_bytes(), "image/jpeg", token)
+        out.append((outcome.id, token))
+    return out

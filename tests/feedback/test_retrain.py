@@ -13,12 +13,16 @@ import shutil
 import uuid
 from pathlib import Path
 
+import pytest
 from feedback_support import (
     CLINICIAN_KEY,
     DEAD_SUBSCRIPTION,
     LESIONS,
     RETRAIN_SUBSCRIPTION,
+    all_jobs,
     deliver,
+    ledger,
+    predictions,
     pubsub_event,
     pull,
     redeliver_pulled,
@@ -31,23 +35,6 @@ from training import promote
 from training.data import data_root
 
 CLINICIAN = {"X-DeepSkin-Clinician": CLINICIAN_KEY}
-
-
-def ledger() -> dict:
-    return jobs.state_doc().get().to_dict() or {}
-
-
-def all_jobs() -> dict[str, dict]:
-    return {s.id: s.to_dict() for s in store.firestore_client().collection(jobs.JOBS).stream()}
-
-
-def predictions(n: int) -> list[tuple[str, str]]:
-    out = []
-    for i in range(n):
-        token = secrets.token_urlsafe(24)
-        outcome = predict_service.predict_bytes(LESIONS[i % len(LESIONS)].read_bytes(), "image/jpeg", token)
-        out.append((outcome.id, token))
-    return out
 
 
 def for_both_types(**thresholds) -> dict:
@@ -197,6 +184,31 @@ def test_a_promotion_reaches_the_predict_path_without_a_redeploy_and_rolls_back(
     assert predict_service.predict_bytes(data, "image/jpeg", token).fields["model_version"] == served
 
 
+def test_a_model_file_changed_after_promotion_is_never_loaded(tmp_path):
+    folder, version = candidate_from_served(tmp_path, thresholds=for_both_types(low=0.0, high=0.0))
+    assert promote.gate(folder, "tampered", data_root(), limit=24)["promoted"]
+    record = registry.current()
+    assert record["onnx_sha256"] == registry.sha256(folder / registry.ONNX)
+    assert registry.fetch(record, tmp_path / "cache").exists()
+    # Someone with write access to the bucket swaps the card (its thresholds decide the risk band).
+    store.blob_at(record["card_uri"]).upload_from_string(card_path(BUNDLED_MODEL).read_bytes())
+    with pytest.raises(registry.IntegrityError):
+        registry.fetch(record, tmp_path / "fresh-cache")
+    (tmp_path / "cache" / version / registry.ONNX).write_bytes(b"changed in the local cache")
+    with pytest.raises(registry.IntegrityError):
+        registry.fetch(record, tmp_path / "cache")
+
+
+def test_the_registry_pointer_is_in_the_models_bucket(tmp_path):
+    """Not in Firestore, where the predict functions could rewrite it (infra/iam.tf: only the training
+    identity writes the models bucket)."""
+    folder, version = candidate_from_served(tmp_path, thresholds=for_both_types(low=0.0, high=0.0))
+    promote.gate(folder, "pointer", data_root(), limit=24)
+    stored = json.loads(registry.pointer_blob().download_as_bytes())
+    assert stored["version"] == version == registry.current()["version"]
+    assert not store.firestore_client().collection("models").document("current").get().exists
+
+
 def test_vertex_custom_job_request(monkeypatch):
     monkeypatch.setenv("DEEPSKIN_JOB_LAUNCHER", "vertex")
     monkeypatch.setenv("DEEPSKIN_TRAINING_IMAGE", "europe-west4-docker.pkg.dev/p/deepskin/train:1")
@@ -209,3 +221,5 @@ def test_vertex_custom_job_request(monkeypatch):
     assert pool["machineSpec"]["acceleratorType"] == "NVIDIA_L4"
     assert pool["containerSpec"]["args"][:4] == ["--job-id", "j1", "--config", "training/configs/gpu.json"]
     assert body["jobSpec"]["serviceAccount"] == "train@p.iam.gserviceaccount.com"
+    monkeypatch.setenv("DEEPSKIN_JOB_TIMEOUT_S", "5400")
+    assert jobs.custom_job("j1")["jobSpec"]["scheduling"]["timeout"] == "5400s"  # Vertex AI stops it there

@@ -214,7 +214,7 @@ def test_concurrent_identical_events_make_one_result(event_client, assess_calls)
 
 
 def test_unexpected_error_in_assess_is_recorded_not_retried(event_client, monkeypatch):
-    def broken(data, model):
+    def broken(data, model, patient):
         raise RuntimeError("bug")
 
     monkeypatch.setattr(predict_service, "assess", broken)
@@ -337,7 +337,10 @@ def test_get_and_delete_need_the_token(http_client):
     assert got.status_code == 200
     assert {k: v for k, v in got.get_json().items() if k != "id"} == {
         k: v for k, v in body.items() if k not in ("id", "token", "heatmap_png_base64")}
-    heatmap = http_client.get(f"{path}/heatmap?token={token}")
+    # The token is a header only: in a URL it would land in request logs and browser history.
+    assert http_client.get(f"{path}?token={token}").status_code == 404
+    assert http_client.get(f"{path}/heatmap?token={token}").status_code == 404
+    heatmap = http_client.get(f"{path}/heatmap", headers={"X-DeepSkin-Token": token})
     assert heatmap.status_code == 200 and heatmap.mimetype == "image/png"
     assert heatmap.data == base64.b64decode(body["heatmap_png_base64"])
 

@@ -280,7 +280,7 @@ def check_triggers(config: dict) -> list[str]:
     problems = []
     fns = functions(config)
     by_entry = {first(b.get("build_config")).get("entry_point"): (n, b) for n, b in fns.items()}
-    for entry in ("on_upload", "predict_http", "feedback_http", "on_feedback"):
+    for entry in ("on_upload", "on_upload_dead", "predict_http", "feedback_http", "on_feedback", "on_sweep"):
         if entry not in by_entry:
             problems.append(f"no function with entry point {entry}")
     if problems:
@@ -303,16 +303,25 @@ def check_triggers(config: dict) -> list[str]:
     if trig.get("retry_policy") != "RETRY_POLICY_RETRY":
         problems.append("retrain trigger must retry")
 
+    for entry, topic in (("on_upload_dead", "google_pubsub_topic.uploads_dead"),
+                         ("on_sweep", "google_pubsub_topic.sweep")):
+        if not refers_to(first(by_entry[entry][1].get("event_trigger")).get("pubsub_topic"), topic):
+            problems.append(f"{entry} is not triggered by {topic}")
+    scheduled = [first(b.get("pubsub_target")).get("topic_name")
+                 for b in config["resource"].get("google_cloud_scheduler_job", {}).values()]
+    if not any(refers_to(topic, "google_pubsub_topic.sweep") for topic in scheduled):
+        problems.append("no Cloud Scheduler job ticks the sweep topic")
+
     for entry in ("predict_http", "feedback_http"):
         name, body = by_entry[entry]
         if body.get("event_trigger"):
             problems.append(f"HTTP function {name} must not have an event_trigger")
 
-    # Both predict functions deploy the same staged source.
+    # The predict functions deploy the same staged source.
     src = [first(first(first(by_entry[e][1].get("build_config")).get("source")).get("storage_source")).get("object")
-           for e in ("on_upload", "predict_http")]
-    if src[0] != src[1]:
-        problems.append(f"predict_event and predict_http use different sources: {src}")
+           for e in ("on_upload", "predict_http", "on_upload_dead")]
+    if len(set(src)) != 1:
+        problems.append(f"the predict functions use different sources: {src}")
     return problems
 
 
@@ -380,6 +389,11 @@ def check_pubsub(config: dict) -> list[str]:
         problems.append("dead-letter policy does not use the feedback-dead topic")
     if not (policy.get("min_retry_delay") and policy.get("max_retry_delay")):
         problems.append("no retry backoff (min/max retry delay)")
+    dead_lettered = config["locals"].get("dead_lettered_triggers", {})
+    if not refers_to(str(dead_lettered.get("predict_event", {}).get("policy")), "local.upload_subscription_policy"):
+        problems.append("the storage trigger's subscription has no dead-letter policy")
+    if not refers_to(str(config["locals"].get("upload_subscription_policy")), "google_pubsub_topic.uploads_dead"):
+        problems.append("the storage trigger's dead letters do not go to the uploads-dead topic")
     dl_pub = [b for b in config["resource"].get("google_pubsub_topic_iam_member", {}).values()
               if refers_to(b.get("topic"), "google_pubsub_topic.feedback_dead")
               and b.get("role") == "roles/pubsub.publisher"]
@@ -475,7 +489,9 @@ NOT_ON_CODE_PATH = {
     "ops": {"DEEPSKIN_FEEDBACK_AUDIENCE", "DEEPSKIN_CLINICIANS", "DEEPSKIN_JOB_LAUNCHER", "DEEPSKIN_REGION",
             "DEEPSKIN_RETRAIN_CONFIG", "DEEPSKIN_RETRAIN_MIN_LABELS", "DEEPSKIN_TRAINING_ACCELERATOR",
             "DEEPSKIN_TRAINING_ACCELERATORS", "DEEPSKIN_TRAINING_IMAGE", "DEEPSKIN_TRAINING_MACHINE_TYPE",
-            "DEEPSKIN_TRAINING_SERVICE_ACCOUNT"},
+            "DEEPSKIN_TRAINING_SERVICE_ACCOUNT", "DEEPSKIN_JOB_TIMEOUT_S"},
+    # The sweeper imports deepskin.jobs, hence deepskin.feedback, for the same reason.
+    "sweeper": {"DEEPSKIN_FEEDBACK_AUDIENCE", "DEEPSKIN_CLINICIANS"},
 }
 
 
@@ -650,15 +666,30 @@ def check_function_permissions(config: dict) -> list[str]:
     firestore = firestore_identities(config)
     for sa in ("predict_event", "predict_http"):
         if f"models|{sa}|roles/storage.objectViewer" not in bindings:
-            problems.append(f"{sa} cannot read the models bucket (promoted models)")
+            problems.append(f"{sa} cannot read the models bucket (the registry pointer and promoted models)")
         if sa not in firestore:
-            problems.append(f"{sa} cannot read Firestore models/current")
+            problems.append(f"{sa} cannot write its results to Firestore")
+    return problems
+
+
+def check_registry_pointer_writers(config: dict) -> list[str]:
+    """The models bucket (registry pointer current.json and model files) is written by the training identity,
+    the promotion path, alone: a function that decodes untrusted images must not be able to change the model."""
+    problems = [f"bucket binding {key}: only the training identity may write the models bucket"
+                for key, binding in config["locals"].get("bucket_bindings", {}).items()
+                if binding.get("bucket") == "models" and binding.get("role") != "roles/storage.objectViewer"]
+    for rtype in ("google_project_iam_member", "google_storage_bucket_iam_member"):
+        for name, body in config["resource"].get(rtype, {}).items():
+            role, writes = str(body.get("role", "")), ("objectUser", "objectCreator", "objectAdmin", "storage.admin")
+            if any(w in role for w in writes) and "google_service_account.fn" in str(body.get("member")) \
+                    and (rtype == "google_project_iam_member" or "models" in str(body.get("for_each", body))):
+                problems.append(f"{rtype}.{name}: a function identity may write the models bucket")
     return problems
 
 
 ALL_CHECKS = (check_no_public_members, check_buckets, check_function_service_accounts, check_triggers,
               check_runtime_and_sizing, check_firestore, check_pubsub, check_iam, check_references,
-              check_required_settings, check_function_permissions)
+              check_required_settings, check_function_permissions, check_registry_pointer_writers)
 
 
 # --------------------------------------------------------------------------------------
@@ -714,7 +745,7 @@ def test_defaults(stack):
 
 def test_function_env_covers_code_reads(stack):
     reads = code_env_reads()
-    assert set(reads) == {"predict", "feedback", "retrain_trigger", "ops"}
+    assert set(reads) == {"predict", "feedback", "retrain_trigger", "ops", "sweeper"}
     assert "DEEPSKIN_FEEDBACK_AUDIENCE" in reads["feedback"]  # the scan sees through deepskin imports
     assert "DEEPSKIN_TRAINING_IMAGE" not in reads["predict"]  # ... but only into what a function imports
     assert check_function_env(stack, reads) == []
@@ -977,7 +1008,7 @@ resource "google_project_iam_member" "x" {
 }
 ''')))
     for needle in ("feedback-dead", "aiplatform.user", "training SA only", "project level", "models bucket",
-                   "models/current"):
+                   "results to Firestore"):
         assert needle in perms, needle
 
 
@@ -1006,7 +1037,7 @@ def _load_stage_module():
 
 
 def _fake_repo(root: Path) -> None:
-    for name in ("predict", "feedback", "retrain_trigger", "ops"):
+    for name in ("predict", "feedback", "retrain_trigger", "ops", "sweeper"):
         (root / "functions" / name).mkdir(parents=True)
         (root / "functions" / name / "main.py").write_text("def f():\n    pass\n", encoding="utf-8")
         (root / "functions" / name / "requirements.txt").write_text("numpy==2.4.6\n", encoding="utf-8")
@@ -1029,7 +1060,7 @@ def test_stage_functions_layout(tmp_path):
     assert (out / "predict" / "deepskin" / "__init__.py").is_file()
     assert (out / "predict" / "models" / "deepskin.onnx").is_file()
     assert not (out / "predict" / "__pycache__").exists()
-    for name in ("feedback", "retrain_trigger"):
+    for name in ("feedback", "retrain_trigger", "sweeper"):
         assert (out / name / "deepskin" / "__init__.py").is_file()
         assert not (out / name / "models").exists()
     assert (out / "ops" / "training" / "reports" / "test_curves.png").is_file()  # the operator page's plots
@@ -1172,3 +1203,34 @@ def test_shellcheck_scripts():
     scripts = sorted(str(p) for p in (INFRA / "scripts").glob("*.sh"))
     result = _run([shellcheck, *scripts])
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_checker_flags_a_function_that_may_write_the_registry():
+    config = {"locals": {"bucket_bindings": {
+        "models|predict_http|roles/storage.objectUser": {"bucket": "models", "sa": "predict_http",
+                                                         "role": "roles/storage.objectUser"}}},
+              "resource": {}}
+    assert len(check_registry_pointer_writers(config)) == 1
+
+
+# --------------------------------------------------------------------------------------
+# Workload Identity Federation (bootstrapped with gcloud in infra/README.md)
+# --------------------------------------------------------------------------------------
+def check_federation_condition(readme: str) -> list[str]:
+    """The GitHub provider admits tokens of the main branch in the protected production environment only."""
+    conditions = re.findall(r'--attribute-condition="([^"]*)"', readme)
+    if len(conditions) != 1:
+        return [f"expected one --attribute-condition, found {len(conditions)}"]
+    return [f"the federation condition does not require {needle}" for needle in
+            ("assertion.repository==", "assertion.ref=='refs/heads/main'", "assertion.environment=='production'")
+            if needle not in conditions[0].replace(" ", "")]
+
+
+def test_federation_is_limited_to_main_in_the_production_environment():
+    assert check_federation_condition((INFRA / "README.md").read_text(encoding="utf-8")) == []
+    for name in ("deploy.yml", "train.yml"):
+        assert "environment: production" in _workflow(name)
+
+
+def test_federation_checker_can_fail():
+    assert len(check_federation_condition('--attribute-condition="assertion.repository==\'o/r\'"')) == 2

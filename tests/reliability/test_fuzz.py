@@ -27,8 +27,8 @@ from deepskin.pipeline import prepare
 from deepskin.preprocess import Preprocess
 
 NAMED_REFUSALS = {"empty", "too_large", "unsupported_format", "too_many_pixels", "corrupt", "too_small",
-                  "too_dark", "overexposed", "blurry"}
-CASES_PER_STRATEGY = 2000
+                  "too_dark", "overexposed", "blurry", "animated"}
+CASES_PER_STRATEGY = 3400  # three strategies: over 10,000 cases
 FUZZ = settings(max_examples=CASES_PER_STRATEGY, derandomize=True, database=None, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 # prepare() needs only the preprocessing contract from the model card, not the network.
@@ -110,9 +110,12 @@ def absurd_header(draw) -> tuple[bytes, int]:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def report_outcomes():
+def report_outcomes(figure):
     yield
     print(f"\nfuzz outcomes over {sum(outcomes.values())} cases: {dict(outcomes.most_common())}")
+    figure("fuzz_cases", sum(outcomes.values()))
+    figure("fuzz_outcomes", "\n".join(["| outcome | cases |", "| --- | --- |",
+                                       *(f"| {outcome} | {count:,} |" for outcome, count in outcomes.most_common())]))
 
 
 @FUZZ
