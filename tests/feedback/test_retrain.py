@@ -27,7 +27,7 @@ from feedback_support import (
 )
 from torch import save as torch_save
 
-from deepskin import jobs, predict_service, registry, store
+from deepskin import jobs, ops, predict_service, registry, store
 from deepskin.model import BUNDLED_MODEL, Model, card_path, default_model
 from training import promote, retrain
 from training.gate_set import gate_lesions
@@ -221,6 +221,8 @@ def test_when_a_person_must_approve_a_passing_candidate_waits_for_them(tmp_path,
     decision = promote.gate(folder, "waits", FOLDERS)
     assert (decision["promoted"], decision["status"]) == (False, "approved_pending")
     assert registry.current()["version"] == served
+    shown = ops.decision_summary({"id": "waits", **registry.decision_doc("waits").get().to_dict()})
+    assert shown["status"] == "approved_pending" and shown["numbers"]["baseline"]["version"] == served
     assert promote.approve("waits")["status"] == "promoted" and registry.current()["version"] == version
     with pytest.raises(SystemExit, match="not awaiting approval"):
         promote.approve("waits")
