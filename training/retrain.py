@@ -1,7 +1,7 @@
-"""The retraining job: fine-tune on HAM10000's training split plus clinicians' confirmed labels, export a
-candidate, and let the promotion gate (training.promote) compare it with the current model.
+"""The retraining job: fine-tune the current model on clinicians' confirmed labels plus a replay sample of
+the training data, export a candidate, and let the promotion gate (training.promote) judge it.
 
-    python -m training.retrain --job-id ID --config training/configs/cpu.json [--set KEY=VALUE]
+    python -m training.retrain --job-id ID --config training/configs/retrain_cpu.json [--set KEY=VALUE]
                                [--data DIR] [--work DIR] [--eval-limit N]
 
 Started by deepskin.jobs: LocalLauncher runs it as a child process, VertexLauncher as a Vertex AI job.
@@ -15,6 +15,7 @@ Started by deepskin.jobs: LocalLauncher runs it as a child process, VertexLaunch
   whose report still exists (reports expire, and are deleted with their result), trained by
   training.train's own loop (`fit`). A coarse label (benign/malignant) trains the summed probability of
   its classes.
+- Other sources' folders: beside --data (the training bucket's layout), else their usual defaults.
 - Then `python -m training.export` (ONNX + card calibrated on validation) and the gate, which uploads
   the checkpoint with a promoted candidate: the next retrain starts from it.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -87,6 +89,14 @@ def with_feedback(rows: dict[str, pd.DataFrame], feedback: pd.DataFrame) -> dict
     return {**rows, "train": pd.concat([rows["train"], labelled], ignore_index=True)}
 
 
+def source_folders(ham10000: Path) -> dict[str, str]:
+    """HAM10000's folder (--data) and the other sources' beside it, as in the training bucket and in
+    ../shared/data; a source's environment variable, when set, wins over its neighbour."""
+    beside = {s: ham10000.parent / s for s in sources.LOADERS if s != "ham10000"}
+    return {"ham10000": str(ham10000), **{s: str(path) for s, path in beside.items()
+                                          if path.is_dir() and not os.environ.get(sources.ENV[s])}}
+
+
 def run(job_id: str, config: TrainConfig, root: Path, work: Path, eval_limit: int) -> dict:
     seed_everything(config.seed)
     candidate = work / "candidate"
@@ -95,7 +105,8 @@ def run(job_id: str, config: TrainConfig, root: Path, work: Path, eval_limit: in
     net, config, init = starting_point(config, record, work)
     feedback = feedback_images(work / "feedback")
     jobs.mark_running(job_id, init=init, feedback_images=len(feedback))
-    rows = with_feedback(split_rows(config, {"ham10000": str(root)}), feedback)
+    folders = source_folders(root)
+    rows = with_feedback(split_rows(config, folders), feedback)
     best = candidate / registry.CHECKPOINT  # the EMA weights the ONNX is made of; uploaded if promoted
     shutil.copy(fit(net, *load_splits(rows, config), config, work / "fit"), best)
     onnx = candidate / registry.ONNX
@@ -105,7 +116,7 @@ def run(job_id: str, config: TrainConfig, root: Path, work: Path, eval_limit: in
     card["training"].update(init=init, job_id=job_id, base_model=record["version"],
                             feedback_labels=feedback.label.value_counts().to_dict())
     card_path(onnx).write_text(json.dumps(card, indent=1) + "\n")
-    return promote.gate(candidate, job_id, {"ham10000": str(root)}, eval_limit, job_id=job_id)
+    return promote.gate(candidate, job_id, folders, eval_limit, job_id=job_id)
 
 
 def main() -> None:
