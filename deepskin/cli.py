@@ -245,7 +245,8 @@ def describe_models(view: dict, number) -> str:
     lines += [f"  {name}: {number(value)}" for name, value in model.get("numbers", {}).items()]
     lines.append("Decisions, newest first:" if view["decisions"] else "Decisions: none yet")
     for decision in view["decisions"]:
-        verdict = "ROLLBACK" if decision["kind"] == "rollback" else "PROMOTED" if decision["promoted"] else "refused"
+        verdict = ("ROLLBACK" if decision["kind"] == "rollback" else "PROMOTED" if decision["promoted"]
+                   else "PENDING" if decision.get("status") == "approved_pending" else "refused")
         lines.append(f"  {decision['decided_at']}  {verdict:<8}  {decision['candidate']} (was {decision['current']})"
                      f"  job {decision['job_id'] or '-'}")
         lines += [f"      {reason}" for reason in decision["reasons"]]

@@ -9,6 +9,9 @@ Who may report:
   X-DeepSkin-Clinician with a key whose sha256 is in $DEEPSKIN_LOCAL_CLINICIAN_KEYS. Unset lists admit
   nobody: a clinician claim without a valid identity is refused.
 Only a clinician's report is a training label; a user's is a signal (it is counted, never trained on).
+A label counts once per (prediction, clinician): a clinician's reports on one prediction share one
+document, so a retry (whatever its idempotency key) is the same report and a later label replaces the
+earlier one; the ledger counts the document once, and retraining reads its latest label.
 A clinician's label on an assessed image also copies that image into the training bucket as
 `feedback/<report id>.<ext>` (the uploads bucket expires, and the training job may not read it).
 """
@@ -133,9 +136,11 @@ def google_clinician(authorization: str) -> str | None:
     return f"google:{email}" if claims.get("email_verified") and email in allowed else None
 
 
-def report_id(report: Report) -> str:
-    """The same key on the same prediction is the same report, whoever retries it."""
-    return hashlib.sha256(f"{report.prediction_id}\n{report.idempotency_key}".encode()).hexdigest()[:32]
+def report_id(report: Report, clinician: str | None = None) -> str:
+    """A user's report: the same key on the same prediction is the same report, whoever retries it.
+    A clinician's: one per (prediction, clinician), whatever the key, so one label cannot count twice."""
+    owner = f"clinician {clinician}" if clinician else report.idempotency_key
+    return hashlib.sha256(f"{report.prediction_id}\n{owner}".encode()).hexdigest()[:32]
 
 
 def submit(report: Report, token: str | None, headers: Any) -> dict:
@@ -151,7 +156,7 @@ def submit(report: Report, token: str | None, headers: Any) -> dict:
     if result is None:  # the same answer for a missing prediction and someone else's
         raise Refused(404, "unknown_prediction", "No such prediction for this token.")
 
-    id_ = report_id(report)
+    id_ = report_id(report, reporter)
     counts_as = TRAINING_LABEL if report.role == "clinician" else SIGNAL
     doc = store.firestore_client().collection(store.FEEDBACK).document(id_)
     fields = {**asdict(report), "counts_as": counts_as, "reporter": reporter, "published": False,
@@ -162,8 +167,13 @@ def submit(report: Report, token: str | None, headers: Any) -> dict:
         stored = fields
     except AlreadyExists:
         stored = doc.get().to_dict() or {}
-        if (stored.get("label"), stored.get("role")) != (report.label, report.role):
+        changed = (stored.get("label"), stored.get("role")) != (report.label, report.role)
+        if changed and reporter is None:
             raise Refused(409, "idempotency_key_reused", "This idempotency_key was used for another report.") from None
+        if changed:  # the clinician's later word replaces the earlier; published again so the change is seen
+            replaced = {k: fields[k] for k in ("label", "histopathology", "comment", "model_version")}
+            doc.update({**replaced, "published": False})
+            stored = {**stored, **replaced, "published": False}
         if stored.get("published"):
             return {"report_id": id_, "counts_as": counts_as}
         # Otherwise the first attempt stored the report but died before publishing: finish its work.

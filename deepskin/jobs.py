@@ -254,7 +254,7 @@ def dead_letter(message: dict, reason: str) -> None:
 
 def retrain_args() -> list[str]:
     """The job's arguments after --job-id: the config and how many held-out images the gate uses (0: all)."""
-    default = "training/configs/gpu.json" if launcher_name() == "vertex" else "training/configs/cpu.json"
+    default = "training/configs/gpu.json" if launcher_name() == "vertex" else "training/configs/retrain_cpu.json"
     return ["--config", os.environ.get("DEEPSKIN_RETRAIN_CONFIG", default),
             "--eval-limit", os.environ.get("DEEPSKIN_RETRAIN_EVAL_LIMIT", "0")]
 

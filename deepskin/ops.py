@@ -60,8 +60,10 @@ def decision_summary(decision: dict) -> dict:
     candidate, current = decision.get("candidate") or {}, decision.get("current") or {}
     return {"id": decision["id"], "kind": decision.get("kind", "gate"), "job_id": decision.get("job_id"),
             "candidate": candidate.get("version"), "current": current.get("version"),
-            "promoted": bool(decision.get("promoted")), "reasons": reasons(decision),
-            "decided_at": decision.get("decided_at"), "numbers": {"candidate": candidate, "current": current}}
+            "promoted": bool(decision.get("promoted")), "status": decision.get("status"), "reasons": reasons(decision),
+            "decided_at": decision.get("decided_at"),
+            # The gate compares with the pinned baseline (training.promote); older decisions, with the current model.
+            "numbers": {"candidate": candidate, "current": current, "baseline": decision.get("baseline") or {}}}
 
 
 def reasons(decision: dict) -> list[str]:

@@ -1,4 +1,4 @@
-"""HAM10000: metadata, image lookup, the lesion-grouped split and the training dataset."""
+"""HAM10000: metadata, image lookup and the lesion-grouped split."""
 
 from __future__ import annotations
 
@@ -7,12 +7,9 @@ import os
 import random
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from PIL import Image, ImageEnhance
 
 from deepskin.labels import CLASSES
-from deepskin.preprocess import Preprocess, canonical, model_input, normalise, to_rgb
 
 DATA_ENV = "DEEPSKIN_HAM10000"
 SPLIT_CSV = Path(__file__).parent / "splits" / "ham10000_split.csv"
@@ -63,44 +60,3 @@ def load_split(path: Path = SPLIT_CSV) -> pd.DataFrame:
 
 def split_hash(path: Path = SPLIT_CSV) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def augment(image: Image.Image, spec: Preprocess, rng: random.Random) -> np.ndarray:
-    """Dermoscopy has no up or down: flips and right-angle turns are free. Mild scale, aspect and
-    colour jitter cover differences between dermatoscopes and lighting."""
-    image = canonical(to_rgb(image), spec)
-    w, h = image.size
-    area = w * h * rng.uniform(0.5, 1.0)
-    ratio = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
-    cw, ch = min(w, round(np.sqrt(area * ratio))), min(h, round(np.sqrt(area / ratio)))
-    left, top = rng.randint(0, w - cw), rng.randint(0, h - ch)
-    image = image.crop((left, top, left + cw, top + ch)).resize((spec.image_size, spec.image_size), Image.BILINEAR)
-    image = ImageEnhance.Brightness(image).enhance(rng.uniform(0.8, 1.2))
-    image = ImageEnhance.Contrast(image).enhance(rng.uniform(0.8, 1.2))
-    image = ImageEnhance.Color(image).enhance(rng.uniform(0.8, 1.2))
-    if rng.random() < 0.5:
-        image = image.transpose(Image.FLIP_LEFT_RIGHT)
-    image = image.rotate(90 * rng.randint(0, 3), expand=True) if rng.random() < 0.75 else image
-    return normalise(image, spec)
-
-
-class LesionImages:
-    """A map-style dataset of (input array, class index); `train=True` augments."""
-
-    def __init__(self, rows: pd.DataFrame, paths: dict[str, Path], spec: Preprocess, train: bool, seed: int = 0):
-        self.ids = list(rows.image_id)
-        self.targets = [CLASSES.index(dx) for dx in rows.dx]
-        self.paths, self.spec, self.train, self.seed = paths, spec, train, seed
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
-        with Image.open(self.paths[self.ids[i]]) as image:
-            if self.train:
-                # Seeded per (epoch, item): runs repeat exactly whatever the worker layout.
-                x = augment(image, self.spec, random.Random(hash((self.seed, self.epoch, i))))
-            else:
-                x = model_input(image, self.spec)
-        return x, self.targets[i]

@@ -45,16 +45,21 @@ TARGETS = {
 }
 
 
-def grouped_bootstrap_auc(y: np.ndarray, p: np.ndarray, groups: np.ndarray, seed: int = 0) -> list[float]:
-    """95% CI of ROC-AUC, resampling whole groups (images of one lesion or patient are not independent)."""
+def group_resamples(groups: np.ndarray, seed: int = 0):
+    """BOOTSTRAP resamples of row indices, drawing whole groups with replacement (images of one lesion or
+    patient are not independent)."""
     rng = np.random.default_rng(seed)
     unique, index = np.unique(groups, return_inverse=True)
+    if not len(unique):
+        return  # nothing to resample: whatever is computed from the draws is undefined
     members = [np.flatnonzero(index == g) for g in range(len(unique))]
-    aucs = []
     for _ in range(BOOTSTRAP):
-        take = np.concatenate([members[g] for g in rng.integers(0, len(unique), len(unique))])
-        if 0 < y[take].sum() < len(take):
-            aucs.append(roc_auc_score(y[take], p[take]))
+        yield np.concatenate([members[g] for g in rng.integers(0, len(unique), len(unique))])
+
+
+def grouped_bootstrap_auc(y: np.ndarray, p: np.ndarray, groups: np.ndarray, seed: int = 0) -> list[float]:
+    """95% CI of ROC-AUC, resampling whole groups."""
+    aucs = [roc_auc_score(y[take], p[take]) for take in group_resamples(groups, seed) if 0 < y[take].sum() < len(take)]
     return [float(np.percentile(aucs, 2.5)), float(np.percentile(aucs, 97.5))]
 
 

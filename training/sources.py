@@ -3,8 +3,9 @@
 One row per image: image_id, source, split, path, dx (empty for a non-lesion), lesion, clinical, age, sex,
 site (HAM10000's vocabulary) and group (lesion, patient or photo: what must not straddle splits).
 Splits: HAM10000 by lesion (training/splits/ham10000_split.csv), PAD-UFES-20 by patient (the split column
-its metadata ships), non-lesion photos by category (training/splits/non_lesion_split.csv). Each folder
-comes from a flag, an environment variable, or ../shared/data/<name>.
+its metadata ships), non-lesion photos by category (training/splits/non_lesion_split.csv); the validation
+rows of the promotion gate's frozen set (training/splits/gate_split.csv) are split "gate" instead, kept
+from every training run. Each folder comes from a flag, an environment variable, or ../shared/data/<name>.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from training.data import data_root, image_paths, load_split, metadata
 
 SPLITS = Path(__file__).parent / "splits"
 NON_LESION_SPLIT_CSV = SPLITS / "non_lesion_split.csv"
+GATE_CSV = SPLITS / "gate_split.csv"  # training.gate_set
 NON_LESION_FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
 NON_LESION_SEED = 20261129
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -94,4 +96,7 @@ def table(sources: list[str], folders: dict[str, str | None] | None = None) -> p
     for source in sources:
         root = data_root(folders.get(source)) if source == "ham10000" else folder(source, folders.get(source))
         parts.append(LOADERS[source](root))
-    return pd.concat(parts, ignore_index=True)
+    out = pd.concat(parts, ignore_index=True)
+    gate = set(pd.read_csv(GATE_CSV, dtype=str).image_id) if GATE_CSV.exists() else set()
+    out.loc[out.image_id.isin(gate) & (out.split == "val"), "split"] = "gate"
+    return out

@@ -9,7 +9,9 @@ augmented on the training device. Three losses: the seven classes (lesions only,
 lesion at all?" (every image) and "a clinical, not dermoscopic, photo?" (lesions); age, sex and site are
 an optional input, dropped at random so that the network answers as well without them. Each epoch writes
 `last.pt` (resumable) and, when validation improves, `best.pt`; both carry the config and the
-preprocessing contract, and `best.pt` holds the EMA weights that are evaluated.
+preprocessing contract, and `best.pt` holds the EMA weights that are evaluated. `fit` is the loop itself;
+training.retrain runs it too, on a replay sample plus clinicians' labels, from the current model's weights.
+A row's dx may also be a coarse label (benign, malignant): it trains the summed probability of its classes.
 """
 
 from __future__ import annotations
@@ -29,14 +31,18 @@ import torch
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader
 
-from deepskin.labels import CLASSES, MALIGNANT_INDEX
+from deepskin.labels import CLASSES, COARSE_LABELS, MALIGNANT_INDEX
 from deepskin.patient import SEXES, VECTOR_SIZE, PatientInfo
 from deepskin.preprocess import Preprocess
 from training import sources
 from training.augment import centre_view, load_canvas, normalise, random_view
 from training.net import EfficientNetLite, LiteConfig, pretrained
+
+# Coarse labels get targets past the classes; the loss reads them as a group of classes.
+TARGETS = {**{c: i for i, c in enumerate(CLASSES)}, **{c: len(CLASSES) + i for i, c in enumerate(COARSE_LABELS)}}
+GROUPS = {TARGETS["malignant"]: list(MALIGNANT_INDEX),
+          TARGETS["benign"]: [i for i in range(len(CLASSES)) if i not in MALIGNANT_INDEX]}
 
 
 @dataclass
@@ -103,17 +109,6 @@ def freeze(model: EfficientNetLite, n_blocks: int) -> list[nn.Module]:
     return frozen
 
 
-@torch.no_grad()
-def predict_logits(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    model.eval()
-    logits, targets = [], []
-    for x, y in loader:
-        with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-            logits.append(model(x.to(device, non_blocking=True)).float().cpu())
-        targets.append(y)
-    return torch.cat(logits).numpy(), torch.cat(targets).numpy()
-
-
 def quick_metrics(logits: np.ndarray, targets: np.ndarray) -> dict:
     """The two numbers that choose the best epoch: malignant AUC and 7-class balanced accuracy (on val)."""
     probs = torch.from_numpy(logits).softmax(1).numpy()
@@ -164,9 +159,9 @@ class Split:
         self.rows = rows.reset_index(drop=True)
         images, valid = load_canvas(list(self.rows.path), spec)
         self.images, self.valid = images.to(device), valid.to(device)
-        self.targets = torch.tensor([CLASSES.index(d) if isinstance(d, str) else -1 for d in self.rows.dx],
-                                    device=device)
+        self.targets = torch.tensor([TARGETS[d] if isinstance(d, str) else -1 for d in self.rows.dx], device=device)
         self.lesion = torch.tensor(self.rows.lesion.astype(float).values, dtype=torch.float32, device=device)
+        # NaN: not known (a clinician's label says nothing about the camera), left out of that loss.
         self.clinical = torch.tensor(self.rows.clinical.astype(float).values, dtype=torch.float32, device=device)
         self.meta = patient_vectors(self.rows).to(device)
         self.weights = torch.tensor([source_weight.get(s, 1.0) for s in self.rows.source], dtype=torch.float64)
@@ -175,17 +170,29 @@ class Split:
         return len(self.rows)
 
 
+def class_loss(logits: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """Class-weighted cross-entropy for class labels and -log P(group) (weight 1) for coarse ones, averaged
+    over both: exactly F.cross_entropy's weighted mean when every label is a class."""
+    fine = y < len(CLASSES)
+    total = F.cross_entropy(logits[fine], y[fine], weight=weights, label_smoothing=smoothing, reduction="sum")
+    log_p = logits.log_softmax(1)
+    for target, members in GROUPS.items():
+        total = total - log_p[y == target][:, members].logsumexp(1).sum()
+    return total / (weights[y[fine]].sum() + (~fine).sum())
+
+
 def losses(outputs: dict, batch: Split, idx: torch.Tensor, config: TrainConfig, weights: torch.Tensor) -> dict:
     y = batch.targets[idx]
     is_lesion = y >= 0
-    out = {"class": F.cross_entropy(outputs["logits"][is_lesion], y[is_lesion], weight=weights,
-                                    label_smoothing=config.label_smoothing) if is_lesion.any() else 0.0}
+    out = {"class": class_loss(outputs["logits"][is_lesion], y[is_lesion], weights, config.label_smoothing)
+           if is_lesion.any() else 0.0}
     if config.net.aux_heads:
         out["lesion"] = config.lesion_loss_weight * F.binary_cross_entropy_with_logits(
             outputs["lesion"], batch.lesion[idx])
-        if is_lesion.any():
+        known = is_lesion & ~batch.clinical[idx].isnan()
+        if known.any():
             out["clinical"] = config.domain_loss_weight * F.binary_cross_entropy_with_logits(
-                outputs["clinical"][is_lesion], batch.clinical[idx][is_lesion])
+                outputs["clinical"][known], batch.clinical[idx][known])
     return out
 
 
@@ -223,24 +230,42 @@ def selection_score(metrics: dict) -> float:
     return float(sum(metrics.get(k, 0.0) for k in keys if metrics.get(k) == metrics.get(k)))
 
 
-def train(config: TrainConfig, folders: dict, out: Path, resume: bool) -> Path:
-    seed_everything(config.seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    torch.backends.cudnn.benchmark = True
-    out.mkdir(parents=True, exist_ok=True)
+def training_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def split_rows(config: TrainConfig, folders: dict) -> dict[str, pd.DataFrame]:
+    """The training and validation rows of the config's sources, a seeded sample of each when limited."""
     table = sources.table(config.sources, folders)
     rows = {name: table[table.split == name] for name in ("train", "val")}
-    if config.limit_train:
-        rows["train"] = rows["train"].sample(min(config.limit_train, len(rows["train"])), random_state=config.seed)
-    if config.limit_val:
-        rows["val"] = rows["val"].sample(min(config.limit_val, len(rows["val"])), random_state=config.seed)
-    spec = config.preprocess()
+    for name, limit in (("train", config.limit_train), ("val", config.limit_val)):
+        if limit:
+            rows[name] = rows[name].sample(min(limit, len(rows[name])), random_state=config.seed)
+    return rows
+
+
+def load_splits(rows: dict[str, pd.DataFrame], config: TrainConfig) -> tuple[Split, Split]:
     started = time.time()
-    train_set, val_set = (Split(rows[n], spec, device, config.source_weight) for n in ("train", "val"))
+    train_set, val_set = (Split(rows[n], config.preprocess(), training_device(), config.source_weight)
+                          for n in ("train", "val"))
     print(f"{len(train_set)} training and {len(val_set)} validation images in memory "
           f"({time.time() - started:.0f} s): {rows['train'].source.value_counts().to_dict()}", flush=True)
+    return train_set, val_set
 
-    model = pretrained(config.net).to(device).to(memory_format=torch.channels_last)
+
+def train(config: TrainConfig, folders: dict, out: Path, resume: bool) -> Path:
+    seed_everything(config.seed)
+    train_set, val_set = load_splits(split_rows(config, folders), config)
+    return fit(pretrained(config.net), train_set, val_set, config, out, resume)
+
+
+def fit(model: EfficientNetLite, train_set: Split, val_set: Split, config: TrainConfig, out: Path,
+        resume: bool = False) -> Path:
+    """The training loop, from `model`'s weights: writes <out>/last.pt each epoch, returns <out>/best.pt."""
+    out.mkdir(parents=True, exist_ok=True)
+    torch.backends.cudnn.benchmark = True
+    spec, device = config.preprocess(), train_set.images.device
+    model = model.to(device).to(memory_format=torch.channels_last)
     frozen = freeze(model, config.freeze_blocks)
     ema = copy.deepcopy(model).requires_grad_(False)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -254,7 +279,7 @@ def train(config: TrainConfig, folders: dict, out: Path, resume: bool) -> Path:
         return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
-    lesion_targets = [t for t in train_set.targets.tolist() if t >= 0]
+    lesion_targets = [t for t in train_set.targets.tolist() if 0 <= t < len(CLASSES)]
     weights = class_weights(lesion_targets, config.class_weight_power).to(device)
     start_epoch, best, history = 0, -1.0, []
     if resume and (out / "last.pt").exists():

@@ -71,13 +71,16 @@ function showDecisions(decisions) {
   body.replaceChildren();
   for (const decision of decisions) {
     const row = document.createElement("tr");
-    const verdict = decision.kind === "rollback" ? "rollback" : decision.promoted ? "promoted" : "refused";
+    const verdict = decision.kind === "rollback" ? "rollback" : decision.promoted ? "promoted"
+      : decision.status === "approved_pending" ? "awaiting approval" : "refused";
     cell(row, decision.decided_at);
     cell(row, `${verdict}: ${decision.reasons.join("; ")}`);
     cell(row, decision.candidate);
     cell(row, decision.current);
     cell(row, decision.job_id);
-    cell(row, `candidate: ${numbers(decision.numbers.candidate)} | current: ${numbers(decision.numbers.current)}`);
+    const [against, compared] = decision.numbers.baseline?.version
+      ? ["baseline", decision.numbers.baseline] : ["current", decision.numbers.current];
+    cell(row, `candidate: ${numbers(decision.numbers.candidate)} | ${against}: ${numbers(compared)}`);
     row.dataset.decision = verdict;
     body.append(row);
   }

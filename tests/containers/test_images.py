@@ -92,5 +92,7 @@ def test_retrain_in_its_container_ends_with_a_candidate_and_a_decision(training_
     assert job["status"] == "done", job
     decision = registry.decision_doc(job_id).get().to_dict()
     assert isinstance(decision["promoted"], bool)
-    assert decision["candidate"]["version"] != decision["current"]["version"]
-    assert decision["candidate"]["images"] == decision["current"]["images"] > 0
+    assert decision["candidate"]["version"] != decision["baseline"]["version"]
+    assert decision["candidate"]["images"] == decision["baseline"]["images"] > 0
+    # No non-lesion photos are mounted: that check cannot be computed, so it fails closed.
+    assert decision["checks"]["non_lesions_refused"] is False and decision["promoted"] is False

@@ -18,8 +18,11 @@ def feedback_env(clean_firestore, monkeypatch):
     monkeypatch.setenv("DEEPSKIN_LOCAL_CLINICIAN_KEYS", hashlib.sha256(CLINICIAN_KEY.encode()).hexdigest())
     monkeypatch.setenv("DEEPSKIN_RETRAIN_MIN_LABELS", "3")
     monkeypatch.setenv("DEEPSKIN_RETRAIN_CONFIG", "training/configs/retrain_smoke.json")
-    monkeypatch.setenv("DEEPSKIN_RETRAIN_EVAL_LIMIT", "24")
+    monkeypatch.setenv("DEEPSKIN_RETRAIN_EVAL_LIMIT", "0")  # the whole gate set the fixture holds
     monkeypatch.setenv("DEEPSKIN_JOB_LAUNCHER", "local")
+    # Only the repository's fixtures, whatever this machine holds: the gate uses the part of its set they have.
+    monkeypatch.setenv("DEEPSKIN_PAD_UFES20", "/nonexistent/pad_ufes20")
+    monkeypatch.setenv("DEEPSKIN_NON_LESION", "/nonexistent/non_lesion")
     monkeypatch.setenv("DEEPSKIN_MODEL_CHECK_SECONDS", "0")
     monkeypatch.delenv("K_SERVICE", raising=False)
     for subscription in (RETRAIN_SUBSCRIPTION, DEAD_SUBSCRIPTION):

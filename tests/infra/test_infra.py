@@ -469,7 +469,7 @@ SAFE_DEFAULTS = {
     "DEEPSKIN_LOCAL_CLINICIAN_KEYS": "local stack only",
     # Unset: the model registry is on wherever K_SERVICE is set (Cloud Run); only "off" disables it.
     "DEEPSKIN_MODEL_REGISTRY": "registry on in the cloud",
-    # Unset: 0 = the promotion gate evaluates every held-out image (the strictest gate).
+    # Unset: 0 = the promotion gate evaluates its whole frozen gate set (the strictest gate).
     "DEEPSKIN_RETRAIN_EVAL_LIMIT": "full evaluation",
     # Unset: the bundled model (predict stages models/); set on predict only when var.model_path is not empty.
     # feedback/retrain read it through deepskin.config but never load a model.

@@ -1,0 +1,99 @@
+"""The promotion gate's statistics and its frozen image set, without the emulators."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from deepskin.labels import CLASSES, MALIGNANT
+from training import promote, sources
+from training.data import load_split
+from training.gate_set import make_gate_set
+
+BENIGN = [c for c in CLASSES if c not in MALIGNANT]
+
+
+def scored_model(p: np.ndarray, dx: np.ndarray, groups: np.ndarray, refused: np.ndarray, high: float) -> dict:
+    """What model_numbers returns, built from scores: refused images have no answer."""
+    scores = pd.DataFrame({"status": np.where(refused, "refused:not_a_lesion", "done"), "malignant": p,
+                           "risk": np.where(p >= high, "high", "low"), "dx": dx, "group": groups})
+    values = promote.statistics(scores, np.arange(len(scores)))
+    return {**values, "non_lesions_refused": 1.0, "scores": scores, "refused": np.ones(len(p) // 4, bool)}
+
+
+@pytest.fixture
+def lesions():
+    """Lesions with two images each; malignancy known, so informative and useless scores can be built."""
+    rng = np.random.default_rng(7)
+    n = 150
+    malignant = rng.random(n) < 0.4
+    dx = np.repeat(np.where(malignant, MALIGNANT[0], BENIGN[0]), 2)
+    informative = np.clip(np.repeat(malignant, 2) * 0.5 + rng.random(2 * n) * 0.5, 0, 1)
+    return dx, np.repeat(np.arange(n), 2).astype(str), informative, rng
+
+
+def test_an_identical_model_is_non_inferior_on_every_check(lesions):
+    dx, groups, p, _ = lesions
+    model = scored_model(p, dx, groups, np.zeros(len(p), bool), high=0.5)
+    decision = promote.decide(model, model)
+    assert decision["promoted"] and set(decision["checks"]) == set(promote.CHECKS)
+    assert all(d["ci95"] == [0.0, 0.0] for d in decision["differences"].values())
+
+
+def test_a_candidate_that_ranks_worse_fails_the_auc_test_on_its_interval(lesions):
+    dx, groups, p, rng = lesions
+    baseline = scored_model(p, dx, groups, np.zeros(len(p), bool), high=0.5)
+    useless = scored_model(rng.random(len(p)), dx, groups, np.zeros(len(p), bool), high=0.5)
+    decision = promote.decide(useless, baseline)
+    low, high = decision["differences"]["auc"]["ci95"]
+    assert not decision["checks"]["auc"] and not decision["promoted"]
+    assert low <= decision["differences"]["auc"]["point"] <= high < 0
+
+
+def test_a_small_loss_within_the_margin_passes_but_refusing_more_lesions_fails(lesions):
+    dx, groups, p, rng = lesions
+    baseline = scored_model(p, dx, groups, np.zeros(len(p), bool), high=0.5)
+    slightly_noisier = scored_model(np.clip(p + rng.normal(0, 0.01, len(p)), 0, 1), dx, groups,
+                                    np.zeros(len(p), bool), high=0.5)
+    assert promote.decide(slightly_noisier, baseline)["checks"]["auc"]
+    refuses = scored_model(p, dx, groups, rng.random(len(p)) < 0.2, high=0.5)
+    checks = promote.decide(refuses, baseline)["checks"]
+    assert not checks["lesions_refused"]
+
+
+def test_an_undefined_difference_fails_closed(lesions):
+    dx, groups, p, _ = lesions
+    only_benign = np.full(len(dx), BENIGN[0])
+    model = scored_model(p, only_benign, groups, np.zeros(len(p), bool), high=0.5)
+    checks = promote.decide(model, model)["checks"]
+    assert not checks["auc"] and not checks["sensitivity_high"] and checks["specificity_high"]
+
+
+def test_wilson_interval_brackets_the_proportion_stays_in_0_1_and_narrows_with_more_images():
+    for successes, n in ((0, 10), (10, 10), (3, 10)):
+        low, high = promote.wilson(successes, n)
+        assert 0 <= low <= successes / n <= high <= 1
+    small, large = promote.wilson(3, 10), promote.wilson(300, 1000)
+    assert large[1] - large[0] < small[1] - small[0]
+    assert all(np.isnan(promote.wilson(0, 0)))
+
+
+def test_the_gate_set_is_frozen_lesion_grouped_validation_only():
+    gate = pd.read_csv(sources.GATE_CSV, dtype=str)
+    split = load_split()
+    ham = split[split.image_id.isin(gate.image_id)]
+    assert set(ham.split) == {"val"}  # never the test split the report quotes, never training images
+    in_gate = split.lesion_id.isin(ham.lesion_id)
+    assert split[in_gate].image_id.isin(gate.image_id).all()  # a lesion is in the gate whole or not at all
+    val = split[split.split == "val"].assign(source="ham10000", group=lambda f: f.lesion_id)
+    redrawn = make_gate_set(val)
+    assert list(redrawn.image_id) == list(gate[gate.source == "ham10000"].image_id)  # the committed draw
+    assert {"ham10000", "pad_ufes20"} <= set(gate.source)
+
+
+def test_training_runs_never_see_the_gate_set():
+    table = sources.table(["ham10000"])
+    gate = set(pd.read_csv(sources.GATE_CSV, dtype=str).image_id)
+    assert (table.split == "gate").any()
+    assert set(table.image_id[table.split.isin(["train", "val"])]).isdisjoint(gate)
