@@ -186,13 +186,14 @@ def pull_all(subscription: str) -> list:
 @pytest.mark.usefixtures("clean_firestore")
 def test_shuffled_redeliveries_count_each_label_once(feedback_client, trigger_client, fake_launcher, clinician,
                                                       monkeypatch, figure):
-    """Lost: nothing, doubled: nothing. Six clinician labels arrive three times each in shuffled order: six
-    labels counted, one training job. One at a time, as the deployed trigger receives them (one instance,
-    concurrency 1: infra/functions.tf), so that the ledger is never written by two deliveries at once."""
+    """Lost: nothing, doubled: nothing. Six clinician labels, on six predictions, arrive three times each in
+    shuffled order: six labels counted, one training job. One at a time, as the deployed trigger receives them
+    (one instance, concurrency 1: infra/functions.tf), so that the ledger is never written by two deliveries
+    at once."""
     monkeypatch.setenv("DEEPSKIN_RETRAIN_MIN_LABELS", "5")
     pull_all(RETRAIN_SUBSCRIPTION)  # what earlier tests published
-    prediction = predict_service.predict_bytes(LESIONS[0].read_bytes(), "image/jpeg", "token")
-    for key in range(6):
+    for key in range(6):  # six predictions: one clinician's label counts once per prediction
+        prediction = predict_service.predict_bytes(LESIONS[key % len(LESIONS)].read_bytes(), "image/jpeg", "token")
         report = {"prediction_id": prediction.id, "label": "mel", "role": "clinician", "idempotency_key": str(key)}
         assert feedback_client.post("/feedback", json=report, headers=clinician
                                     ).status_code == 202
