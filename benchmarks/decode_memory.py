@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.decode_memory            # prints a Markdown table (docs/reliability.md)
 
-Each input is assessed by `deepskin.pipeline.assess` in a fresh process that has already loaded the
+Each input is assessed by `deepskin.core.pipeline.assess` in a fresh process that has already loaded the
 bundled model, so a row's peak RSS is that of a function instance serving that one upload. The inputs are
 made here: the largest sizes the checks accept for their kind, with smooth content so that each file stays
 under the 20 MB upload limit. The predict functions have 1 GiB; the budget asserted here is 450 MB.
@@ -74,8 +74,9 @@ def peak_mb() -> float:
 
 def measure(path: Path) -> dict:
     """In this process: load the model, then assess the file; peak RSS before and after."""
-    from deepskin.model import BUNDLED_MODEL, Model  # pylint: disable=import-outside-toplevel
-    from deepskin.pipeline import assess  # pylint: disable=import-outside-toplevel
+    from deepskin.core.bundle import BUNDLED_MODEL  # pylint: disable=import-outside-toplevel
+    from deepskin.core.model import Model
+    from deepskin.core.pipeline import assess  # pylint: disable=import-outside-toplevel
 
     model = Model(BUNDLED_MODEL, threads=1)
     data = path.read_bytes()

@@ -28,8 +28,8 @@ from pathlib import Path
 from google.api_core.exceptions import GoogleAPICallError
 from google.cloud import firestore, storage
 
-from deepskin import store
-from deepskin.config import settings
+from deepskin.services import store
+from deepskin.services.config import settings
 from local.stack import Ports, Stack
 
 REPO = Path(__file__).resolve().parent.parent

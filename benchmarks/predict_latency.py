@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from deepskin.model import BUNDLED_MODEL, Model
-from deepskin.pipeline import assess
+from deepskin.core.bundle import BUNDLED_MODEL
+from deepskin.core.model import Model
+from deepskin.core.pipeline import assess
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared/data/ham10000_fullres_sample/images"
 FIXTURES = Path(__file__).resolve().parents[1] / "tests/fixtures/lesions"
@@ -53,7 +54,7 @@ def cold_start(model_path: str, image: bytes) -> float:
     """Seconds from a new Python process to its first answer (imports + model load + one assessment)."""
     code = (
         "import sys, time; t = time.perf_counter();"
-        "from deepskin.model import Model; from deepskin.pipeline import assess;"
+        "from deepskin.core.model import Model; from deepskin.core.pipeline import assess;"
         f"m = Model({model_path!r}); r = assess(sys.stdin.buffer.read(), m);"
         "print(time.perf_counter() - t, r.status)"
     )

@@ -16,8 +16,8 @@ import time
 import uuid
 from pathlib import Path
 
-from deepskin import store
-from deepskin.client import LOCAL_EMULATORS, Client
+from deepskin.clients.client import LOCAL_EMULATORS, Client
+from deepskin.services import store
 from local.stack import Ports, StackProcess
 
 REPO = Path(__file__).resolve().parent.parent

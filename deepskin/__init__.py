@@ -1,5 +1,6 @@
-"""DeepSkin core, shared by training, the functions and the clients.
+"""DeepSkin, in three layers; each imports only the layers below it (pyproject's import-linter contracts):
 
-The image and model modules (labels, preprocess, checks, model, pipeline) stay free of Google clients and
-torch; `store` and `predict_service` wrap the Google Cloud clients for the functions.
+- deepskin.clients: what people and scripts run (the Python client, the `deepskin` CLI);
+- deepskin.services: the adapters around Google Cloud clients and HTTP that the functions are made of;
+- deepskin.core: bytes in, assessment out; numpy, Pillow and onnxruntime only.
 """

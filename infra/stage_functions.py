@@ -1,103 +1,159 @@
 #!/usr/bin/env python3
-"""Stage the Cloud Functions sources for Terraform.
+"""Stage the Cloud Functions sources for Terraform, each with only what it needs.
 
-Cloud Functions upload only the function's own folder, so every function needs
-its own copy of the ``deepskin`` package (and predict needs ``models/``).  This
-script builds, for each function::
+Cloud Functions upload only the function's own folder. pyproject.toml's `[tool.deepskin.functions]` says
+what each one deploys; this script builds, for each function::
 
-    build/functions/<name>/          <- functions/<name>/  (main.py, requirements.txt, ...)
-    build/functions/<name>/deepskin/ <- deepskin/
-    build/functions/predict/models/  <- models/           (predict only)
-    build/functions/ops/training/reports/ <- training/reports/ (ops only: the evaluation plots)
+    build/functions/<name>/            <- functions/<name>/ (main.py, requirements.txt)
+    build/functions/<name>/deepskin/   <- the deepskin modules main.py imports, transitively
+    build/functions/<name>/<data>/     <- the table's `data` folders (models/ for predict, ...)
 
-``infra/functions.tf`` zips each ``build/functions/<name>`` with the
-``archive_file`` data source.  Run from anywhere::
+and writes functions/<name>/requirements.txt from the table's `requires`, pinned as pyproject.toml pins
+them. ``infra/functions.tf`` zips each ``build/functions/<name>``. Run from anywhere::
 
-    python infra/stage_functions.py            # stage all functions
-    python infra/stage_functions.py --check    # also fail if a staged file is missing
+    python infra/stage_functions.py                 # stage all functions
+    python infra/stage_functions.py --check         # also fail if a staged file is missing
+    python infra/stage_functions.py --requirements  # rewrite functions/*/requirements.txt from pyproject.toml
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import re
 import shutil
 import sys
+import tomllib
 from pathlib import Path
+from typing import NamedTuple
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-# function folder -> extra top-level folders copied next to main.py
-FUNCTIONS: dict[str, tuple[str, ...]] = {
-    "predict": ("deepskin", "models"),
-    "feedback": ("deepskin",),
-    "retrain_trigger": ("deepskin",),
-    "ops": ("deepskin", "training/reports"),  # the operator page's evaluation plots
-    "sweeper": ("deepskin",),
-}
-
 REQUIRED_FILES = ("main.py", "requirements.txt")
-
-IGNORE = shutil.ignore_patterns(
-    "__pycache__",
-    "*.pyc",
-    "*.pyo",
-    ".pytest_cache",
-    ".mypy_cache",
-    ".ruff_cache",
-    "tests",
-    "*.egg-info",
-    ".DS_Store",
-)
+IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".pytest_cache", ".ruff_cache", "tests", ".DS_Store")
+HEADER = ("# Generated from pyproject.toml ([tool.deepskin.functions]) by `python infra/stage_functions.py "
+          "--requirements`: edit there.\n")
 
 
 class StagingError(RuntimeError):
     """Raised when a source folder or required file is missing."""
 
 
-def stage_function(repo: Path, out_root: Path, name: str, extras: tuple[str, ...]) -> Path:
-    """Copy functions/<name>/ plus ``extras`` into out_root/<name>/ and return that path."""
-    src = repo / "functions" / name
+class Function(NamedTuple):
+    name: str
+    requires: tuple[str, ...]  # distribution names, pinned in [project] dependencies or an extra
+    data: tuple[str, ...] = ()  # repository folders staged beside main.py
+
+
+def functions(repo: Path = REPO_ROOT) -> dict[str, Function]:
+    table = tomllib.loads((repo / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["deepskin"]["functions"]
+    return {name: Function(name, tuple(spec["requires"]), tuple(spec.get("data", ()))) for name, spec in table.items()}
+
+
+def pins(repo: Path = REPO_ROOT) -> dict[str, str]:
+    """Normalised distribution name -> its one pinned requirement in pyproject.toml (extras included)."""
+    project = tomllib.loads((repo / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    found: dict[str, str] = {}
+    extras = [requirement for group in project["optional-dependencies"].values() for requirement in group]
+    for requirement in [*project["dependencies"], *extras]:
+        name = normalise(re.split(r"[\[=<>~!; ]", requirement, maxsplit=1)[0])
+        if name != "deepskin":
+            found[name] = requirement
+    return found
+
+
+def normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def requirements_text(function: Function, pinned: dict[str, str]) -> str:
+    missing = [name for name in function.requires if normalise(name) not in pinned]
+    if missing:
+        raise StagingError(f"{function.name} requires {', '.join(missing)}, which pyproject.toml does not pin")
+    return HEADER + "".join(f"{pinned[normalise(name)]}\n" for name in sorted(function.requires, key=normalise))
+
+
+def write_requirements(repo: Path = REPO_ROOT) -> list[Path]:
+    pinned = pins(repo)
+    written = []
+    for function in functions(repo).values():
+        path = repo / "functions" / function.name / "requirements.txt"
+        path.write_text(requirements_text(function, pinned), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def deepskin_modules(sources: list[Path], repo: Path = REPO_ROOT) -> set[Path]:
+    """The files of `sources` plus every deepskin module they import, transitively (lazy imports included), with
+    the __init__.py of every package on the way."""
+    seen: set[Path] = set()
+    todo = list(sources)
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or "", *(f"{node.module}.{alias.name}" for alias in node.names)]
+            else:
+                continue
+            for name in names:
+                parts = name.split(".")
+                if parts[0] != "deepskin":
+                    continue
+                for i in range(1, len(parts) + 1):
+                    base = repo.joinpath(*parts[:i])
+                    todo.extend(f for f in (base.with_suffix(".py"), base / "__init__.py") if f.is_file())
+    return seen
+
+
+def stage_function(repo: Path, out_root: Path, function: Function) -> Path:
+    """Copy functions/<name>/, the deepskin modules it imports and its data folders into out_root/<name>/."""
+    src = repo / "functions" / function.name
     if not src.is_dir():
         raise StagingError(f"missing function folder: {src}")
     for required in REQUIRED_FILES:
         if not (src / required).is_file():
             raise StagingError(f"missing {required} in {src}")
 
-    dest = out_root / name
+    dest = out_root / function.name
     if dest.exists():
         shutil.rmtree(dest)
     shutil.copytree(src, dest, ignore=IGNORE)
-
-    for extra in extras:
-        extra_src = repo / extra
-        if not extra_src.is_dir():
-            raise StagingError(f"missing folder {extra_src} needed by function {name}")
-        if (dest / extra).exists():
-            raise StagingError(f"functions/{name}/{extra} would shadow the staged {extra}/; remove it")
-        shutil.copytree(extra_src, dest / extra, ignore=IGNORE)
+    for module in deepskin_modules([src / "main.py"], repo) - {src / "main.py"}:
+        target = dest / module.relative_to(repo)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(module, target)
+    for folder in function.data:
+        if not (repo / folder).is_dir():
+            raise StagingError(f"missing folder {repo / folder} needed by function {function.name}")
+        if (dest / folder).exists():
+            raise StagingError(f"functions/{function.name}/{folder} would shadow the staged {folder}/; remove it")
+        shutil.copytree(repo / folder, dest / folder, ignore=IGNORE)
     return dest
 
 
 def stage_all(repo: Path, out_root: Path, only: list[str] | None = None) -> list[Path]:
     """Stage every function (or only the named ones) and return the staged folders."""
-    names = only or list(FUNCTIONS)
-    unknown = sorted(set(names) - set(FUNCTIONS))
+    table = functions(repo)
+    names = only or list(table)
+    unknown = sorted(set(names) - set(table))
     if unknown:
         raise StagingError(f"unknown function(s): {', '.join(unknown)}")
     out_root.mkdir(parents=True, exist_ok=True)
-    return [stage_function(repo, out_root, name, FUNCTIONS[name]) for name in names]
+    return [stage_function(repo, out_root, table[name]) for name in names]
 
 
-def check_staged(staged: Path, extras: tuple[str, ...]) -> None:
-    """Fail when a staged folder lacks main.py, requirements.txt or an extra package."""
+def check_staged(staged: Path, function: Function) -> None:
+    """Fail when a staged folder lacks main.py, requirements.txt or a data folder."""
     for required in REQUIRED_FILES:
         if not (staged / required).is_file():
             raise StagingError(f"{staged} lacks {required}")
-    for extra in extras:
-        if not any((staged / extra).iterdir()):
-            raise StagingError(f"{staged / extra} is empty")
-    if "deepskin" in extras and not (staged / "deepskin" / "__init__.py").is_file():
-        raise StagingError(f"{staged}/deepskin is not a package")
+    for folder in function.data:
+        if not any((staged / folder).iterdir()):
+            raise StagingError(f"{staged / folder} is empty")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,16 +161,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repo-root", type=Path, default=REPO_ROOT, help="repository root (default: this repo)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: <repo>/build/functions)")
     parser.add_argument("--check", action="store_true", help="verify the staged folders after copying")
-    parser.add_argument("functions", nargs="*", help=f"subset of {', '.join(FUNCTIONS)}")
+    parser.add_argument("--requirements", action="store_true",
+                        help="write functions/*/requirements.txt from pyproject.toml and stop")
+    parser.add_argument("functions", nargs="*", help="a subset of the functions (default: all)")
     args = parser.parse_args(argv)
 
     repo = args.repo_root.resolve()
     out_root = (args.out or repo / "build" / "functions").resolve()
     try:
+        if args.requirements:
+            for path in write_requirements(repo):
+                print(f"wrote {path.relative_to(repo)}")
+            return 0
         staged = stage_all(repo, out_root, args.functions or None)
         if args.check:
+            table = functions(repo)
             for path in staged:
-                check_staged(path, FUNCTIONS[path.name])
+                check_staged(path, table[path.name])
     except StagingError as exc:
         print(f"stage_functions: error: {exc}", file=sys.stderr)
         return 1

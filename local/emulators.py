@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
-from deepskin.config import settings
+from deepskin.services.config import settings
 from local.watchdog import Watchdog
 
 HOST = "127.0.0.1"

@@ -34,7 +34,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Self
 
-from deepskin.config import settings
+from deepskin.services.config import settings
 from local.bridge import Bridge, pubsub_route, storage_route
 from local.emulators import DEFAULT_PROJECT, HOST, Emulator, EmulatorError, Emulators, create_resources, launch
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from functions_framework import create_app
 
-from deepskin import jobs, registry, store
-from deepskin.config import settings
-from deepskin.model import BUNDLED_MODEL
+from deepskin.core.bundle import BUNDLED_MODEL
+from deepskin.services import jobs, registry, store
+from deepskin.services.config import settings
 from local.emulators import DEFAULT_PROJECT, Emulators, create_resources
 
 LOOP_REPORTS = [("clinician", "mel"), ("clinician", "mel"), ("clinician", "nv"), ("user", "bcc")]
@@ -54,7 +54,7 @@ def emulators() -> Iterator[dict[str, str]]:
 @pytest.fixture
 def clean_firestore(emulators: dict[str, str]) -> None:
     """Each test starts from an empty database (the emulator's own reset endpoint) and an empty model
-    registry: its pointer lives in the models bucket (deepskin.registry), so it is removed too."""
+    registry: its pointer lives in the models bucket (deepskin.services.registry), so it is removed too."""
     url = (f"http://{emulators['FIRESTORE_EMULATOR_HOST']}/emulator/v1/projects/{settings().project}"
            "/databases/(default)/documents")
     urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=30).close()

@@ -1,6 +1,6 @@
 """Images held in memory at the canonical scale, and augmentation as tensor operations (CPU or GPU).
 
-Every image is decoded once through the serving contract (`deepskin.preprocess.canonical`: upright RGB,
+Every image is decoded once through the serving contract (`deepskin.core.preprocess.canonical`: upright RGB,
 shorter side 150) onto a fixed landscape canvas (150 x 200; portrait photos are turned a right angle,
 which changes nothing for a lesion; photos wider than 4:3 are centre-cropped, narrower ones
 reflect-padded). A batch is then cut out by one affine resampling per image, on whatever device trains:
@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 
-from deepskin.preprocess import Preprocess, canonical, to_rgb
+from deepskin.core.preprocess import Preprocess, canonical, to_rgb
 
 
 def canvas_size(spec: Preprocess) -> tuple[int, int]:

@@ -6,7 +6,7 @@ One row per image: image_id (file name without extension), status (done, or stat
 one column per class (akiec ... vasc), malignant, risk, then top_class (the type the page names first),
 image_type, caveats, not_lesion and ood. `--metadata` takes a CSV with columns image_id, age, sex,
 localization (HAM10000's vocabulary); missing values stay missing. Images go through
-`deepskin.pipeline.assess_batch` exactly as uploads do, batched, with decoding spread over threads.
+`deepskin.core.pipeline.assess_batch` exactly as uploads do, batched, with decoding spread over threads.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from deepskin.labels import CLASSES
-from deepskin.model import BUNDLED_MODEL, Model
-from deepskin.patient import UNKNOWN, InvalidPatientInfo, PatientInfo
-from deepskin.pipeline import Assessment, assess_batch
+from deepskin.core.bundle import BUNDLED_MODEL
+from deepskin.core.labels import CLASSES
+from deepskin.core.model import Model
+from deepskin.core.patient import UNKNOWN, InvalidPatientInfo, PatientInfo
+from deepskin.core.pipeline import Assessment, assess_batch
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 COLUMNS = ("image_id", "status", *CLASSES, "malignant", "risk", "top_class", "image_type", "caveats", "not_lesion",

@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from deepskin.labels import MALIGNANT_INDEX
-from deepskin.model import calibrate, softmax
+from deepskin.core.labels import MALIGNANT_INDEX
+from deepskin.core.model import calibrate, softmax
 
 HIGH_BAND_SENSITIVITY = 0.95
 LOW_BAND_MAX_MISSED = 0.01

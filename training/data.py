@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from deepskin.labels import CLASSES
+from deepskin.core.labels import CLASSES
 
 DATA_ENV = "DEEPSKIN_HAM10000"
 SPLIT_CSV = Path(__file__).parent / "splits" / "ham10000_split.csv"

@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from deepskin.labels import CLASSES, MALIGNANT
+from deepskin.core.labels import CLASSES, MALIGNANT
 from training.data import data_root, load_split, metadata
 from training.evaluate import REPORTS
 

@@ -25,9 +25,10 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score, roc_curve
 
-from deepskin.labels import CLASSES, MALIGNANT
-from deepskin.model import BUNDLED_MODEL, IMAGE_TYPES, Model, card_path
-from deepskin.patient import UNKNOWN, PatientInfo
+from deepskin.core.bundle import BUNDLED_MODEL, card_path
+from deepskin.core.labels import CLASSES, MALIGNANT
+from deepskin.core.model import IMAGE_TYPES, Model
+from deepskin.core.patient import UNKNOWN, PatientInfo
 from training import sources
 from training.batch_predict import COLUMNS, score_items, write_csv
 from training.calibrate import expected_calibration_error

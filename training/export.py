@@ -29,10 +29,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from deepskin.labels import CLASSES, MALIGNANT
-from deepskin.model import IMAGE_TYPES, OUTPUTS, Model, card_path, named_type
-from deepskin.patient import VECTOR_SIZE
-from deepskin.preprocess import model_input
+from deepskin.core.bundle import card_path
+from deepskin.core.labels import CLASSES, MALIGNANT
+from deepskin.core.model import IMAGE_TYPES, OUTPUTS, Model, named_type
+from deepskin.core.patient import VECTOR_SIZE
+from deepskin.core.preprocess import model_input
 from training import calibrate, sources
 from training.data import split_hash
 from training.net import VARIANTS, EfficientNetLite

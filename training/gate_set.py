@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from deepskin.labels import MALIGNANT
+from deepskin.core.labels import MALIGNANT
 from training import sources
 
 GATE_FRACTION = 0.5

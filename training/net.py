@@ -42,7 +42,7 @@ class LiteConfig:
     variant: str = "lite0"
     num_classes: int = 7
     dropout: float = 0.2
-    meta_dim: int = 0  # >0: a second input, the deepskin.patient vector, shifts the class logits
+    meta_dim: int = 0  # >0: a second input, the deepskin.core.patient vector, shifts the class logits
     aux_heads: bool = False  # two more logits: "a skin lesion at all?" and "a clinical (not dermoscopic) photo?"
     colour_constancy: bool = False  # shades-of-grey white balance as the graph's first step
 

@@ -39,9 +39,10 @@ from google.api_core.exceptions import AlreadyExists
 from google.cloud import firestore
 from sklearn.metrics import roc_auc_score
 
-from deepskin import registry, store
-from deepskin.labels import MALIGNANT
-from deepskin.model import BUNDLED_MODEL, Model
+from deepskin.core.bundle import BUNDLED_MODEL
+from deepskin.core.labels import MALIGNANT
+from deepskin.core.model import Model
+from deepskin.services import registry, store
 from training.calibrate import expected_calibration_error
 from training.evaluate import group_resamples, score_set
 from training.gate_set import gate_lesions, gate_non_lesions

@@ -4,7 +4,7 @@ the training data, export a candidate, and let the promotion gate (training.prom
     python -m training.retrain --job-id ID --config training/configs/retrain_cpu.json [--set KEY=VALUE]
                                [--data DIR] [--work DIR] [--eval-limit N]
 
-Started by deepskin.jobs: LocalLauncher runs it as a child process, VertexLauncher as a Vertex AI job.
+Started by deepskin.services.jobs: LocalLauncher runs it as a child process, VertexLauncher as a Vertex AI job.
 - Starting weights: the current registry version's checkpoint when it has one (versions promoted by this
   job do). Otherwise, the served model being ONNX only, the ImageNet backbone with the current model's
   architecture and input size from its card. The card's `training.init` says which. The job's config
@@ -14,7 +14,7 @@ Started by deepskin.jobs: LocalLauncher runs it as a child process, VertexLaunch
   model does not forget them) plus every clinician-labelled image under gs://<training bucket>/feedback/
   whose report still exists (reports expire, and are deleted with their result), trained by
   training.train's own loop (`fit`). A coarse label (benign/malignant) trains the summed probability of
-  its classes. Those images are downloaded to the job's local scratch folder (deepskin.jobs.scratch_dir),
+  its classes. Those images are downloaded to the job's local scratch folder (deepskin.services.jobs.scratch_dir),
   never to the run folder (on Vertex AI that is the training bucket's runs/<job>/, out of reach of an
   owner's delete), and removed when the job ends; so is a temporary run folder.
 - Other sources' folders: beside --data (the training bucket's layout), else their usual defaults.
@@ -38,9 +38,9 @@ import pandas as pd
 from google.api_core.exceptions import NotFound
 from google.cloud import firestore
 
-from deepskin import jobs, registry, store
-from deepskin.feedback import TRAINING_LABEL
-from deepskin.model import card_path
+from deepskin.core.bundle import card_path
+from deepskin.core.report import TRAINING_LABEL
+from deepskin.services import jobs, registry, store
 from training import promote, sources
 from training.data import data_root
 from training.net import EfficientNetLite, LiteConfig, pretrained
@@ -123,7 +123,7 @@ def run(job_id: str, config: TrainConfig, root: Path, work: Path, eval_limit: in
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--job-id", required=True, help="the jobs/{id} document deepskin.jobs created")
+    parser.add_argument("--job-id", required=True, help="the jobs/{id} document deepskin.services.jobs created")
     parser.add_argument("--config", required=True, help="JSON config (training/configs/*.json)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field")
     parser.add_argument("--data", help="HAM10000 folder (default: $DEEPSKIN_HAM10000 or ../shared/data/ham10000)")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from deepskin.patient import PAD_REGIONS
+from deepskin.core.patient import PAD_REGIONS
 from training.data import data_root, image_paths, load_split, metadata
 
 SPLITS = Path(__file__).parent / "splits"

@@ -32,9 +32,9 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from torch import nn
 from torch.nn import functional as F
 
-from deepskin.labels import CLASSES, COARSE_LABELS, MALIGNANT_INDEX
-from deepskin.patient import SEXES, VECTOR_SIZE, PatientInfo
-from deepskin.preprocess import Preprocess
+from deepskin.core.labels import CLASSES, COARSE_LABELS, MALIGNANT_INDEX
+from deepskin.core.patient import SEXES, VECTOR_SIZE, PatientInfo
+from deepskin.core.preprocess import Preprocess
 from training import sources
 from training.augment import centre_view, load_canvas, normalise, random_view
 from training.net import EfficientNetLite, LiteConfig, pretrained

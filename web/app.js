@@ -204,7 +204,7 @@ $("photo-form").addEventListener("submit", async (event) => {
   try {
     const { status, body } = await upload(state.file);
     if (status !== 200) {
-      setError("photo-error", ERRORS[body.error] || body.message
+      setError("photo-error", ERRORS[body.error] || body.detail
         || `The photo could not be sent (error ${status}). Please try again.`);
       $("progress-box").hidden = true;
       $("upload").disabled = false;

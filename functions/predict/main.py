@@ -4,7 +4,7 @@
 - on_upload_dead: the dead-letter topic of on_upload's subscription: an upload whose deliveries ran out.
 - predict_http: POST an image (optional age, sex, site as form fields or query parameters), then GET or
   DELETE its result with the returned capability token.
-The work is done in deepskin.predict_service; this file only translates events and HTTP.
+The work is done in deepskin.services.predict_service; this file only translates events and HTTP.
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ import secrets
 import flask
 import functions_framework
 from cloudevents.http import CloudEvent
-from werkzeug.exceptions import RequestEntityTooLarge
 
-from deepskin import checks, predict_service, store
-from deepskin.cors import with_cors
-from deepskin.patient import InvalidPatientInfo, PatientInfo
+from deepskin.core import checks
+from deepskin.core.patient import InvalidPatientInfo, PatientInfo
+from deepskin.core.refused import Refused
+from deepskin.services import predict_service, results, store
+from deepskin.services.http import body_limit, refusal, with_cors
 
 # One line per result written (its id and status, never image data): what operators and the load test read.
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
@@ -54,14 +55,6 @@ def predict_http(request: flask.Request) -> flask.Response:
     return with_cors(request, route, "GET, POST, DELETE, OPTIONS", "Content-Type, X-DeepSkin-Token, Authorization")
 
 
-class Refused(Exception):
-    """An error answer, raised from wherever the request is found wanting."""
-
-    def __init__(self, status: int, code: str, message: str | None = None):
-        super().__init__(code)
-        self.status, self.code, self.message = status, code, message
-
-
 def route(request: flask.Request) -> flask.Response:
     try:
         if request.method == "POST" and request.path in ("/", "/predict"):
@@ -71,15 +64,12 @@ def route(request: flask.Request) -> flask.Response:
             raise Refused(404, "not_found")
         return result_request(request, match["id"], heatmap=bool(match["heatmap"]))
     except Refused as refused:
-        body = json.dumps({"error": refused.code, **({"message": refused.message} if refused.message else {})})
-        # Streamed, so that functions-framework does not drain an oversize body into memory after we answer.
-        return flask.Response(iter([body]) if refused.status == 413 else body, refused.status,
-                              mimetype="application/json")
+        return refusal(refused)
 
 
 def result_request(request: flask.Request, id_: str, heatmap: bool) -> flask.Response:
     token = request.headers.get("X-DeepSkin-Token")  # never a query parameter: URLs are logged and kept
-    doc = predict_service.owned_result(id_, token)
+    doc = results.owned_result(id_, token)
     if doc is None:
         raise Refused(404, "not_found")  # the same answer whether or not the result exists
     if request.method == "GET" and heatmap:
@@ -88,7 +78,7 @@ def result_request(request: flask.Request, id_: str, heatmap: bool) -> flask.Res
             raise Refused(404, "not_found")
         return flask.Response(png, mimetype="image/png")
     if request.method == "GET":
-        return flask.jsonify({"id": id_, **predict_service.public_fields(doc)})
+        return flask.jsonify({"id": id_, **results.public_fields(doc)})
     if request.method == "DELETE" and not heatmap:
         return flask.jsonify({"id": id_, "deleted": store.delete_result(id_)})
     raise Refused(405, "method_not_allowed")
@@ -99,7 +89,7 @@ def post_image(request: flask.Request) -> flask.Response:
     patient = read_patient(request)
     token = secrets.token_urlsafe(24)
     outcome = predict_service.predict_bytes(data, content_type, token, patient)
-    body = {"id": outcome.id, "token": token, **predict_service.public_fields(outcome.fields)}
+    body = {"id": outcome.id, "token": token, **results.public_fields(outcome.fields)}
     if outcome.heatmap_png:
         body["heatmap_png_base64"] = base64.b64encode(outcome.heatmap_png).decode()
     return flask.jsonify(body)
@@ -116,25 +106,18 @@ def read_patient(request: flask.Request) -> PatientInfo:
 
 def read_image(request: flask.Request) -> tuple[bytes, str]:
     """(bytes, content type) from a raw image body or the multipart field `image`."""
-    # Refuse by the declared length before reading a byte; max_content_length also stops an undeclared
-    # (chunked) body from being read past the limit.
-    if (request.content_length or 0) > MAX_BODY:
-        raise Refused(413, "too_large")
-    request.max_content_length = MAX_BODY
-    try:
+    with body_limit(request, MAX_BODY):
         if request.mimetype == "multipart/form-data":
             part = request.files.get("image")
             if part is None:
-                raise Refused(400, "missing_image_field")
+                raise Refused(400, "missing_image_field", "Send the photo in the form field `image`.")
             data, content_type = part.read(), part.mimetype or "application/octet-stream"
         elif request.mimetype.startswith(RAW_TYPES):
             data, content_type = request.get_data(), request.mimetype
         else:
-            raise Refused(415, "unsupported_media_type")
-    except RequestEntityTooLarge:
-        raise Refused(413, "too_large") from None
+            raise Refused(415, "unsupported_media_type", "Send a photo (image/*) or a multipart form.")
     if not data:
-        raise Refused(400, "empty")
+        raise Refused(400, "empty", "The photo is empty.")
     if len(data) > checks.MAX_BYTES:
-        raise Refused(413, "too_large")
+        raise Refused(413, "too_large", f"The limit is {checks.MAX_BYTES} bytes.")
     return data, content_type

@@ -1,6 +1,6 @@
 """Retrain trigger (entry point on_feedback): Eventarc delivers each feedback-topic message as a CloudEvent.
 
-deepskin.jobs counts it in the ledger and starts a training job when enough clinician labels are new.
+deepskin.services.jobs counts it in the ledger and starts a training job when enough clinician labels are new.
 A message that can never be valid goes to the dead-letter topic and is acknowledged, so that it is not
 redelivered forever; any other error propagates, so that Pub/Sub redelivers (and, after the
 subscription's max attempts, dead-letters) it.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from deepskin import jobs
+from deepskin.services import jobs
 
 
 @functions_framework.cloud_event

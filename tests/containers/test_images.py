@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from deepskin import jobs, registry
-from deepskin.client import Client
+from deepskin.clients.client import Client
+from deepskin.services import jobs, registry
 from local import containers
 from local.emulators import HOST, free_port
 from local.stack import answers
@@ -80,7 +80,7 @@ def test_predict_in_its_container_assesses_a_lesion(serving_image, emulators, cl
 
 def test_retrain_in_its_container_ends_with_a_candidate_and_a_decision(training_image, emulators, clean_firestore):
     job_id = uuid.uuid4().hex[:20]
-    jobs.job_doc(job_id).set({"status": "queued", "trigger": "manual"})  # as deepskin.jobs would create it
+    jobs.job_doc(job_id).set({"status": "queued", "trigger": "manual"})  # as deepskin.services.jobs would create it
     data = data_root()
     done = subprocess.run(
         [*podman_run(training_image, emulators, "-v", f"{data}:/data:ro", "--entrypoint", "python"),

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepskin.labels import CAVEATS, CLASSES
-from deepskin.model import BUNDLED_MODEL, Model, card_path
-from deepskin.patient import InvalidPatientInfo, PatientInfo
-from deepskin.pipeline import assess, assess_batch
+from deepskin.core.bundle import BUNDLED_MODEL, card_path
+from deepskin.core.labels import CAVEATS, CLASSES
+from deepskin.core.model import Model
+from deepskin.core.patient import InvalidPatientInfo, PatientInfo
+from deepskin.core.pipeline import assess, assess_batch
 from training import batch_predict
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"

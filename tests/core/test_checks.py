@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deepskin import checks
-from deepskin.preprocess import Preprocess, model_input, to_rgb
+from deepskin.core import checks
+from deepskin.core.preprocess import Preprocess, model_input, to_rgb
 
 
 def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -93,7 +93,7 @@ def test_photo_quality_gate(make, reason):
 
 
 def test_real_lesion_photos_pass_the_quality_gate():
-    from deepskin.preprocess import canonical, centre_square, to_rgb
+    from deepskin.core.preprocess import canonical, centre_square, to_rgb
     from training.data import data_root, image_paths
 
     paths = sorted(image_paths(data_root()).values())[:50]

@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 from google.cloud import firestore, storage
 
-from deepskin import store
-from deepskin.config import settings
-from deepskin.labels import CLASSES, NOT_A_DIAGNOSIS, RISK_BANDS
-from deepskin.model import default_model
-from deepskin.pipeline import assess
+from deepskin.core.labels import CLASSES, NOT_A_DIAGNOSIS, RISK_BANDS
+from deepskin.core.pipeline import assess
+from deepskin.services import store
+from deepskin.services.config import settings
+from deepskin.services.served_model import served_model
 from local.stack import Ports, StackProcess
 
 REPO = Path(__file__).resolve().parents[2]
@@ -86,7 +86,7 @@ def upload_and_time(clients, data: bytes, suffix: str, content_type: str, timeou
 def test_event_path_answers_each_upload_within_two_seconds(clients):
     upload_and_time(clients, LESIONS[0].read_bytes(), ".jpg", "image/jpeg", WARMUP_TIMEOUT_S)
     # What the model itself says of each photo (the scope gate may set a rare lesion aside): the stack must agree.
-    uploads = [(path.name, path.read_bytes(), ".jpg", "image/jpeg", assess(path.read_bytes(), default_model()).status)
+    uploads = [(path.name, path.read_bytes(), ".jpg", "image/jpeg", assess(path.read_bytes(), served_model()).status)
                for path in LESIONS]
     assert sum(expected == "done" for *_, expected in uploads) >= len(LESIONS) - 1
     uploads.append(("not-an-image.txt", NOT_AN_IMAGE, ".txt", "text/plain", "rejected"))

@@ -8,8 +8,7 @@ import secrets
 import pytest
 from feedback_support import CLINICIAN_KEY, DEAD_SUBSCRIPTION, LESIONS, RETRAIN_SUBSCRIPTION, pull
 
-from deepskin import predict_service, registry
-from deepskin.model import use_model
+from deepskin.services import predict_service, served_model
 
 
 @pytest.fixture(autouse=True)
@@ -29,8 +28,8 @@ def feedback_env(clean_firestore, monkeypatch):
         pull(subscription)
     yield
     # Back to the bundled model for whatever runs next in this process.
-    use_model(None)
-    monkeypatch.setattr(registry, "_next_check", 0.0)
+    served_model.use_model(None)
+    monkeypatch.setattr(served_model, "_next_check", 0.0)
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from cloudevents.http import CloudEvent
 from google.api_core.exceptions import DeadlineExceeded
 from google.cloud import pubsub_v1
 
-from deepskin import jobs, predict_service, store
-from deepskin.config import settings
+from deepskin.services import jobs, predict_service, store
+from deepskin.services.config import settings
 
 REPO = Path(__file__).resolve().parents[2]
 LESIONS = sorted((REPO / "tests" / "fixtures" / "lesions").glob("*.jpg"))

@@ -17,8 +17,8 @@ from feedback_support import CLINICIAN_KEY, LESIONS, RETRAIN_SUBSCRIPTION, all_j
 from google.cloud.firestore import FieldFilter
 from PIL import Image
 
-from deepskin import jobs, predict_service, store
-from deepskin.config import settings
+from deepskin.services import jobs, predict_service, store
+from deepskin.services.config import settings
 
 CLINICIAN = {"X-DeepSkin-Clinician": CLINICIAN_KEY}
 

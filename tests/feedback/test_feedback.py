@@ -8,8 +8,9 @@ import json
 import pytest
 from feedback_support import CLINICIAN_KEY, RETRAIN_SUBSCRIPTION, pull, report
 
-from deepskin import feedback, store
-from deepskin.config import settings
+from deepskin.core.report import MAX_BODY
+from deepskin.services import identity, store
+from deepskin.services.config import settings
 
 ORIGIN = "http://localhost:8080"
 CLINICIAN = {"X-DeepSkin-Clinician": CLINICIAN_KEY}
@@ -57,11 +58,19 @@ def test_invalid_requests_get_clear_4xx_and_change_nothing(feedback_client, pred
     assert feedback_docs() == [] and pull(RETRAIN_SUBSCRIPTION) == []
 
 
-def test_declared_oversize_body_is_refused_before_reading(feedback_client, prediction, monkeypatch):
-    monkeypatch.setattr(feedback, "parse_report", lambda body: pytest.fail("the body was read"))
-    response = feedback_client.post("/feedback", input_stream=io.BytesIO(b"{}"), content_type="application/json",
-                                    environ_overrides={"CONTENT_LENGTH": str(feedback.MAX_BODY + 1)})
-    assert response.status_code == 413
+class Unreadable(io.BytesIO):
+    """A request body that fails the test if anything reads it."""
+
+    def read(self, *_):
+        pytest.fail("the body was read")
+
+    readline = readinto = read
+
+
+def test_declared_oversize_body_is_refused_before_reading(feedback_client, prediction):
+    response = feedback_client.post("/feedback", input_stream=Unreadable(), content_type="application/json",
+                                    environ_overrides={"CONTENT_LENGTH": str(MAX_BODY + 1)})
+    assert response.status_code == 413 and response.get_json()["error"] == "too_large"
 
 
 def test_user_report_is_a_signal_stored_and_published_once(feedback_client, prediction):
@@ -125,7 +134,7 @@ def test_on_google_cloud_only_a_verified_allowlisted_google_identity_is_a_clinic
             raise ValueError("bad signature")
         return tokens[token]
 
-    monkeypatch.setattr(feedback.id_token, "verify_oauth2_token", verify)
+    monkeypatch.setattr(identity.id_token, "verify_oauth2_token", verify)
     as_clinician = report(id_, role="clinician")
     for headers in (CLINICIAN, {"Authorization": "Bearer forged"}, {"Authorization": "Bearer unverified"},
                     {"Authorization": "Bearer stranger"}, {"Authorization": "Basic good"}):

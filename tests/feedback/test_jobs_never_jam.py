@@ -1,6 +1,6 @@
 """Retraining cannot stop for good: a job that dies, never starts or runs too long frees the ledger.
 
-The sweep (deepskin.sweeper, scheduled) reads each active job's real state from its launcher; the ledger's
+The sweep (deepskin.services.sweeper, scheduled) reads each active job's real state from its launcher; the ledger's
 hold on a job also expires on its own.
 """
 
@@ -21,7 +21,7 @@ from feedback_support import (
 )
 from google.cloud import firestore
 
-from deepskin import jobs, sweeper
+from deepskin.services import jobs, sweeper
 
 CLINICIAN = {"X-DeepSkin-Clinician": CLINICIAN_KEY}
 

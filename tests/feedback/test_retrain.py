@@ -30,8 +30,10 @@ from feedback_support import (
 )
 from torch import save as torch_save
 
-from deepskin import jobs, ops, predict_service, registry, store
-from deepskin.model import BUNDLED_MODEL, Model, card_path, default_model
+from deepskin.core.bundle import BUNDLED_MODEL, card_path
+from deepskin.core.model import Model
+from deepskin.services import jobs, ops, predict_service, registry, store
+from deepskin.services.served_model import served_model
 from training import promote, retrain
 from training.gate_set import gate_lesions
 from training.net import LiteConfig, pretrained
@@ -219,7 +221,7 @@ def test_when_a_person_must_approve_a_passing_candidate_waits_for_them(tmp_path,
 
 
 def test_a_promotion_reaches_the_predict_path_without_a_redeploy_and_rolls_back(tmp_path, monkeypatch):
-    served = default_model().version
+    served = served_model().version
     folder, version = candidate_from_served(tmp_path)
     decision = promote.gate(folder, "better", FOLDERS)
     assert decision["promoted"] and decision["status"] == "promoted"
@@ -233,7 +235,7 @@ def test_a_promotion_reaches_the_predict_path_without_a_redeploy_and_rolls_back(
 
     with monkeypatch.context() as patch:  # a failing registry keeps the model in use
         patch.setattr(registry, "current", unavailable)
-        assert default_model().version == version
+        assert served_model().version == version
 
     assert registry.rollback()["version"] == served
     assert predict_service.predict_bytes(data, "image/jpeg", token).fields["model_version"] == served

@@ -24,11 +24,12 @@ from google.api_core.exceptions import ServiceUnavailable
 from google.cloud import firestore
 from PIL import Image
 
-from deepskin import checks, predict_service, store
-from deepskin.config import settings
-from deepskin.model import default_model
-from deepskin.patient import PatientInfo
-from deepskin.pipeline import assess
+from deepskin.core import checks
+from deepskin.core.patient import PatientInfo
+from deepskin.core.pipeline import assess
+from deepskin.services import predict_service, results, store
+from deepskin.services.config import settings
+from deepskin.services.served_model import served_model
 from training import batch_predict
 
 REPO = Path(__file__).resolve().parents[2]
@@ -122,11 +123,11 @@ def all_results() -> list[dict]:
 
 
 def stable(fields: dict) -> dict:
-    return {key: value for key, value in predict_service.public_fields(fields).items() if key not in VOLATILE}
+    return {key: value for key, value in results.public_fields(fields).items() if key not in VOLATILE}
 
 
 def assert_matches_model(doc: dict, data: bytes) -> None:
-    direct = assess(data, default_model())
+    direct = assess(data, served_model())
     assert doc["status"] == direct.status == "done"
     assert doc["model_version"] == direct.model_version
     assert doc["risk"] == direct.risk
@@ -141,7 +142,7 @@ def assert_matches_model(doc: dict, data: bytes) -> None:
 @pytest.mark.parametrize("lesion", LESIONS, ids=[p.stem for p in LESIONS])
 def test_lesion_event_is_scored_like_the_model(event_client, lesion):
     data = lesion.read_bytes()
-    obj = upload(data, metadata={predict_service.TOKEN_KEY: "ab" * 32})
+    obj = upload(data, metadata={results.TOKEN_KEY: "ab" * 32})
     assert send(event_client, storage_event(obj)) == 200
     doc = result_for(obj)
     assert_matches_model(doc, data)
@@ -363,7 +364,7 @@ def test_get_and_delete_need_the_token(http_client):
 
 def test_event_result_is_readable_with_the_token_the_uploader_holds(http_client, event_client):
     token = "capability-token-issued-with-the-signed-url"
-    obj = upload(LESIONS[0].read_bytes(), metadata={predict_service.TOKEN_KEY: predict_service.token_sha256(token)})
+    obj = upload(LESIONS[0].read_bytes(), metadata={results.TOKEN_KEY: results.token_sha256(token)})
     assert send(event_client, storage_event(obj)) == 200
     id_ = store.result_id(obj["bucket"], obj["name"], obj["generation"])
     response = http_client.get(f"/results/{id_}", headers={"X-DeepSkin-Token": token})
@@ -378,16 +379,16 @@ FACTS = {"age": 70.0, "sex": "male", "site": "face"}
 
 def test_upload_metadata_carries_patient_facts(event_client):
     data = PHONE[0].read_bytes()
-    obj = upload(data, metadata={predict_service.PATIENT_KEYS[k]: str(v) for k, v in FACTS.items()})
+    obj = upload(data, metadata={results.PATIENT_KEYS[k]: str(v) for k, v in FACTS.items()})
     assert send(event_client, storage_event(obj)) == 200
     doc = result_for(obj)
     assert doc["status"] == "done" and doc["patient"] == FACTS
-    direct = assess(data, default_model(), PatientInfo(**FACTS))
+    direct = assess(data, served_model(), PatientInfo(**FACTS))
     assert doc["probabilities"] == pytest.approx(direct.probabilities, abs=1e-6)
 
 
 def test_bad_upload_metadata_is_a_named_refusal(event_client):
-    obj = upload(PHONE[0].read_bytes(), metadata={predict_service.PATIENT_KEYS["age"]: "two hundred"})
+    obj = upload(PHONE[0].read_bytes(), metadata={results.PATIENT_KEYS["age"]: "two hundred"})
     assert send(event_client, storage_event(obj)) == 200
     doc = result_for(obj)
     assert (doc["status"], doc["reason"]) == ("rejected", "invalid_patient_info") and "age" in doc["message"]
@@ -403,13 +404,13 @@ def test_http_patient_facts_as_fields_or_query(http_client):
     assert stable(form.get_json()) == stable(query.get_json())
     bad = http_client.post("/?sex=unknown-value", data=data, content_type="image/jpeg")
     assert bad.status_code == 400 and bad.get_json()["error"] == "invalid_patient_info"
-    assert "sex" in bad.get_json()["message"]
+    assert "sex" in bad.get_json()["detail"]
 
 
 def test_batch_predict_and_the_http_function_agree_on_the_same_bytes(http_client, tmp_path):
     """One assessment path: the evaluation's rows are what the predict function answers."""
     images = PHONE + LESIONS[:3]
-    rows = {r["image_id"]: r for r in batch_predict.score_folder(images, default_model())}
+    rows = {r["image_id"]: r for r in batch_predict.score_folder(images, served_model())}
     for path in images:
         body = http_client.post("/", data=path.read_bytes(), content_type="image/jpeg").get_json()
         row = rows[path.stem]

@@ -472,7 +472,7 @@ SAFE_DEFAULTS = {
     # Unset: 0 = the promotion gate evaluates its whole frozen gate set (the strictest gate).
     "DEEPSKIN_RETRAIN_EVAL_LIMIT": "full evaluation",
     # Unset: the bundled model (predict stages models/); set on predict only when var.model_path is not empty.
-    # feedback/retrain read it through deepskin.config but never load a model.
+    # feedback/retrain read it through deepskin.services.config but never load a model.
     "DEEPSKIN_MODEL_PATH": "bundled model",
     # Unset: 60 s, the default of var.model_check_seconds; the predict functions set it explicitly
     # (test_required_function_settings); feedback/retrain import the registry but never serve a model.
@@ -481,16 +481,16 @@ SAFE_DEFAULTS = {
 
 # Read by modules a function imports but never on that function's code path (per staged source).
 NOT_ON_CODE_PATH = {
-    # deepskin.jobs imports deepskin.feedback for publish_message and the label names only; the
+    # deepskin.services.jobs imports deepskin.services.feedback for publish_message and the label names only; the
     # clinician check (audience, e-mail list) runs in the feedback function.
     "retrain_trigger": {"DEEPSKIN_FEEDBACK_AUDIENCE", "DEEPSKIN_CLINICIANS"},
     # functions/ops checks a clinician only locally (the clinician key); on Cloud Run, IAM admits operators.
-    # It reads the ledger and job documents through deepskin.jobs, but never counts, launches or gates a job.
+    # It reads the ledger and job documents through deepskin.services.jobs, but never counts, launches or gates a job.
     "ops": {"DEEPSKIN_FEEDBACK_AUDIENCE", "DEEPSKIN_CLINICIANS", "DEEPSKIN_JOB_LAUNCHER", "DEEPSKIN_REGION",
             "DEEPSKIN_RETRAIN_CONFIG", "DEEPSKIN_RETRAIN_MIN_LABELS", "DEEPSKIN_TRAINING_ACCELERATOR",
             "DEEPSKIN_TRAINING_ACCELERATORS", "DEEPSKIN_TRAINING_IMAGE", "DEEPSKIN_TRAINING_MACHINE_TYPE",
             "DEEPSKIN_TRAINING_SERVICE_ACCOUNT", "DEEPSKIN_JOB_TIMEOUT_S"},
-    # The sweeper imports deepskin.jobs, hence deepskin.feedback, for the same reason.
+    # The sweeper imports deepskin.services.jobs, hence deepskin.services.feedback, for the same reason.
     "sweeper": {"DEEPSKIN_FEEDBACK_AUDIENCE", "DEEPSKIN_CLINICIANS"},
 }
 

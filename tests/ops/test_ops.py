@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from deepskin import ops, registry
-from deepskin.model import BUNDLED_MODEL
+from deepskin.core.bundle import BUNDLED_MODEL
+from deepskin.services import ops, registry
 
 DEEPSKIN = Path(sys.executable).parent / "deepskin"
 

@@ -14,8 +14,8 @@ from google.cloud import pubsub_v1
 from google.protobuf.timestamp_pb2 import Timestamp
 from PIL import Image
 
-from deepskin import store
-from deepskin.config import settings
+from deepskin.services import store
+from deepskin.services.config import settings
 from local import bridge
 from local.emulators import launch, signal_group
 from local.stack import FunctionProcess, Stack

@@ -21,9 +21,10 @@ from google.cloud import firestore, pubsub_v1
 from support import LESIONS, deliver_upload, kill_function, paused, put_object, restart_function, result_for
 
 from benchmarks.load_test import FINAL, LoadRun
-from deepskin import jobs, predict_service, store
-from deepskin.config import settings
-from deepskin.model import BUNDLED_MODEL, card_path, use_model
+from deepskin.core.bundle import BUNDLED_MODEL, card_path
+from deepskin.services import jobs, predict_service, store
+from deepskin.services.config import settings
+from deepskin.services.served_model import use_model
 from local import bridge
 
 UPLOADS = 24

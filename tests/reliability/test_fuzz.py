@@ -1,6 +1,6 @@
 """Fuzzing the decode/validate path (what `pipeline.assess` runs before the model) with hypothesis.
 
-Every input must end as accepted (it would go on to the model) or as a named refusal of deepskin.checks; any
+Every input must end as accepted (it would go on to the model) or as a named refusal of deepskin.core.checks; any
 other exception is a bug. `strip_metadata`, which sees every HTTP upload before it is stored, must never raise
 either. Derandomized, so a run is repeatable; the case counts are printed (docs/reliability.md lists them).
 """
@@ -20,11 +20,11 @@ from hypothesis import strategies as st
 from PIL import Image
 from support import LESIONS
 
-from deepskin import checks
-from deepskin.metadata import strip_metadata
-from deepskin.model import BUNDLED_MODEL, card_path
-from deepskin.pipeline import prepare
-from deepskin.preprocess import Preprocess
+from deepskin.core import checks
+from deepskin.core.bundle import BUNDLED_MODEL, card_path
+from deepskin.core.metadata import strip_metadata
+from deepskin.core.pipeline import prepare
+from deepskin.core.preprocess import Preprocess
 
 NAMED_REFUSALS = {"empty", "too_large", "unsupported_format", "too_many_pixels", "corrupt", "too_small",
                   "too_dark", "overexposed", "blurry", "animated"}

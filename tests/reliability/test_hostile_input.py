@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from support import LESIONS, deliver_upload, put_object, result_for
 
-from deepskin import store
-from deepskin.config import settings
-from deepskin.feedback import MAX_BODY
+from deepskin.core.report import MAX_BODY
+from deepskin.services import store
+from deepskin.services.config import settings
 
 NASTY = Path(__file__).resolve().parents[1] / "fixtures" / "nasty"
 EXPECTED = json.loads((NASTY / "expected.json").read_text())
@@ -77,7 +77,7 @@ MALFORMED = {
                                       "idempotency_key": "\ud800"}).encode(),
     "binary_garbage": bytes(range(256)) * 4,
 }
-# Python's json raises RecursionError / plain ValueError here, which deepskin.feedback.parse_report does not
+# Python's json raises RecursionError / plain ValueError here, which deepskin.core.report.parse_report does not
 # turn into malformed_json: the function answers 500. Fix: catch ValueError and RecursionError there.
 PARSER_CRASHES = {
     "nested_8000_deep": b"[" * 4000 + b"]" * 4000,

@@ -1,4 +1,4 @@
-"""deepskin.metadata.strip_metadata: personal metadata out, the image (as preprocessing sees it) unchanged."""
+"""deepskin.core.metadata.strip_metadata: personal metadata out, the image (as preprocessing sees it) unchanged."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import pytest
 from PIL import Image, ImageCms, ImageOps
 from support import LESIONS, contains_personal_data, photo_with_personal_metadata
 
-from deepskin.metadata import strip_metadata
+from deepskin.core.metadata import strip_metadata
 
 ORIENTATION = 0x0112
 
 
 def seen(data: bytes) -> np.ndarray:
-    """The pixels as deepskin.preprocess sees them: EXIF orientation applied."""
+    """The pixels as deepskin.core.preprocess sees them: EXIF orientation applied."""
     return np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
 
 

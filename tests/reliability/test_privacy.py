@@ -24,9 +24,9 @@ from support import (
     put_object,
 )
 
-from deepskin import predict_service, store
-from deepskin.client import Client
-from deepskin.config import settings
+from deepskin.clients.client import Client
+from deepskin.services import results, store
+from deepskin.services.config import settings
 
 SECRET_PATTERNS = {
     "private key": re.compile(r"-----BEGIN (?:[A-Z]+ )*PRIVATE KEY-----"),
@@ -120,8 +120,8 @@ def test_the_python_client_strips_metadata_before_uploading(tmp_path):
     path.write_bytes(photo_with_personal_metadata())
     uploaded = Client().upload(path, wait=False)
     [blob] = [b for b in store.storage_client().list_blobs(settings().uploads_bucket, prefix="uploads/")
-              if b.metadata and b.metadata.get(predict_service.TOKEN_KEY) ==
-              predict_service.token_sha256(uploaded["token"])]
+              if b.metadata and b.metadata.get(results.TOKEN_KEY) ==
+              results.token_sha256(uploaded["token"])]
     assert_no_metadata(blob.download_as_bytes())
 
 
@@ -140,7 +140,7 @@ def test_delete_leaves_nothing_in_any_store(http_client, event_client, feedback_
     before = every_store()
     token = "owner-token-for-the-delete-test"
     obj = put_object(f"uploads/{uuid.uuid4()}.jpg", LESIONS[2].read_bytes(),
-                     metadata={predict_service.TOKEN_KEY: predict_service.token_sha256(token)})
+                     metadata={results.TOKEN_KEY: results.token_sha256(token)})
     assert deliver_upload(event_client, obj) == 200  # event path: upload, heatmap, result
     id_ = store.result_id(obj["bucket"], obj["name"], obj["generation"])
     for role, headers in (("user", {"X-DeepSkin-Token": token}), ("clinician", clinician)):

@@ -2,7 +2,7 @@
 
 - `store.finish` writes only while the attempt still holds its claim: a result deleted meanwhile is not
   recreated (nor its heatmap kept), and an attempt whose claim was taken over writes nothing.
-- The sweeper (deepskin.sweeper) turns a claim untouched for `store.ABANDONED_AFTER` into `failed/abandoned`.
+- The sweeper (deepskin.services.sweeper) turns a claim untouched for `store.ABANDONED_AFTER` into `failed/abandoned`.
 - The storage trigger's dead letter (on_upload_dead) gives an upload whose deliveries ran out a final result.
 """
 
@@ -18,7 +18,8 @@ from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
 from support import LESIONS, deliver_upload, put_object, result_for
 
-from deepskin import pipeline, predict_service, store
+from deepskin.core import pipeline
+from deepskin.services import predict_service, results, store
 
 pytestmark = pytest.mark.usefixtures("clean_firestore")
 UPLOAD = {"bucket": "b", "name": "n", "generation": "1"}
@@ -50,7 +51,7 @@ def test_an_attempt_whose_claim_was_taken_over_writes_nothing():
 def test_a_result_deleted_while_it_is_assessed_leaves_nothing(event_client, http_client, monkeypatch):
     token = "owner-deletes-while-pending"
     obj = put_object(f"uploads/{uuid.uuid4()}.jpg", LESIONS[0].read_bytes(),
-                     metadata={predict_service.TOKEN_KEY: predict_service.token_sha256(token)})
+                     metadata={results.TOKEN_KEY: results.token_sha256(token)})
     id_ = store.result_id(obj["bucket"], obj["name"], obj["generation"])
     assess = pipeline.assess
 
@@ -85,7 +86,7 @@ def dead_letter_event(obj: dict) -> tuple[dict, bytes]:
 def test_an_upload_whose_deliveries_ran_out_gets_a_final_failed_result(dead_letter_client, http_client):
     token = "owner-of-an-undeliverable-upload"
     obj = put_object(f"uploads/{uuid.uuid4()}.jpg", LESIONS[1].read_bytes(),
-                     metadata={predict_service.TOKEN_KEY: predict_service.token_sha256(token)})
+                     metadata={results.TOKEN_KEY: results.token_sha256(token)})
     id_ = store.result_id(obj["bucket"], obj["name"], obj["generation"])
     store.claim(id_, {})  # the last attempt died holding its claim
     headers, body = dead_letter_event(obj)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from deepskin.model import calibrate
+from deepskin.core.model import calibrate
 from training.calibrate import band_thresholds, expected_calibration_error, fit_temperature
 
 

@@ -3,9 +3,9 @@
 import numpy as np
 import torch
 
-from deepskin.model import Model
-from deepskin.patient import PatientInfo
-from deepskin.preprocess import Preprocess
+from deepskin.core.model import Model
+from deepskin.core.patient import PatientInfo
+from deepskin.core.preprocess import Preprocess
 from training import sources
 from training.export import PARITY_TOLERANCE, batches, export_onnx, ood_fit_rows, ood_scorer, parity, pooled_features
 from training.net import LiteConfig, pretrained

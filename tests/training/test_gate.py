@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deepskin.labels import CLASSES, MALIGNANT
+from deepskin.core.labels import CLASSES, MALIGNANT
 from training import promote, sources
 from training.data import load_split
 from training.gate_set import make_gate_set

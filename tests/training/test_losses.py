@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from deepskin.labels import CLASSES, MALIGNANT_INDEX
+from deepskin.core.labels import CLASSES, MALIGNANT_INDEX
 from training.train import TARGETS, class_loss
 
 

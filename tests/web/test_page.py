@@ -18,8 +18,8 @@ from google.cloud import firestore, storage
 from PIL import Image
 from playwright.sync_api import Page, expect
 
-from deepskin import store
-from deepskin.config import settings
+from deepskin.services import store
+from deepskin.services.config import settings
 
 REPO = Path(__file__).resolve().parents[2]
 LESION = REPO / "tests" / "fixtures" / "lesions" / "ISIC_0024306.jpg"

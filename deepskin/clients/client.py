@@ -24,7 +24,8 @@ from urllib.parse import urlsplit
 
 import requests
 
-from deepskin.patient import UNKNOWN, PatientInfo
+from deepskin.core.patient import UNKNOWN, PatientInfo
+from deepskin.core.refused import Refused  # a 4xx other than 404: the request itself was found wanting
 
 DEFAULT_URLS = {
     "DEEPSKIN_PREDICT_URL": "http://127.0.0.1:8081",
@@ -53,14 +54,6 @@ class NotFound(DeepSkinError):
 
 class Unavailable(DeepSkinError):
     """The service did not answer, answered 5xx, or no result came in time."""
-
-
-class Refused(DeepSkinError):
-    """A 4xx other than 404: the request itself was found wanting."""
-
-    def __init__(self, status: int, code: str, detail: str = ""):
-        super().__init__(f"HTTP {status} {code}" + (f": {detail}" if detail else ""))
-        self.status, self.code = status, code
 
 
 @dataclass(frozen=True)
@@ -117,13 +110,13 @@ class Client:
         # Imported here so that HTTP-only use does not pay for loading the Google clients.
         from google.api_core.exceptions import GoogleAPIError
 
-        from deepskin import predict_service, store
-        from deepskin.metadata import strip_metadata
+        from deepskin.core.metadata import strip_metadata
+        from deepskin.services import results, store
 
         path = Path(path)
         token = secrets.token_urlsafe(24)
-        owner = {predict_service.TOKEN_KEY: predict_service.token_sha256(token)}  # the object keeps only the hash
-        owner.update({predict_service.PATIENT_KEYS[k]: str(v) for k, v in patient.given().items()})
+        owner = {results.TOKEN_KEY: results.token_sha256(token)}  # the object keeps only the hash
+        owner.update({results.PATIENT_KEYS[k]: str(v) for k, v in patient.given().items()})
         try:
             upload = store.put_upload(f"uploads/{uuid.uuid4()}{path.suffix.lower()}",
                                       strip_metadata(path.read_bytes()), content_type(path), owner)
@@ -133,12 +126,12 @@ class Client:
             doc = self.wait_for(id_, timeout)
         except (GoogleAPIError, requests.RequestException) as exc:
             raise Unavailable(f"Cloud Storage or Firestore: {exc}") from exc
-        return {"id": id_, "token": token, **predict_service.public_fields(doc)}
+        return {"id": id_, "token": token, **results.public_fields(doc)}
 
     @staticmethod
     def wait_for(id_: str, timeout: float) -> dict:
         """Poll the result document until it is no longer pending (absent until on_upload claims it)."""
-        from deepskin import store
+        from deepskin.services import store
 
         deadline = time.monotonic() + timeout
         while (doc := store.get_result(id_)) is None or doc.get("status") == "pending":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from deepskin import jobs, store
+from deepskin.services import jobs, store
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import zlib
 from PIL import Image
 
 # Pillow logs every EXIF tag with its value at DEBUG whenever EXIF is read (orientation, here and in
-# deepskin.preprocess): GPS positions and owners' names would reach the logs of whoever turns DEBUG on.
+# deepskin.core.preprocess): GPS positions and owners' names would reach the logs of whoever turns DEBUG on.
 logging.getLogger("PIL").setLevel(logging.INFO)
 
 ORIENTATION_TAG = 0x0112

@@ -1,6 +1,6 @@
 """The served model: an ONNX file plus its model card (JSON beside it), run with onnxruntime.
 
-The graph takes preprocessed images and the optional patient vector (deepskin.patient) and returns class
+The graph takes preprocessed images and the optional patient vector (deepskin.core.patient) and returns class
 logits, class activation maps, a lesion logit ("is this skin with a lesion at all?"), a clinical logit
 ("a phone or camera photo rather than dermoscopy?") and an out-of-distribution distance. The card carries
 everything needed to read them: the preprocessing contract; per image type (dermoscopy, clinical) the
@@ -12,22 +12,15 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from deepskin.labels import CLASSES, MALIGNANT_INDEX
-from deepskin.patient import VECTOR_SIZE
-from deepskin.preprocess import Preprocess
-
-BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "models" / "deepskin.onnx"
-
-
-def card_path(onnx_path: str | os.PathLike) -> Path:
-    return Path(onnx_path).with_suffix(".card.json")
-
+from deepskin.core.bundle import card_path
+from deepskin.core.labels import CLASSES, MALIGNANT_INDEX
+from deepskin.core.patient import VECTOR_SIZE
+from deepskin.core.preprocess import Preprocess
 
 IMAGE_TYPES = ("dermoscopy", "clinical")
 OUTPUTS = ("logits", "cam", "ood", "lesion", "clinical")
@@ -128,28 +121,3 @@ class Model:
     def unfamiliar(self, ood_score: float) -> bool:
         threshold = self.card.get("ood", {}).get("threshold")
         return threshold is not None and ood_score > threshold
-
-
-_lock = threading.Lock()
-_cached: Model | None = None
-
-
-def default_model() -> Model:
-    """The model for this process, loaded once (lazily): $DEEPSKIN_MODEL_PATH or the bundled one, replaced by
-    the registry's current version where a registry is configured (deepskin.registry.refreshed: checked at
-    most every $DEEPSKIN_MODEL_CHECK_SECONDS; on any registry error the model in use stays)."""
-    global _cached  # pylint: disable=global-statement
-    from deepskin import registry  # pylint: disable=import-outside-toplevel  # registry imports this module
-
-    with _lock:
-        if _cached is None:
-            _cached = Model(os.environ.get("DEEPSKIN_MODEL_PATH") or BUNDLED_MODEL)
-        _cached = registry.refreshed(_cached)
-        return _cached
-
-
-def use_model(model: Model | None) -> None:
-    """Swap the process's model (registry promotion, tests)."""
-    global _cached  # pylint: disable=global-statement
-    with _lock:
-        _cached = model

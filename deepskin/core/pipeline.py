@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from deepskin import checks
-from deepskin.heatmap import heatmap_png
-from deepskin.labels import CAVEATS, CLASSES, NOT_A_LESION, UNCLEAR_SUBJECT, advice_for
-from deepskin.model import Model, Scores
-from deepskin.patient import UNKNOWN, PatientInfo
-from deepskin.preprocess import canonical, centre_square, normalise, to_rgb
+from deepskin.core import checks
+from deepskin.core.heatmap import heatmap_png
+from deepskin.core.labels import CAVEATS, CLASSES, NOT_A_LESION, UNCLEAR_SUBJECT, advice_for
+from deepskin.core.model import Model, Scores
+from deepskin.core.patient import UNKNOWN, PatientInfo
+from deepskin.core.preprocess import canonical, centre_square, normalise, to_rgb
 
 
 @dataclass

@@ -12,9 +12,9 @@ the pointer too. The models bucket is writable by the training identity only (th
 predict functions read it (infra/iam.tf). The files' SHA-256 are recorded at upload and checked by `fetch`
 before a model is loaded, so a file changed in the bucket or the local cache is never served.
 
-Serving asks `refreshed()` from deepskin.model.default_model, so a promotion or a rollback reaches every
-instance within $DEEPSKIN_MODEL_CHECK_SECONDS without a redeploy. Without the cloud extras installed
-(the CLI, batch scoring) there is no registry and deepskin.model serves its file as before.
+deepskin.services.served_model asks `current()` every $DEEPSKIN_MODEL_CHECK_SECONDS, so a promotion or a
+rollback reaches every instance without a redeploy. This module only stores and finds files: it never loads
+a model.
 """
 
 from __future__ import annotations
@@ -25,20 +25,15 @@ import logging
 import os
 import shutil
 import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from deepskin.config import settings
-from deepskin.model import Model, card_path
+from google.api_core.exceptions import NotFound, PreconditionFailed
+from google.cloud import firestore
 
-try:
-    from google.api_core.exceptions import NotFound, PreconditionFailed
-    from google.cloud import firestore
-
-    from deepskin import store
-except ImportError:  # the serving core without the cloud extras
-    firestore = None
+from deepskin.core.bundle import card_path
+from deepskin.services import store
+from deepskin.services.config import settings
 
 log = logging.getLogger(__name__)
 
@@ -47,36 +42,13 @@ POINTER = "current.json"
 RECORD_FIELDS = ("version", "onnx_uri", "card_uri", "checkpoint_uri", "onnx_sha256", "card_sha256")
 HISTORY_KEPT = 20
 CACHE = Path(tempfile.gettempdir()) / "deepskin-models"
-_next_check = 0.0
 
 
 def configured() -> bool:
     """A registry exists where the emulators or Google Cloud (K_SERVICE: Cloud Run functions) are in use."""
-    if firestore is None or os.environ.get("DEEPSKIN_MODEL_REGISTRY", "").lower() == "off":
+    if os.environ.get("DEEPSKIN_MODEL_REGISTRY", "").lower() == "off":
         return False
     return bool(os.environ.get("FIRESTORE_EMULATOR_HOST") or os.environ.get("K_SERVICE"))
-
-
-def refreshed(model: Model) -> Model:
-    """The registry's current model if it differs from `model`; `model` itself between checks or on any error.
-
-    The caller holds deepskin.model's lock, so one request per instance checks and loads.
-    """
-    global _next_check  # pylint: disable=global-statement
-    now = time.monotonic()
-    if not configured() or now < _next_check:
-        return model
-    _next_check = now + float(os.environ.get("DEEPSKIN_MODEL_CHECK_SECONDS", "60"))
-    try:
-        record = current()
-        if record is None or record["version"] == model.version:
-            return model
-        loaded = Model(fetch(record))
-    except Exception:  # pylint: disable=broad-except
-        log.exception("model registry check failed: still serving %s", model.version)
-        return model
-    log.info("serving model %s from the registry (was %s)", loaded.version, model.version)
-    return loaded
 
 
 class IntegrityError(RuntimeError):

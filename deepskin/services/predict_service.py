@@ -7,35 +7,27 @@ Image bytes and their metadata (EXIF) are never logged: only result ids, statuse
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
 
 from google.api_core.exceptions import NotFound
 
-from deepskin import checks, store
-from deepskin.config import settings
-from deepskin.metadata import strip_metadata
-from deepskin.model import default_model
-from deepskin.patient import UNKNOWN, InvalidPatientInfo, PatientInfo
-from deepskin.pipeline import assess
+from deepskin.core import checks
+from deepskin.core.metadata import strip_metadata
+from deepskin.core.patient import UNKNOWN, InvalidPatientInfo, PatientInfo
+from deepskin.core.pipeline import assess
+from deepskin.services import store
+from deepskin.services.config import settings
+from deepskin.services.results import PATIENT_KEYS, TOKEN_KEY, token_sha256
+from deepskin.services.served_model import served_model
 
 log = logging.getLogger(__name__)
 
 SOURCE_KEY = "deepskin-source"  # object metadata: "http" when the HTTP path already scored the object
-TOKEN_KEY = "deepskin-token-sha256"  # object metadata: the owner's capability token, hashed
-# Object metadata an uploader may set: the optional facts the model can use (deepskin.patient).
-PATIENT_KEYS = {"age": "deepskin-age", "sex": "deepskin-sex", "site": "deepskin-site"}
-# What an owner may read back; internal fields (upload location, token hash, claim times) stay private.
-PUBLIC_FIELDS = ("status", "reason", "message", "probabilities", "malignant_probability", "risk", "top_class",
-                 "image_type", "caveats", "caveat_text", "advice", "not_lesion_probability", "ood_score", "patient",
-                 "model_version", "timings_ms", "source", "created_at", "expire_at")
 # How long a duplicate delivery waits for the attempt holding the claim before failing to be redelivered.
 CLAIM_WAIT_S = 10.0
 INTERNAL_ERROR = {"status": "failed", "reason": "internal_error",
@@ -53,10 +45,6 @@ class Outcome:
     id: str
     fields: dict
     heatmap_png: bytes | None = None
-
-
-def token_sha256(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def handle_upload(bucket: str, name: str, generation: int | str, size: int | str,
@@ -184,7 +172,7 @@ def ignored_if_claim_lost(id_: str) -> Iterator[None]:
 def assess_and_record(id_: str, claim_id: str, data: bytes, extra: dict, patient: PatientInfo = UNKNOWN) -> Outcome:
     # Outside the try below: a missing or corrupt model is the service's fault, not this upload's; it must
     # fail the request (claim released, event retried) rather than record a permanent failure.
-    model = default_model()
+    model = served_model()
     try:
         assessment = assess(data, model, patient)
     except Exception:  # pylint: disable=broad-except
@@ -208,18 +196,3 @@ def record(id_: str, claim_id: str, fields: dict, extra: dict, heatmap_png: byte
     store.finish(id_, claim_id, fields)
     log.info("result %s: %s %s", id_, fields["status"], fields.get("reason") or fields.get("risk", ""))
     return Outcome(id_, fields, heatmap_png)
-
-
-def public_fields(doc: dict) -> dict:
-    """JSON-ready: timestamps as ISO 8601 strings."""
-    return {key: doc[key].isoformat() if isinstance(doc[key], datetime) else doc[key]
-            for key in PUBLIC_FIELDS if key in doc}
-
-
-def owned_result(id_: str, token: str | None) -> dict | None:
-    """The result document if `token` is its owner's; None otherwise, whether or not it exists."""
-    doc = store.get_result(id_)
-    owner = (doc or {}).get("owner_token_sha256")
-    if not token or not owner or not hmac.compare_digest(owner, token_sha256(token)):
-        return None
-    return doc

@@ -14,11 +14,11 @@ from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
-from deepskin import jobs, registry, store
-from deepskin.model import card_path
+from deepskin.core.bundle import card_path
+from deepskin.services import jobs, registry, store
 
 # The evaluation plots of training/reports (staged beside deepskin/ for the function, infra/stage_functions.py).
-PLOTS = Path(__file__).resolve().parent.parent / "training" / "reports"
+PLOTS = Path(__file__).resolve().parents[2] / "training" / "reports"
 DECISIONS_SHOWN = 20
 JOB_FIELDS = ("status", "trigger", "new_labels", "init", "feedback_images", "created_at", "started_at")
 
@@ -93,7 +93,7 @@ def feedback_counts() -> dict[str, dict[str, int]]:
 
 
 def ledger() -> dict:
-    """The retraining ledger (deepskin.jobs) and the job it is running, if any."""
+    """The retraining ledger (deepskin.services.jobs) and the job it is running, if any."""
     state = jobs.state_doc().get().to_dict() or {}
     running = None
     if state.get("active_job"):

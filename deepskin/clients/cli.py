@@ -26,9 +26,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from deepskin.client import Client, NotFound, Refused, Unavailable, use_local_emulators
-from deepskin.labels import CLASS_NAMES, CLASSES, COARSE_LABELS, NOT_A_DIAGNOSIS
-from deepskin.patient import SEXES, SITES, InvalidPatientInfo, PatientInfo
+from deepskin.clients.client import Client, NotFound, Unavailable, use_local_emulators
+from deepskin.core.labels import CLASS_NAMES, CLASSES, COARSE_LABELS, NOT_A_DIAGNOSIS
+from deepskin.core.patient import SEXES, SITES, InvalidPatientInfo, PatientInfo
+from deepskin.core.refused import Refused
 
 OK, OTHER, USAGE, REFUSED_IMAGE, NOT_FOUND, UNAVAILABLE = 0, 1, 2, 3, 4, 5
 STATUS_EXIT = {"done": OK, "pending": OK, "rejected": REFUSED_IMAGE, "unusable": REFUSED_IMAGE, "failed": OTHER}
@@ -222,7 +223,7 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
 def cmd_models(_client: Client, args: argparse.Namespace) -> int:
     """Straight from Firestore and the models bucket, so only with an operator's Google Cloud rights (or the
     local emulators): the same view as the operator page."""
-    from deepskin import ops  # pylint: disable=import-outside-toplevel  # the Google clients, for this command only
+    from deepskin.services import ops  # pylint: disable=import-outside-toplevel  # the Google clients, for this command only
 
     if args.rollback:
         try:
@@ -239,7 +240,7 @@ def cmd_models(_client: Client, args: argparse.Namespace) -> int:
 
 
 def describe_models(view: dict, number) -> str:
-    """The overview in plain lines; `number` formats a model's number (deepskin.ops.number)."""
+    """The overview in plain lines; `number` formats a model's number (deepskin.services.ops.number)."""
     model = view["model"] or {}
     lines = [f"Serving: {view['current'] or 'no model registered yet'}"]
     lines += [f"  {name}: {number(value)}" for name, value in model.get("numbers", {}).items()]

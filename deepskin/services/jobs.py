@@ -12,7 +12,7 @@ marks it active; while a job is active no other starts. The launch happens after
 transaction body may run more than once); a failed launch fails the job and gives its labels back.
 
 Nothing keeps the ledger for good: a job runs at most $DEEPSKIN_JOB_TIMEOUT_S (Vertex AI enforces it; the
-sweep cancels one past it), the ledger's hold expires LEDGER_GRACE after that, and `sweep` (deepskin.sweeper,
+sweep cancels one past it), the ledger's hold expires LEDGER_GRACE after that, and `sweep` (deepskin.services.sweeper,
 run on a schedule) reads the active job's real state from its launcher and closes a job that ended without
 closing itself (killed, pre-empted), never started, or ran out of time, giving its labels back.
 """
@@ -37,16 +37,17 @@ from pathlib import Path
 
 from google.cloud import firestore
 
-from deepskin import store
-from deepskin.config import settings
-from deepskin.feedback import LABELS, ROLES, SIGNAL, TRAINING_LABEL, publish_message
+from deepskin.core.report import LABELS, ROLES, SIGNAL, TRAINING_LABEL
+from deepskin.services import store
+from deepskin.services.config import settings
+from deepskin.services.pubsub import publish_message
 
 log = logging.getLogger(__name__)
 
 JOBS = "jobs"
 MANUAL = "manual"
 REPORT_ID = re.compile(r"^[0-9a-f]{32}$")
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CLOSED = ("done", "failed")
 LAUNCH_GRACE = timedelta(minutes=10)  # a job with no launcher handle after this never started
 LEDGER_GRACE = timedelta(minutes=30)  # past the timeout, for the launcher to have stopped the job

@@ -1,0 +1,39 @@
+"""A result's owner and public face: the capability token, the object metadata an uploader may set, and the
+fields an owner may read back. Shared by the predict path, feedback (a user reports on their own result
+only) and the client's upload path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import datetime
+
+from deepskin.services import store
+
+TOKEN_KEY = "deepskin-token-sha256"  # object metadata: the owner's capability token, hashed
+# Object metadata an uploader may set: the optional facts the model can use (deepskin.core.patient).
+PATIENT_KEYS = {"age": "deepskin-age", "sex": "deepskin-sex", "site": "deepskin-site"}
+# What an owner may read back; internal fields (upload location, token hash, claim times) stay private.
+PUBLIC_FIELDS = ("status", "reason", "message", "probabilities", "malignant_probability", "risk", "top_class",
+                 "image_type", "caveats", "caveat_text", "advice", "not_lesion_probability", "ood_score", "patient",
+                 "model_version", "timings_ms", "source", "created_at", "expire_at")
+
+
+def token_sha256(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def public_fields(doc: dict) -> dict:
+    """JSON-ready: timestamps as ISO 8601 strings."""
+    return {key: doc[key].isoformat() if isinstance(doc[key], datetime) else doc[key]
+            for key in PUBLIC_FIELDS if key in doc}
+
+
+def owned_result(id_: str, token: str | None) -> dict | None:
+    """The result document if `token` is its owner's; None otherwise, whether or not it exists."""
+    doc = store.get_result(id_)
+    owner = (doc or {}).get("owner_token_sha256")
+    if not token or not owner or not hmac.compare_digest(owner, token_sha256(token)):
+        return None
+    return doc

@@ -1,0 +1,56 @@
+"""The model this process serves: loaded once, on first use, and swapped when the registry's current version
+changes (checked at most every $DEEPSKIN_MODEL_CHECK_SECONDS; on any registry error the model in use stays)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+from deepskin.core.bundle import BUNDLED_MODEL
+from deepskin.core.model import Model
+from deepskin.services import registry
+
+log = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_cached: Model | None = None
+_next_check = 0.0
+
+
+def served_model() -> Model:
+    """$DEEPSKIN_MODEL_PATH or the bundled model, replaced by the registry's current version where a registry is
+    configured. The lock makes one request per instance check and load."""
+    global _cached  # pylint: disable=global-statement
+    with _lock:
+        if _cached is None:
+            _cached = Model(os.environ.get("DEEPSKIN_MODEL_PATH") or BUNDLED_MODEL)
+        _cached = refreshed(_cached)
+        return _cached
+
+
+def use_model(model: Model | None) -> None:
+    """Swap the process's model (registry promotion, tests); None loads it again on next use."""
+    global _cached  # pylint: disable=global-statement
+    with _lock:
+        _cached = model
+
+
+def refreshed(model: Model) -> Model:
+    """The registry's current model if it differs from `model`; `model` itself between checks or on any error."""
+    global _next_check  # pylint: disable=global-statement
+    now = time.monotonic()
+    if not registry.configured() or now < _next_check:
+        return model
+    _next_check = now + float(os.environ.get("DEEPSKIN_MODEL_CHECK_SECONDS", "60"))
+    try:
+        record = registry.current()
+        if record is None or record["version"] == model.version:
+            return model
+        loaded = Model(registry.fetch(record))
+    except Exception:  # pylint: disable=broad-except
+        log.exception("model registry check failed: still serving %s", model.version)
+        return model
+    log.info("serving model %s from the registry (was %s)", loaded.version, model.version)
+    return loaded

@@ -1,0 +1,188 @@
+"""Each function as it deploys: staged by infra/stage_functions.py, installed from its own requirements.txt into
+a fresh virtual environment (nothing of the development environment), started with functions-framework, and
+answering one real request against the emulators. Its requirements are the ones pyproject.toml generates, and
+deptry finds every import of the staged code declared and every requirement used."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+import venv
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from deepskin.services import jobs
+
+REPO = Path(__file__).resolve().parents[2]
+LESION = next((REPO / "tests" / "fixtures" / "lesions").glob("*.jpg"))
+CLINICIAN_KEY = "deploy-test-clinician"
+BIN = Path(sys.executable).parent
+
+
+def load_stager():
+    spec = importlib.util.spec_from_file_location("stage_functions", REPO / "infra" / "stage_functions.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+stager = load_stager()
+FUNCTIONS = stager.functions(REPO)
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_requirements_are_generated_from_pyproject(name):
+    committed = (REPO / "functions" / name / "requirements.txt").read_text(encoding="utf-8")
+    assert committed == stager.requirements_text(FUNCTIONS[name], stager.pins(REPO)), (
+        f"functions/{name}/requirements.txt drifted from pyproject.toml: run python infra/stage_functions.py "
+        "--requirements")
+
+
+@pytest.fixture(scope="module")
+def staged(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("staged")
+    stager.stage_all(REPO, out)
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_staged_code_declares_exactly_what_it_imports(staged, name):
+    run = subprocess.run([BIN / "deptry", ".", "--requirements-files", "requirements.txt",
+                          "--known-first-party", "deepskin"], cwd=staged / name, capture_output=True, text=True, check=False,
+                         timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_a_function_stages_only_the_modules_it_imports(staged):
+    retrain = {p.relative_to(staged / "retrain_trigger").as_posix() for p in (staged / "retrain_trigger").rglob("*.py")}
+    assert "deepskin/services/jobs.py" in retrain
+    assert not {"deepskin/core/model.py", "deepskin/core/pipeline.py", "deepskin/clients/cli.py"} & retrain
+
+
+def install(folder: Path) -> Path:
+    """A fresh venv with only the folder's requirements.txt; returns its bin/ folder."""
+    env_dir = folder.parent / f"{folder.name}-venv"
+    venv.create(env_dir, with_pip=True)
+    subprocess.run([env_dir / "bin" / "python", "-m", "pip", "install", "--disable-pip-version-check", "-q",
+                    "-r", folder / "requirements.txt"], check=True, timeout=900, capture_output=True)
+    return env_dir / "bin"
+
+
+@pytest.fixture(scope="module")
+def installed(staged) -> dict[str, Path]:
+    """Every function's venv, installed two at a time (pip is mostly waiting on the disk)."""
+    with ThreadPoolExecutor(2) as pool:
+        return dict(zip(sorted(FUNCTIONS), pool.map(install, [staged / name for name in sorted(FUNCTIONS)])))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def serving(installed, staged, name: str, target: str) -> Iterator[str]:
+    """functions-framework from the function's own venv, in its staged folder; yields its URL."""
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(PATH=f"{installed[name]}:{env['PATH']}", DEEPSKIN_MODEL_REGISTRY="off",
+               DEEPSKIN_LOCAL_CLINICIAN_KEYS=hashlib.sha256(CLINICIAN_KEY.encode()).hexdigest())
+    process = subprocess.Popen([installed[name] / "functions-framework", "--target", target, "--source", "main.py",
+                                "--host", "127.0.0.1", "--port", str(port)], cwd=staged / name, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"{name} did not start:\n{process.stdout.read().decode()}")
+                time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def request(url: str, data: bytes | None = None, headers: dict | None = None, method: str | None = None):
+    """(status, the body: parsed when it is JSON)."""
+    req = urllib.request.Request(url, data=data, headers=headers or {}, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as response:
+            status, body = response.status, response.read()
+            json_body = response.headers.get_content_type() == "application/json"
+    except urllib.error.HTTPError as error:
+        status, body, json_body = error.code, error.read(), error.headers.get_content_type() == "application/json"
+    return status, json.loads(body) if json_body else body
+
+
+def cloud_event(data: dict, type_: str = "google.cloud.pubsub.topic.v1.messagePublished") -> dict:
+    """A binary-mode CloudEvent, as Eventarc posts it."""
+    return {"headers": {"ce-id": uuid.uuid4().hex, "ce-source": "//pubsub.googleapis.com/test", "ce-type": type_,
+                        "ce-specversion": "1.0", "Content-Type": "application/json"},
+            "data": json.dumps(data).encode()}
+
+
+@pytest.fixture(scope="module")
+def prediction(emulators, installed, staged) -> dict:
+    with serving(installed, staged, "predict", "predict_http") as url:
+        status, body = request(url + "/", LESION.read_bytes(), {"Content-Type": "image/jpeg"})
+    assert status == 200, body
+    return body
+
+
+def test_predict_deploys_alone_and_assesses_a_photo(prediction):
+    assert prediction["status"] == "done" and prediction["risk"] in ("low", "medium", "high")
+    assert prediction["model_version"] and prediction["token"]
+
+
+def test_feedback_deploys_alone_and_takes_a_report(emulators, installed, staged, prediction):
+    report = {"prediction_id": prediction["id"], "label": "nv", "role": "user", "idempotency_key": uuid.uuid4().hex}
+    with serving(installed, staged, "feedback", "feedback_http") as url:
+        status, body = request(url + "/feedback", json.dumps(report).encode(),
+                               {"Content-Type": "application/json", "X-DeepSkin-Token": prediction["token"]})
+    assert (status, body["counts_as"]) == (202, "signal"), body
+
+
+def test_retrain_trigger_deploys_alone_and_counts_a_message(emulators, installed, staged):
+    before = (jobs.state_doc().get().to_dict() or {}).get("signals", 0)
+    message = {"report_id": uuid.uuid4().hex, "label": "nv", "role": "user", "counts_as": "signal"}
+    event = cloud_event({"message": {"data": base64.b64encode(json.dumps(message).encode()).decode(),
+                                     "attributes": {}, "messageId": uuid.uuid4().hex}})
+    with serving(installed, staged, "retrain_trigger", "on_feedback") as url:
+        status, _ = request(url + "/", event["data"], event["headers"])
+    assert status == 200
+    assert jobs.state_doc().get().to_dict()["signals"] == before + 1
+
+
+def test_ops_deploys_alone_and_answers_an_operator(emulators, installed, staged):
+    with serving(installed, staged, "ops", "ops_http") as url:
+        status, body = request(url + "/", headers={"X-DeepSkin-Clinician": CLINICIAN_KEY})
+        refused, _ = request(url + "/")
+    assert status == 200 and {"current", "feedback", "ledger"} <= body.keys(), body
+    assert refused == 403
+
+
+def test_sweeper_deploys_alone_and_sweeps(emulators, installed, staged):
+    event = cloud_event({"message": {"data": "", "messageId": uuid.uuid4().hex}})
+    with serving(installed, staged, "sweeper", "on_sweep") as url:
+        status, _ = request(url + "/", event["data"], event["headers"])
+    assert status == 200

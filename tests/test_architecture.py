@@ -1,0 +1,43 @@
+"""The architecture as pyproject.toml states it: import-linter's contracts hold, and deptry finds every import
+declared and every declared package used."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+PACKAGES = ("deepskin", "training", "local", "benchmarks")
+
+
+def lint_imports(root: Path) -> subprocess.CompletedProcess:
+    # PYTHONPATH first, so that the packages under `root` are the ones analysed, not the installed ones.
+    return subprocess.run([BIN / "lint-imports", "--no-cache"], cwd=root, capture_output=True, text=True, check=False,
+                          timeout=300, env={"PATH": str(BIN), "PYTHONPATH": str(root)})
+
+
+def test_import_contracts_hold():
+    run = lint_imports(REPO)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "0 broken" in run.stdout
+
+
+def test_import_contracts_catch_a_core_module_that_reaches_up(tmp_path):
+    """The contracts can fail: the circle this layout removed (the model asking the registry) breaks them."""
+    shutil.copy(REPO / "pyproject.toml", tmp_path)
+    for package in PACKAGES:
+        shutil.copytree(REPO / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    model = tmp_path / "deepskin" / "core" / "model.py"
+    model.write_text(model.read_text() + "\nfrom deepskin.services import registry  # noqa\n")
+    run = lint_imports(tmp_path)
+    assert run.returncode != 0
+    assert "deepskin's floors" in run.stdout and "BROKEN" in run.stdout
+    assert "deepskin.core.model -> deepskin.services.registry" in run.stdout
+
+
+def test_every_import_is_declared_and_every_dependency_used():
+    run = subprocess.run([BIN / "deptry", "."], cwd=REPO, capture_output=True, text=True, check=False, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
