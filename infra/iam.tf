@@ -164,7 +164,7 @@ resource "google_project_iam_member" "sweeper_vertex_user" {
 }
 
 # Eventarc: the trigger identity must be allowed to receive events (project
-# level only); run.invoker on the two event functions is in functions.tf.
+# level only); run.invoker on the event functions is in functions.tf.
 resource "google_project_iam_member" "eventarc_event_receiver" {
   project = var.project_id
   role    = "roles/eventarc.eventReceiver"
