@@ -146,21 +146,18 @@ resource "google_project_iam_member" "ops_firestore_viewer" {
   member  = "serviceAccount:${google_service_account.fn["ops"].email}"
 }
 
-# Vertex AI job creation has no per-resource IAM: roles/aiplatform.user at project
-# level is the narrowest predefined role with aiplatform.customJobs.create. The
-# job runs as the training SA, which the retrain SA may act as (serviceAccountUser
-# on that one SA only, above), not as any other identity.
-resource "google_project_iam_member" "retrain_vertex_user" {
-  project = var.project_id
-  role    = "roles/aiplatform.user"
-  member  = "serviceAccount:${google_service_account.fn["retrain"].email}"
-}
+# Vertex AI jobs have no per-resource IAM: roles/aiplatform.user at project level
+# is the narrowest predefined role with aiplatform.customJobs.create.
+#   retrain: submits the jobs. They run as the training SA, which the retrain SA
+#            may act as (serviceAccountUser on that one SA only, above), not as
+#            any other identity.
+#   sweeper: reads a job's state, and cancels one past its timeout.
+resource "google_project_iam_member" "vertex_user" {
+  for_each = toset(["retrain", "sweeper"])
 
-# The sweeper reads a job's state, and cancels one past its timeout.
-resource "google_project_iam_member" "sweeper_vertex_user" {
   project = var.project_id
   role    = "roles/aiplatform.user"
-  member  = "serviceAccount:${google_service_account.fn["sweeper"].email}"
+  member  = "serviceAccount:${google_service_account.fn[each.key].email}"
 }
 
 # Eventarc: the trigger identity must be allowed to receive events (project

@@ -46,3 +46,14 @@ moved {
   from = google_cloud_run_service_iam_member.eventarc_invoker["retrain"]
   to   = google_cloud_run_service_iam_member.eventarc_invoker["retrain_trigger"]
 }
+
+# iam.tf: retrain_vertex_user and sweeper_vertex_user became one resource.
+moved {
+  from = google_project_iam_member.retrain_vertex_user
+  to   = google_project_iam_member.vertex_user["retrain"]
+}
+
+moved {
+  from = google_project_iam_member.sweeper_vertex_user
+  to   = google_project_iam_member.vertex_user["sweeper"]
+}
