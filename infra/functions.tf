@@ -2,38 +2,47 @@
 # `python infra/stage_functions.py` into build/functions/<name>/ (function code
 # + the deepskin package, + models/ for predict) and zipped here.
 #
+# Every function is one entry of local.functions (what differs: description,
+# staged source, entry point, service account, sizing, ingress, environment,
+# trigger) and one instance of google_cloudfunctions2_function.fn.
+#
 # A 2nd gen function has exactly ONE trigger (HTTP or one event trigger), so the
-# predict code is deployed twice from the same archive:
+# predict code is deployed three times from the same archive:
 #   * predict_event: entry point on_upload, Eventarc storage "finalized" trigger
 #     on the uploads bucket, internal ingress only;
-#   * predict_http:  entry point predict_http, HTTPS, authenticated callers only.
+#   * predict_http:  entry point predict_http, HTTPS, authenticated callers only;
+#   * predict_dead:  entry point on_upload_dead, the storage trigger's dead letters.
 #
-# Sizing of both predict functions (1 GiB, 1 vCPU, concurrency 1, timeout 60 s,
-# min instances 0 by default): ONNX inference is CPU-bound (~20 ms warm on one
-# vCPU) so a second concurrent request would only queue behind the first inside
-# the instance; concurrency 1 lets Cloud Run scale out instead. 1 GiB holds the
-# runtime, onnxruntime, the ~18 MB model and decoded images with headroom.
-# Scale to zero keeps idle cost at storage only; the price is a ~2 s cold start
-# (set var.predict_min_instances = 1 to remove it). 60 s bounds a stuck request
-# well above cold start + inference + heatmap + Firestore/GCS writes.
+# Sizing of both scoring predict functions (local.predict_sizing: 1 GiB, 1 vCPU,
+# concurrency 1, timeout 60 s, min instances 0 by default): ONNX inference is
+# CPU-bound (~20 ms warm on one vCPU) so a second concurrent request would only
+# queue behind the first inside the instance; concurrency 1 lets Cloud Run scale
+# out instead. 1 GiB holds the runtime, onnxruntime, the ~18 MB model and decoded
+# images with headroom. Scale to zero keeps idle cost at storage only; the price
+# is a ~2 s cold start (set var.predict_min_instances = 1 to remove it). 60 s
+# bounds a stuck request well above cold start + inference + heatmap +
+# Firestore/GCS writes.
 #
 # No function allows unauthenticated access: HTTP functions grant
 # roles/run.invoker only to var.invoker_members, event functions only to the
 # Eventarc trigger service account.
 
 locals {
+  # Cloud Run / Cloud Functions service name of each function. Kept apart from
+  # local.functions: local.feedback_audience needs the feedback name, and the
+  # feedback entry of local.functions carries that audience in its environment.
   function_names = {
-    predict_event = "${var.name_prefix}-predict-event"
-    predict_http  = "${var.name_prefix}-predict-http"
-    predict_dead  = "${var.name_prefix}-predict-dead"
-    feedback      = "${var.name_prefix}-feedback"
-    retrain       = "${var.name_prefix}-retrain-trigger"
-    ops           = "${var.name_prefix}-ops"
-    sweeper       = "${var.name_prefix}-sweeper"
+    predict_event   = "${var.name_prefix}-predict-event"
+    predict_http    = "${var.name_prefix}-predict-http"
+    predict_dead    = "${var.name_prefix}-predict-dead"
+    feedback        = "${var.name_prefix}-feedback"
+    retrain_trigger = "${var.name_prefix}-retrain-trigger"
+    ops             = "${var.name_prefix}-ops"
+    sweeper         = "${var.name_prefix}-sweeper"
   }
 
   # The feedback function verifies clinicians' Google ID tokens against its own
-  # URL (DEEPSKIN_FEEDBACK_AUDIENCE). google_cloudfunctions2_function.feedback's
+  # URL (DEEPSKIN_FEEDBACK_AUDIENCE). google_cloudfunctions2_function.fn["feedback"]'s
   # url / service_config[0].uri cannot be used in that function's own
   # environment_variables (a self-reference: Terraform rejects the cycle), so
   # the URL is built from inputs only: a 2nd gen function is always served at
@@ -117,269 +126,205 @@ resource "google_storage_bucket_object" "function_source" {
   source = data.archive_file.function[each.value].output_path
 }
 
-# --- predict: storage event ---------------------------------------------------
-resource "google_cloudfunctions2_function" "predict_event" {
-  name        = local.function_names.predict_event
-  project     = var.project_id
-  location    = var.region
-  description = "Scores every image finalized in the uploads bucket (entry point on_upload)."
+# --- the functions ----------------------------------------------------------------
+locals {
+  # Sizing of the two functions that score images (see the header).
+  predict_sizing = {
+    memory        = "1Gi"
+    cpu           = "1"
+    concurrency   = var.predict_concurrency
+    min_instances = var.predict_min_instances
+    max_instances = var.predict_max_instances
+    timeout       = 60
+  }
 
-  build_config {
-    runtime         = var.python_runtime
-    entry_point     = "on_upload"
-    service_account = google_service_account.build.id
-    source {
-      storage_source {
-        bucket = google_storage_bucket.data["sources"].name
-        object = google_storage_bucket_object.function_source["predict"].name
+  # One entry per function, keyed like function_names:
+  #   source          : staged archive (local.staged), functions/<source>/main.py
+  #   entry_point     : the functions_framework function in that main.py
+  #   service_account : key of its runtime identity in google_service_account.fn (iam.tf)
+  #   sizing          : memory, vCPUs, concurrent requests per instance, min/max
+  #                     instances, timeout (seconds)
+  #   ingress         : ALLOW_INTERNAL_ONLY for event functions; ALLOW_ALL for HTTP
+  #                     functions, which IAM still guards (an identity token is required)
+  #   env             : environment_variables
+  #   trigger         : null for an HTTP function; otherwise the Eventarc trigger:
+  #                     event_type, retry_policy, and filters (attribute => value)
+  #                     or pubsub_topic
+  functions = {
+    predict_event = {
+      description     = "Scores every image finalized in the uploads bucket (entry point on_upload)."
+      source          = "predict"
+      entry_point     = "on_upload"
+      service_account = "predict_event"
+      sizing          = local.predict_sizing
+      ingress         = "ALLOW_INTERNAL_ONLY"
+      env             = local.predict_env
+      trigger = {
+        event_type   = "google.cloud.storage.object.v1.finalized"
+        filters      = { bucket = google_storage_bucket.data["uploads"].name }
+        retry_policy = "RETRY_POLICY_RETRY"
       }
     }
-  }
 
-  service_config {
-    available_memory                 = "1Gi"
-    available_cpu                    = "1"
-    max_instance_request_concurrency = var.predict_concurrency
-    min_instance_count               = var.predict_min_instances
-    max_instance_count               = var.predict_max_instances
-    timeout_seconds                  = 60
-    ingress_settings                 = "ALLOW_INTERNAL_ONLY"
-    all_traffic_on_latest_revision   = true
-    service_account_email            = google_service_account.fn["predict_event"].email
-    environment_variables            = local.predict_env
-  }
+    # Same source, a second function because a function has one trigger.
+    predict_http = {
+      description     = "Scores an image POSTed by an authenticated caller (entry point predict_http)."
+      source          = "predict"
+      entry_point     = "predict_http"
+      service_account = "predict_http"
+      sizing          = local.predict_sizing
+      ingress         = "ALLOW_ALL" # reachable, but IAM still requires an identity token
+      env             = local.predict_env
+      trigger         = null
+    }
 
-  event_trigger {
-    trigger_region        = var.region
-    event_type            = "google.cloud.storage.object.v1.finalized"
-    retry_policy          = "RETRY_POLICY_RETRY"
-    service_account_email = google_service_account.eventarc.email
-    event_filters {
-      attribute = "bucket"
-      value     = google_storage_bucket.data["uploads"].name
+    # The dead letter of predict_event's storage trigger. 512 MiB: it writes one
+    # document and never decodes an image.
+    predict_dead = {
+      description     = "Gives an upload whose storage events ran out of deliveries a final failed result (entry point on_upload_dead)."
+      source          = "predict"
+      entry_point     = "on_upload_dead"
+      service_account = "predict_dead"
+      sizing          = { memory = "512Mi", cpu = "1", concurrency = 10, min_instances = 0, max_instances = 2, timeout = 30 }
+      ingress         = "ALLOW_INTERNAL_ONLY"
+      env             = local.predict_env
+      trigger = {
+        event_type   = "google.cloud.pubsub.topic.v1.messagePublished"
+        pubsub_topic = google_pubsub_topic.uploads_dead.id
+        retry_policy = "RETRY_POLICY_RETRY"
+      }
+    }
+
+    # HTTP. Concurrency 10: I/O-bound (Firestore + Pub/Sub).
+    feedback = {
+      description     = "Records clinician/user feedback on a prediction and publishes it to the feedback topic (entry point feedback_http)."
+      source          = "feedback"
+      entry_point     = "feedback_http"
+      service_account = "feedback"
+      sizing          = { memory = "512Mi", cpu = "1", concurrency = 10, min_instances = 0, max_instances = var.feedback_max_instances, timeout = 30 }
+      ingress         = "ALLOW_ALL" # IAM still requires an identity token
+      env             = local.feedback_env
+      trigger         = null
+    }
+
+    # Pub/Sub event on the feedback topic.
+    retrain_trigger = {
+      description     = "Consumes feedback messages and submits Vertex AI training jobs when enough new labels exist (entry point on_feedback)."
+      source          = "retrain_trigger"
+      entry_point     = "on_feedback"
+      service_account = "retrain"
+      sizing          = { memory = "512Mi", cpu = "1", concurrency = 1, min_instances = 0, max_instances = var.retrain_max_instances, timeout = 120 }
+      ingress         = "ALLOW_INTERNAL_ONLY"
+      env             = local.retrain_env
+      trigger = {
+        event_type   = "google.cloud.pubsub.topic.v1.messagePublished"
+        pubsub_topic = google_pubsub_topic.feedback.id
+        retry_policy = "RETRY_POLICY_RETRY"
+      }
+    }
+
+    # Cloud Scheduler tick through the sweep topic. One instance: one sweep at a time.
+    sweeper = {
+      description     = "Fails abandoned results and frees the retrain ledger from a job that is no longer running (entry point on_sweep)."
+      source          = "sweeper"
+      entry_point     = "on_sweep"
+      service_account = "sweeper"
+      sizing          = { memory = "512Mi", cpu = "1", concurrency = 1, min_instances = 0, max_instances = 1, timeout = 120 }
+      ingress         = "ALLOW_INTERNAL_ONLY"
+      env             = local.retrain_env # the same jobs, read and cancelled
+      trigger = {
+        event_type   = "google.cloud.pubsub.topic.v1.messagePublished"
+        pubsub_topic = google_pubsub_topic.sweep.id
+        retry_policy = "RETRY_POLICY_DO_NOT_RETRY" # the next tick sweeps again
+      }
+    }
+
+    # HTTP, operators only: the operator page's data (deepskin/services/ops.py), read-only.
+    # Only var.operator_members may invoke it (http_invoker); the function itself
+    # trusts that check on Cloud Run.
+    # Concurrency 10: I/O-bound (Firestore + the models bucket).
+    ops = {
+      description     = "The served model, the promotion gate's decisions, feedback counts and the ledger, for operators (entry point ops_http)."
+      source          = "ops"
+      entry_point     = "ops_http"
+      service_account = "ops"
+      sizing          = { memory = "512Mi", cpu = "1", concurrency = 10, min_instances = 0, max_instances = 2, timeout = 30 }
+      ingress         = "ALLOW_ALL" # IAM still requires an operator's identity token
+      env             = local.common_env
+      trigger         = null
     }
   }
-
-  depends_on = [
-    google_project_iam_member.gcs_agent_pubsub_publisher,
-    google_project_iam_member.eventarc_event_receiver,
-    google_project_iam_member.build,
-  ]
 }
 
-# --- predict: HTTP (same source, second resource because one trigger each) ----
-resource "google_cloudfunctions2_function" "predict_http" {
-  name        = local.function_names.predict_http
+resource "google_cloudfunctions2_function" "fn" {
+  for_each = local.functions
+
+  name        = local.function_names[each.key]
   project     = var.project_id
   location    = var.region
-  description = "Scores an image POSTed by an authenticated caller (entry point predict_http)."
+  description = each.value.description
 
   build_config {
     runtime         = var.python_runtime
-    entry_point     = "predict_http"
+    entry_point     = each.value.entry_point
     service_account = google_service_account.build.id
     source {
       storage_source {
         bucket = google_storage_bucket.data["sources"].name
-        object = google_storage_bucket_object.function_source["predict"].name
+        object = google_storage_bucket_object.function_source[each.value.source].name
       }
     }
   }
 
   service_config {
-    available_memory                 = "1Gi"
-    available_cpu                    = "1"
-    max_instance_request_concurrency = var.predict_concurrency
-    min_instance_count               = var.predict_min_instances
-    max_instance_count               = var.predict_max_instances
-    timeout_seconds                  = 60
-    ingress_settings                 = "ALLOW_ALL" # reachable, but IAM still requires an identity token
+    available_memory                 = each.value.sizing.memory
+    available_cpu                    = each.value.sizing.cpu
+    max_instance_request_concurrency = each.value.sizing.concurrency
+    min_instance_count               = each.value.sizing.min_instances
+    max_instance_count               = each.value.sizing.max_instances
+    timeout_seconds                  = each.value.sizing.timeout
+    ingress_settings                 = each.value.ingress
     all_traffic_on_latest_revision   = true
-    service_account_email            = google_service_account.fn["predict_http"].email
-    environment_variables            = local.predict_env
+    service_account_email            = google_service_account.fn[each.value.service_account].email
+    environment_variables            = each.value.env
   }
 
-  depends_on = [google_project_iam_member.build]
-}
+  # No block for an HTTP function (trigger = null: the splat gives []).
+  dynamic "event_trigger" {
+    for_each = each.value.trigger[*]
+    content {
+      trigger_region        = var.region
+      event_type            = event_trigger.value.event_type
+      pubsub_topic          = try(event_trigger.value.pubsub_topic, null)
+      retry_policy          = event_trigger.value.retry_policy
+      service_account_email = google_service_account.eventarc.email
 
-# --- predict: dead letter of the storage trigger ----------------------------------
-resource "google_cloudfunctions2_function" "predict_dead" {
-  name        = local.function_names.predict_dead
-  project     = var.project_id
-  location    = var.region
-  description = "Gives an upload whose storage events ran out of deliveries a final failed result (entry point on_upload_dead)."
-
-  build_config {
-    runtime         = var.python_runtime
-    entry_point     = "on_upload_dead"
-    service_account = google_service_account.build.id
-    source {
-      storage_source {
-        bucket = google_storage_bucket.data["sources"].name
-        object = google_storage_bucket_object.function_source["predict"].name
+      dynamic "event_filters" {
+        for_each = try(event_trigger.value.filters, {})
+        content {
+          attribute = event_filters.key
+          value     = event_filters.value
+        }
       }
     }
-  }
-
-  service_config {
-    available_memory                 = "512Mi" # writes one document; never decodes an image
-    available_cpu                    = "1"
-    max_instance_request_concurrency = 10
-    min_instance_count               = 0
-    max_instance_count               = 2
-    timeout_seconds                  = 30
-    ingress_settings                 = "ALLOW_INTERNAL_ONLY"
-    all_traffic_on_latest_revision   = true
-    service_account_email            = google_service_account.fn["predict_dead"].email
-    environment_variables            = local.predict_env
-  }
-
-  event_trigger {
-    trigger_region        = var.region
-    event_type            = "google.cloud.pubsub.topic.v1.messagePublished"
-    pubsub_topic          = google_pubsub_topic.uploads_dead.id
-    retry_policy          = "RETRY_POLICY_RETRY"
-    service_account_email = google_service_account.eventarc.email
-  }
-
-  depends_on = [
-    google_project_iam_member.eventarc_event_receiver,
-    google_project_iam_member.build,
-  ]
-}
-
-# --- feedback: HTTP -------------------------------------------------------------
-resource "google_cloudfunctions2_function" "feedback" {
-  name        = local.function_names.feedback
-  project     = var.project_id
-  location    = var.region
-  description = "Records clinician/user feedback on a prediction and publishes it to the feedback topic (entry point feedback_http)."
-
-  build_config {
-    runtime         = var.python_runtime
-    entry_point     = "feedback_http"
-    service_account = google_service_account.build.id
-    source {
-      storage_source {
-        bucket = google_storage_bucket.data["sources"].name
-        object = google_storage_bucket_object.function_source["feedback"].name
-      }
-    }
-  }
-
-  service_config {
-    available_memory                 = "512Mi"
-    available_cpu                    = "1"
-    max_instance_request_concurrency = 10 # I/O-bound (Firestore + Pub/Sub)
-    min_instance_count               = 0
-    max_instance_count               = var.feedback_max_instances
-    timeout_seconds                  = 30
-    ingress_settings                 = "ALLOW_ALL" # IAM still requires an identity token
-    all_traffic_on_latest_revision   = true
-    service_account_email            = google_service_account.fn["feedback"].email
-    environment_variables            = local.feedback_env
   }
 
   lifecycle {
-    # DEEPSKIN_FEEDBACK_AUDIENCE is computed, not read from this resource (see
-    # local.feedback_audience): fail loudly if the platform ever serves the
-    # function elsewhere, instead of silently refusing every clinician.
+    # feedback: DEEPSKIN_FEEDBACK_AUDIENCE is computed, not read from this
+    # resource (see local.feedback_audience): fail loudly if the platform ever
+    # serves the function elsewhere, instead of silently refusing every clinician.
     postcondition {
-      condition     = self.url == local.feedback_audience
+      condition     = each.key != "feedback" || self.url == local.feedback_audience
       error_message = "The feedback function's URL differs from DEEPSKIN_FEEDBACK_AUDIENCE (local.feedback_audience): clinician tokens would be refused."
     }
   }
 
-  depends_on = [google_project_iam_member.build]
-}
-
-# --- retrain trigger: Pub/Sub event on the feedback topic ------------------------
-resource "google_cloudfunctions2_function" "retrain_trigger" {
-  name        = local.function_names.retrain
-  project     = var.project_id
-  location    = var.region
-  description = "Consumes feedback messages and submits Vertex AI training jobs when enough new labels exist (entry point on_feedback)."
-
-  build_config {
-    runtime         = var.python_runtime
-    entry_point     = "on_feedback"
-    service_account = google_service_account.build.id
-    source {
-      storage_source {
-        bucket = google_storage_bucket.data["sources"].name
-        object = google_storage_bucket_object.function_source["retrain_trigger"].name
-      }
-    }
-  }
-
-  service_config {
-    available_memory                 = "512Mi"
-    available_cpu                    = "1"
-    max_instance_request_concurrency = 1
-    min_instance_count               = 0
-    max_instance_count               = var.retrain_max_instances
-    timeout_seconds                  = 120
-    ingress_settings                 = "ALLOW_INTERNAL_ONLY"
-    all_traffic_on_latest_revision   = true
-    service_account_email            = google_service_account.fn["retrain"].email
-    environment_variables            = local.retrain_env
-  }
-
-  event_trigger {
-    trigger_region        = var.region
-    event_type            = "google.cloud.pubsub.topic.v1.messagePublished"
-    pubsub_topic          = google_pubsub_topic.feedback.id
-    retry_policy          = "RETRY_POLICY_RETRY"
-    service_account_email = google_service_account.eventarc.email
-  }
-
+  # Ordering only (depends_on cannot differ per instance): the union of what the
+  # functions need before their first deploy. The storage trigger needs the
+  # Cloud Storage agent's publisher role, event triggers the Eventarc receiver
+  # role, every build the build identity's roles.
   depends_on = [
-    google_project_iam_member.eventarc_event_receiver,
-    google_project_iam_member.build,
-  ]
-}
-
-# --- sweeper: Cloud Scheduler tick through the sweep topic ---------------------------
-resource "google_cloudfunctions2_function" "sweeper" {
-  name        = local.function_names.sweeper
-  project     = var.project_id
-  location    = var.region
-  description = "Fails abandoned results and frees the retrain ledger from a job that is no longer running (entry point on_sweep)."
-
-  build_config {
-    runtime         = var.python_runtime
-    entry_point     = "on_sweep"
-    service_account = google_service_account.build.id
-    source {
-      storage_source {
-        bucket = google_storage_bucket.data["sources"].name
-        object = google_storage_bucket_object.function_source["sweeper"].name
-      }
-    }
-  }
-
-  service_config {
-    available_memory                 = "512Mi"
-    available_cpu                    = "1"
-    max_instance_request_concurrency = 1
-    min_instance_count               = 0
-    max_instance_count               = 1 # one sweep at a time
-    timeout_seconds                  = 120
-    ingress_settings                 = "ALLOW_INTERNAL_ONLY"
-    all_traffic_on_latest_revision   = true
-    service_account_email            = google_service_account.fn["sweeper"].email
-    environment_variables            = local.retrain_env # the same jobs, read and cancelled
-  }
-
-  event_trigger {
-    trigger_region        = var.region
-    event_type            = "google.cloud.pubsub.topic.v1.messagePublished"
-    pubsub_topic          = google_pubsub_topic.sweep.id
-    retry_policy          = "RETRY_POLICY_DO_NOT_RETRY" # the next tick sweeps again
-    service_account_email = google_service_account.eventarc.email
-  }
-
-  depends_on = [
+    google_project_iam_member.gcs_agent_pubsub_publisher,
     google_project_iam_member.eventarc_event_receiver,
     google_project_iam_member.build,
   ]
@@ -389,21 +334,23 @@ resource "google_cloudfunctions2_function" "sweeper" {
 # 2nd gen functions are Cloud Run services with the function's name; invocation
 # is controlled by roles/run.invoker on that service.
 locals {
-  http_functions = {
-    predict_http = google_cloudfunctions2_function.predict_http.name
-    feedback     = google_cloudfunctions2_function.feedback.name
+  # Who may call each HTTP function: var.invoker_members the two user-facing ones, var.operator_members
+  # the operator page's data.
+  http_invokers = {
+    predict_http = var.invoker_members
+    feedback     = var.invoker_members
+    ops          = var.operator_members
   }
 
-  http_invoker_bindings = {
-    for pair in setproduct(keys(local.http_functions), var.invoker_members) :
-    "${pair[0]}|${pair[1]}" => { function = pair[0], member = pair[1] }
-  }
+  http_invoker_bindings = merge([
+    for function, members in local.http_invokers : {
+      for member in members : "${function}|${member}" => { function = function, member = member }
+    }
+  ]...)
 
+  # Every function with an event trigger.
   event_functions = {
-    predict_event = google_cloudfunctions2_function.predict_event.name
-    predict_dead  = google_cloudfunctions2_function.predict_dead.name
-    retrain       = google_cloudfunctions2_function.retrain_trigger.name
-    sweeper       = google_cloudfunctions2_function.sweeper.name
+    for key, fn in local.functions : key => google_cloudfunctions2_function.fn[key].name if fn.trigger != null
   }
 }
 
@@ -412,7 +359,7 @@ resource "google_cloud_run_service_iam_member" "http_invoker" {
 
   project  = var.project_id
   location = var.region
-  service  = local.http_functions[each.value.function]
+  service  = google_cloudfunctions2_function.fn[each.value.function].name
   role     = "roles/run.invoker"
   member   = each.value.member
 }
@@ -425,41 +372,4 @@ resource "google_cloud_run_service_iam_member" "eventarc_invoker" {
   service  = each.value
   role     = "roles/run.invoker"
   member   = "serviceAccount:${google_service_account.eventarc.email}"
-}
-
-# --- ops: HTTP, operators only ------------------------------------------------------
-# The operator page's data (deepskin/ops.py): read-only. Only var.operator_members
-# may invoke it (below); the function itself trusts that check on Cloud Run.
-resource "google_cloudfunctions2_function" "ops" {
-  name        = local.function_names.ops
-  project     = var.project_id
-  location    = var.region
-  description = "The served model, the promotion gate's decisions, feedback counts and the ledger, for operators (entry point ops_http)."
-
-  build_config {
-    runtime         = var.python_runtime
-    entry_point     = "ops_http"
-    service_account = google_service_account.build.id
-    source {
-      storage_source {
-        bucket = google_storage_bucket.data["sources"].name
-        object = google_storage_bucket_object.function_source["ops"].name
-      }
-    }
-  }
-
-  service_config {
-    available_memory                 = "512Mi"
-    available_cpu                    = "1"
-    max_instance_request_concurrency = 10 # I/O-bound (Firestore + the models bucket)
-    min_instance_count               = 0
-    max_instance_count               = 2
-    timeout_seconds                  = 30
-    ingress_settings                 = "ALLOW_ALL" # IAM still requires an operator's identity token
-    all_traffic_on_latest_revision   = true
-    service_account_email            = google_service_account.fn["ops"].email
-    environment_variables            = local.common_env
-  }
-
-  depends_on = [google_project_iam_member.build]
 }

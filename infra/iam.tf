@@ -102,7 +102,7 @@ resource "google_pubsub_topic_iam_member" "feedback_publisher" {
   member  = "serviceAccount:${google_service_account.fn["feedback"].email}"
 }
 
-# The retrain trigger dead-letters poison messages itself (deepskin.jobs.dead_letter
+# The retrain trigger dead-letters poison messages itself (deepskin.services.jobs.dead_letter
 # publishes them to DEEPSKIN_FEEDBACK_DEAD_TOPIC, then acknowledges them).
 resource "google_pubsub_topic_iam_member" "retrain_dead_letter_publisher" {
   project = var.project_id
@@ -146,25 +146,22 @@ resource "google_project_iam_member" "ops_firestore_viewer" {
   member  = "serviceAccount:${google_service_account.fn["ops"].email}"
 }
 
-# Vertex AI job creation has no per-resource IAM: roles/aiplatform.user at project
-# level is the narrowest predefined role with aiplatform.customJobs.create. The
-# job runs as the training SA, which the retrain SA may act as (serviceAccountUser
-# on that one SA only, above), not as any other identity.
-resource "google_project_iam_member" "retrain_vertex_user" {
-  project = var.project_id
-  role    = "roles/aiplatform.user"
-  member  = "serviceAccount:${google_service_account.fn["retrain"].email}"
-}
+# Vertex AI jobs have no per-resource IAM: roles/aiplatform.user at project level
+# is the narrowest predefined role with aiplatform.customJobs.create.
+#   retrain: submits the jobs. They run as the training SA, which the retrain SA
+#            may act as (serviceAccountUser on that one SA only, above), not as
+#            any other identity.
+#   sweeper: reads a job's state, and cancels one past its timeout.
+resource "google_project_iam_member" "vertex_user" {
+  for_each = toset(["retrain", "sweeper"])
 
-# The sweeper reads a job's state, and cancels one past its timeout.
-resource "google_project_iam_member" "sweeper_vertex_user" {
   project = var.project_id
   role    = "roles/aiplatform.user"
-  member  = "serviceAccount:${google_service_account.fn["sweeper"].email}"
+  member  = "serviceAccount:${google_service_account.fn[each.key].email}"
 }
 
 # Eventarc: the trigger identity must be allowed to receive events (project
-# level only); run.invoker on the two event functions is in functions.tf.
+# level only); run.invoker on the event functions is in functions.tf.
 resource "google_project_iam_member" "eventarc_event_receiver" {
   project = var.project_id
   role    = "roles/eventarc.eventReceiver"

@@ -35,28 +35,22 @@ output "function_sources_bucket" {
 
 output "predict_http_url" {
   description = "HTTPS URL of the predict HTTP function; callers need roles/run.invoker and an identity token with this URL as audience."
-  value       = google_cloudfunctions2_function.predict_http.service_config[0].uri
+  value       = google_cloudfunctions2_function.fn["predict_http"].service_config[0].uri
 }
 
 output "feedback_http_url" {
   description = "HTTPS URL of the feedback HTTP function (https://<region>-<project>.cloudfunctions.net/<name>); callers need roles/run.invoker and an identity token with exactly this URL as audience: it is DEEPSKIN_FEEDBACK_AUDIENCE, against which clinician tokens are verified."
-  value       = google_cloudfunctions2_function.feedback.url
+  value       = google_cloudfunctions2_function.fn["feedback"].url
 }
 
 output "ops_http_url" {
   description = "HTTPS URL of the ops function (the operator page's data); only var.operator_members may invoke it, e.g. through `gcloud run services proxy`."
-  value       = google_cloudfunctions2_function.ops.url
+  value       = google_cloudfunctions2_function.fn["ops"].url
 }
 
 output "function_names" {
-  description = "Names of the five Cloud Functions (predict_event, predict_http, feedback, retrain, ops), e.g. for `gcloud functions logs read`."
-  value = {
-    predict_event = google_cloudfunctions2_function.predict_event.name
-    predict_http  = google_cloudfunctions2_function.predict_http.name
-    feedback      = google_cloudfunctions2_function.feedback.name
-    retrain       = google_cloudfunctions2_function.retrain_trigger.name
-    ops           = google_cloudfunctions2_function.ops.name
-  }
+  description = "Name of each Cloud Function by its key in local.functions (predict_event, predict_http, predict_dead, feedback, retrain_trigger, sweeper, ops), e.g. for `gcloud functions logs read`."
+  value       = { for key, fn in google_cloudfunctions2_function.fn : key => fn.name }
 }
 
 output "feedback_topic" {
@@ -80,7 +74,7 @@ output "firestore_database" {
 }
 
 output "function_service_accounts" {
-  description = "Runtime service account email of each function (predict_event, predict_http, feedback, retrain, ops)."
+  description = "Runtime service account email of each function, by its key in google_service_account.fn (predict_event, predict_http, predict_dead, feedback, retrain, sweeper, ops)."
   value       = local.function_sa_emails
 }
 

@@ -95,11 +95,11 @@ locals {
 
   dead_lettered_triggers = {
     retrain = {
-      trigger = google_cloudfunctions2_function.retrain_trigger.event_trigger[0].trigger
+      trigger = google_cloudfunctions2_function.fn["retrain_trigger"].event_trigger[0].trigger
       policy  = local.feedback_subscription_policy
     }
     predict_event = {
-      trigger = google_cloudfunctions2_function.predict_event.event_trigger[0].trigger
+      trigger = google_cloudfunctions2_function.fn["predict_event"].event_trigger[0].trigger
       policy  = local.upload_subscription_policy
     }
   }

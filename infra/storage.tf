@@ -40,7 +40,7 @@ locals {
       force_destroy   = var.force_destroy
       lifecycle_rules = [
         # feedback/ holds copies of clinician-labelled uploads whose custom_time is
-        # the ORIGINAL upload's creation time (deepskin.feedback.copy_for_training):
+        # the ORIGINAL upload's creation time (deepskin.services.feedback.copy_for_training):
         # this rule deletes a copy when the original upload is deleted, so a copy
         # never outlives the upload's retention even though it was created later.
         { days_since_custom_time = var.retention_days, matches_prefix = ["feedback/"] },

@@ -12,6 +12,7 @@ problems so the negative tests below can prove it flags broken configurations.
 from __future__ import annotations
 
 import ast
+import copy
 import importlib.util
 import os
 import re
@@ -26,6 +27,16 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
+
+
+def _load_stager():
+    spec = importlib.util.spec_from_file_location("stage_functions", INFRA / "stage_functions.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+STAGER = _load_stager()
 WORKFLOWS = REPO / ".github" / "workflows"
 DOCKER = REPO / "docker"
 
@@ -81,6 +92,7 @@ def merge_configs(configs: list[dict]) -> dict:
                 out[kind].setdefault(rtype, {}).update(named)
         for kind in ("variable", "output", "locals"):
             out[kind].update(cfg.get(kind, {}))
+        out.setdefault("moved", []).extend(cfg.get("moved", []))
     return out
 
 
@@ -124,60 +136,106 @@ def refers_to(value, address: str) -> bool:
 
 
 # --------------------------------------------------------------------------------------
-# for_each over a local map: instantiate each instance (each.key / each.value.X, dynamic
-# blocks over lists) so the checkers see the same concrete bodies as separate resources.
+# for_each over a local map (or a toset of strings): instantiate each instance so the
+# checkers see the same concrete bodies as separate resources. Inside an instance,
+# `<it>.key` / `<it>.value[.attr...]` (each, or a dynamic block's iterator) are resolved
+# against the map entry, following `local.X` values; as a whole value, in try(..., null|{}|[]),
+# in `<ref>[*]` and in `<ref> ? [0] : []`; inside a larger expression when the value is a
+# literal (google_service_account.fn[each.value.sa] -> fn["predict_event"]). Dynamic blocks
+# are expanded over lists and maps.
 # --------------------------------------------------------------------------------------
 _MISSING = object()
-_REF = re.compile(r"\$\{(?:try\(([A-Za-z0-9_]+)\.value\.([A-Za-z0-9_]+), null\)|([A-Za-z0-9_]+)\.value\.([A-Za-z0-9_]+))\}")
-_PICK = re.compile(r"\$\{([A-Za-z0-9_]+)\.value\.([A-Za-z0-9_]+) \? \[0\] : \[\]\}")
+_PATH = r"([A-Za-z0-9_]+)\.(key|value)((?:\.[A-Za-z0-9_]+)*)"
+_WHOLE = re.compile(rf"\$\{{{_PATH}\}}")
+_TRY = re.compile(rf"\$\{{try\({_PATH}, (null|\{{\}}|\[\])\)\}}")
+_SPLAT = re.compile(rf"\$\{{{_PATH}\[\*\]\}}")
+_PICK = re.compile(rf"\$\{{{_PATH} \? \[0\] : \[\]\}}")
+_INNER = re.compile(rf"(?<![\w.]){_PATH}")
+_LOCAL = re.compile(r"\$\{local\.([A-Za-z0-9_]+)\}")
+_TOSET = re.compile(r"\$\{toset\(\[((?:\s*\"[^\"]*\"\s*,?)*)\]\)\}")
 
 
-def _for_each_map(config: dict, body: dict) -> dict | None:
-    """for_each = local.X (a literal map) -> that map; None for any other for_each or none."""
-    m = re.fullmatch(r"\$\{local\.([A-Za-z0-9_]+)\}", str(body.get("for_each", "")))
-    value = config["locals"].get(m.group(1)) if m else None
-    return value if isinstance(value, dict) else None
+def _resolve(config: dict, scope: dict, it: str, part: str, attrs: str):
+    """`<it>.key` or `<it>.value.a.b` in scope -> its value (local.X followed), _MISSING if absent."""
+    value = scope[it][part]
+    for attr in filter(None, attrs.split(".")):
+        if isinstance(value, str) and (m := _LOCAL.fullmatch(value)):
+            value = config["locals"].get(m.group(1), _MISSING)
+        if not isinstance(value, dict) or attr not in value:
+            return _MISSING
+        value = value[attr]
+    return value
 
 
-def _instantiate(obj, scope: dict[str, dict], key: str):
-    """Resolve `<it>.value.<attr>` (plain or in try(..., null)) and `each.key`; expand dynamic blocks."""
+def _instantiate(obj, scope: dict, config: dict):
+    """Resolve references to the iterators in `scope` ({name: {"key", "value"}}); expand dynamic blocks."""
     if isinstance(obj, list):
-        return [_instantiate(v, scope, key) for v in obj]
+        return [_instantiate(v, scope, config) for v in obj]
     if isinstance(obj, dict):
         out: dict = {}
         for k, v in obj.items():
             if k == "dynamic":
                 for dyn in v:
                     for block, spec in dyn.items():
-                        items = _instantiate(spec.get("for_each"), scope, key)
-                        for item in items if isinstance(items, list) else []:
-                            inner = {**scope, block: item if isinstance(item, dict) else {}}
-                            out.setdefault(block, []).extend(_instantiate(spec.get("content", []), inner, key))
+                        items = _instantiate(spec.get("for_each"), scope, config)
+                        pairs = items.items() if isinstance(items, dict) else \
+                            enumerate(items) if isinstance(items, list) else []
+                        for item_key, item in pairs:
+                            inner = {**scope, block: {"key": item_key, "value": item}}
+                            out.setdefault(block, []).extend(_instantiate(spec.get("content", []), inner, config))
                 continue
-            value = _instantiate(v, scope, key)
+            value = _instantiate(v, scope, config)
             if value is not _MISSING:
                 out[k] = value
         return out
     if not isinstance(obj, str):
         return obj
-    if m := _PICK.fullmatch(obj):
-        return [0] if scope.get(m.group(1), {}).get(m.group(2)) is True else []
-    if m := _REF.fullmatch(obj):
-        it, attr = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
-        return scope.get(it, {}).get(attr, _MISSING) if it in scope else obj
-    return obj.replace("each.key", f'"{key}"')
+    for pattern in (_WHOLE, _TRY, _SPLAT, _PICK):
+        m = pattern.fullmatch(obj)
+        if m and m.group(1) in scope:
+            value = _resolve(config, scope, m.group(1), m.group(2), m.group(3))
+            if pattern is _WHOLE:
+                return value
+            if pattern is _TRY:
+                return value if value is not _MISSING else {"null": None, "{}": {}, "[]": []}[m.group(4)]
+            if pattern is _SPLAT:
+                return [] if value in (None, _MISSING) else value if isinstance(value, list) else [value]
+            return [0] if value is True else []
+
+    def literal(m):
+        if m.group(1) not in scope:
+            return m.group(0)
+        value = _resolve(config, scope, m.group(1), m.group(2), m.group(3))
+        if isinstance(value, str) and "${" not in value:
+            return f'"{value}"'
+        return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else m.group(0)
+
+    return _INNER.sub(literal, obj) if "${" in obj else obj
+
+
+def _for_each_map(config: dict, body: dict) -> dict | None:
+    """for_each = local.X (a literal map) -> that map; toset(["a", ...]) -> {"a": "a", ...}; None otherwise."""
+    expr = str(body.get("for_each", ""))
+    if m := _LOCAL.fullmatch(expr):
+        value = config["locals"].get(m.group(1))
+        return value if isinstance(value, dict) else None
+    if m := _TOSET.fullmatch(expr):
+        return {s: s for s in re.findall(r'"([^"]*)"', m.group(1))}
+    return None
 
 
 def instances(config: dict, rtype: str) -> dict[str, dict]:
     """{instance: body} of every `rtype` resource; a for_each over a local map gives one per key."""
-    out = {}
+    out: dict[str, dict] = {}
     for name, body in config["resource"].get(rtype, {}).items():
         specs = _for_each_map(config, body)
-        if specs is None:
-            out[name] = body
-            continue
-        for key, spec in specs.items():
-            out[key] = _instantiate({k: v for k, v in body.items() if k != "for_each"}, {"each": spec}, key)
+        expanded = {name: body} if specs is None else {
+            key: _instantiate({k: v for k, v in body.items() if k != "for_each"},
+                              {"each": {"key": key, "value": spec}}, config)
+            for key, spec in specs.items()}
+        for key, instance in expanded.items():
+            assert key not in out, f"{rtype}: instance {key} of {name} collides with another resource or instance"
+            out[key] = instance
     return out
 
 
@@ -254,7 +312,8 @@ def check_buckets(config: dict) -> list[str]:
 
 
 def functions(config: dict) -> dict:
-    return config["resource"].get("google_cloudfunctions2_function", {})
+    """{function: body}: the instances of the for_each over local.functions (and any plain resource)."""
+    return instances(config, "google_cloudfunctions2_function")
 
 
 def check_function_service_accounts(config: dict) -> list[str]:
@@ -334,6 +393,9 @@ def check_runtime_and_sizing(config: dict) -> list[str]:
         svc = first(body.get("service_config"))
         if svc.get("ingress_settings") not in ("ALLOW_ALL", "ALLOW_INTERNAL_ONLY", "ALLOW_INTERNAL_AND_GCLB"):
             problems.append(f"function {name}: ingress_settings missing")
+        elif body.get("event_trigger") and svc.get("ingress_settings") != "ALLOW_INTERNAL_ONLY":
+            problems.append(f"function {name}: an event function must accept internal traffic only "
+                            "(ALLOW_INTERNAL_ONLY)")
         entry = first(body.get("build_config")).get("entry_point")
         if entry in ("on_upload", "predict_http"):
             expected = {"available_memory": "1Gi", "available_cpu": "1", "timeout_seconds": 60,
@@ -402,11 +464,15 @@ def check_pubsub(config: dict) -> list[str]:
     return problems
 
 
+# Who may call each HTTP function: users' clients the user-facing two, operators alone the operator page's data.
+HTTP_CALLERS = {"predict_http": "var.invoker_members", "feedback": "var.invoker_members", "ops": "var.operator_members"}
+
+
 def check_iam(config: dict) -> list[str]:
     problems = []
     res = config["resource"]
     for rtype in ("google_project_iam_member", "google_project_iam_binding", "google_project_iam_policy"):
-        for name, body in res.get(rtype, {}).items():
+        for name, body in instances(config, rtype).items():
             role = str(body.get("role", ""))
             if role in ("roles/owner", "roles/editor") or "storage.admin" in role:
                 problems.append(f"{rtype}.{name}: over-broad project role {role}")
@@ -414,16 +480,22 @@ def check_iam(config: dict) -> list[str]:
                 problems.append(f"{rtype}.{name}: project-wide storage read would expose the data buckets")
     if "google_project_iam_binding" in res or "google_project_iam_policy" in res:
         problems.append("authoritative project IAM resources would wipe other bindings")
-    project_roles = {b.get("role"): b.get("member", "") for b in res.get("google_project_iam_member", {}).values()}
+    project_members = instances(config, "google_project_iam_member").values()
+    project_roles = {b.get("role"): b.get("member", "") for b in project_members}
     if "roles/eventarc.eventReceiver" not in project_roles:
         problems.append("Eventarc trigger SA lacks roles/eventarc.eventReceiver")
     gcs = [m for r, m in project_roles.items() if r == "roles/pubsub.publisher"]
     if not gcs or "google_storage_project_service_account" not in gcs[0]:
         problems.append("GCS service agent lacks roles/pubsub.publisher (needed by Eventarc storage triggers)")
     invokers = res.get("google_cloud_run_service_iam_member", {})
-    if not any(b.get("role") == "roles/run.invoker" and "var.invoker_members" in str(b.get("for_each", ""))
-               + str(config["locals"]) for b in invokers.values()):
-        problems.append("HTTP functions do not grant roles/run.invoker to var.invoker_members")
+    callers = config["locals"].get("http_invokers", {})
+    for function, members in HTTP_CALLERS.items():
+        if callers.get(function) != f"${{{members}}}":
+            problems.append(f"{function} does not grant roles/run.invoker to {members} (local.http_invokers)")
+    http = invokers.get("http_invoker", {})
+    if not (refers_to(str(http.get("for_each")), "local.http_invoker_bindings") and http.get("role") == "roles/run.invoker"
+            and refers_to(str(config["locals"].get("http_invoker_bindings")), "local.http_invokers")):
+        problems.append("http_invoker does not grant roles/run.invoker from local.http_invokers")
     if not any("google_service_account.eventarc" in str(b.get("member")) for b in invokers.values()):
         problems.append("Eventarc SA lacks run.invoker on the event functions")
     return problems
@@ -481,47 +553,14 @@ SAFE_DEFAULTS = {
 
 # Read by modules a function imports but never on that function's code path (per staged source).
 NOT_ON_CODE_PATH = {
-    # deepskin.services.jobs imports deepskin.services.feedback for publish_message and the label names only; the
-    # clinician check (audience, e-mail list) runs in the feedback function.
-    "retrain_trigger": {"DEEPSKIN_FEEDBACK_AUDIENCE", "DEEPSKIN_CLINICIANS"},
-    # functions/ops checks a clinician only locally (the clinician key); on Cloud Run, IAM admits operators.
-    # It reads the ledger and job documents through deepskin.services.jobs, but never counts, launches or gates a job.
+    # functions/ops checks a clinician only locally (the clinician key, deepskin.services.identity); on Cloud Run,
+    # IAM admits operators. It reads the ledger and job documents through deepskin.services.jobs, but never counts,
+    # launches or gates a job.
     "ops": {"DEEPSKIN_FEEDBACK_AUDIENCE", "DEEPSKIN_CLINICIANS", "DEEPSKIN_JOB_LAUNCHER", "DEEPSKIN_REGION",
             "DEEPSKIN_RETRAIN_CONFIG", "DEEPSKIN_RETRAIN_MIN_LABELS", "DEEPSKIN_TRAINING_ACCELERATOR",
             "DEEPSKIN_TRAINING_ACCELERATORS", "DEEPSKIN_TRAINING_IMAGE", "DEEPSKIN_TRAINING_MACHINE_TYPE",
             "DEEPSKIN_TRAINING_SERVICE_ACCOUNT", "DEEPSKIN_JOB_TIMEOUT_S"},
-    # The sweeper imports deepskin.services.jobs, hence deepskin.services.feedback, for the same reason.
-    "sweeper": {"DEEPSKIN_FEEDBACK_AUDIENCE", "DEEPSKIN_CLINICIANS"},
 }
-
-
-def deepskin_modules(sources: list[Path], repo: Path = REPO) -> set[Path]:
-    """The files of `sources` plus every deepskin module they import, transitively (lazy imports included)."""
-    seen: set[Path] = set()
-    todo = list(sources)
-    while todo:
-        path = todo.pop()
-        if path in seen:
-            continue
-        seen.add(path)
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                module = node.module or ""
-                if node.level:  # relative import inside the deepskin package
-                    module = ".".join(filter(None, ["deepskin", module]))
-                names = [module, *(f"{module}.{alias.name}" for alias in node.names)]
-            else:
-                continue
-            for name in names:
-                parts = name.split(".")
-                if parts[0] != "deepskin":
-                    continue
-                for i in range(1, len(parts) + 1):
-                    base = repo.joinpath(*parts[:i])
-                    todo.extend(f for f in (base.with_suffix(".py"), base / "__init__.py") if f.is_file())
-    return seen
 
 
 def env_reads(files: set[Path]) -> set[str]:
@@ -591,7 +630,7 @@ def check_function_env(config: dict, reads_by_source: dict[str, set[str]]) -> li
 def code_env_reads() -> dict[str, set[str]]:
     out = {}
     for fn_dir in sorted(p for p in (REPO / "functions").iterdir() if p.is_dir()):
-        out[fn_dir.name] = env_reads(deepskin_modules(sorted(fn_dir.glob("*.py"))))
+        out[fn_dir.name] = env_reads(STAGER.deepskin_modules(sorted(fn_dir.glob("*.py")), REPO))
     return out
 
 
@@ -618,6 +657,10 @@ def check_required_settings(config: dict) -> list[str]:
     audience = str(config["locals"].get("feedback_audience", ""))
     if not audience.startswith("https://") or "google_cloudfunctions2_function" in audience:
         problems.append(f"local.feedback_audience must be a URL computed from inputs only: {audience!r}")
+    feedback = functions(config).get("feedback", {})
+    conditions = [str(c.get("condition")) for lc in feedback.get("lifecycle", []) for c in lc.get("postcondition", [])]
+    if not any(refers_to(c, "self.url") and refers_to(c, "local.feedback_audience") for c in conditions):
+        problems.append("feedback: no postcondition that its url is local.feedback_audience (the audience is computed)")
     want("retrain_trigger", "DEEPSKIN_JOB_LAUNCHER", lambda v: v == '"vertex"', 'must be "vertex"')
     want("retrain_trigger", "DEEPSKIN_RETRAIN_MIN_LABELS", lambda v: refers_to(v, "var.retrain_min_labels"),
          "must come from var.retrain_min_labels")
@@ -652,9 +695,11 @@ def check_function_permissions(config: dict) -> list[str]:
                and 'fn["retrain"]' in m.replace('\\"', '"') for t, r, m in topic_members):
         problems.append("retrain SA lacks roles/pubsub.publisher on feedback-dead (it dead-letters poison messages)")
     project = [(b.get("role"), str(b.get("member")).replace('\\"', '"'))
-               for b in res.get("google_project_iam_member", {}).values()]
+               for b in instances(config, "google_project_iam_member").values()]
     if not any(r == "roles/aiplatform.user" and 'fn["retrain"]' in m for r, m in project):
         problems.append("retrain SA lacks roles/aiplatform.user (Vertex AI custom jobs)")
+    if not any(r == "roles/aiplatform.user" and 'fn["sweeper"]' in m for r, m in project):
+        problems.append("sweeper SA lacks roles/aiplatform.user (it reads and cancels Vertex AI jobs)")
     acts_as = [b for b in res.get("google_service_account_iam_member", {}).values()
                if b.get("role") == "roles/iam.serviceAccountUser"]
     if not acts_as or any(not refers_to(b.get("service_account_id"), "google_service_account.training")
@@ -679,7 +724,7 @@ def check_registry_pointer_writers(config: dict) -> list[str]:
                 for key, binding in config["locals"].get("bucket_bindings", {}).items()
                 if binding.get("bucket") == "models" and binding.get("role") != "roles/storage.objectViewer"]
     for rtype in ("google_project_iam_member", "google_storage_bucket_iam_member"):
-        for name, body in config["resource"].get(rtype, {}).items():
+        for name, body in instances(config, rtype).items():
             role, writes = str(body.get("role", "")), ("objectUser", "objectCreator", "objectAdmin", "storage.admin")
             if any(w in role for w in writes) and "google_service_account.fn" in str(body.get("member")) \
                     and (rtype == "google_project_iam_member" or "models" in str(body.get("for_each", body))):
@@ -687,9 +732,87 @@ def check_registry_pointer_writers(config: dict) -> list[str]:
     return problems
 
 
+# The functions were separate resources before they became instances of google_cloudfunctions2_function.fn
+# (issue 16); moved.tf carries an existing deployment's state over. Drop both together.
+FORMER_FUNCTION_RESOURCES = ("predict_event", "predict_http", "predict_dead", "feedback", "retrain_trigger",
+                             "sweeper", "ops")
+_ADDRESS = re.compile(r'\$\{([a-z0-9_]+)\.([A-Za-z0-9_]+)(?:\["([^"]+)"\])?\}')
+
+
+def check_function_definition(config: dict) -> list[str]:
+    """Every function comes from ONE resource: for_each over local.functions, each entry named and staged."""
+    resources = config["resource"].get("google_cloudfunctions2_function", {})
+    if list(resources) != ["fn"]:
+        return ["the functions must be the instances of one resource google_cloudfunctions2_function.fn, found "
+                + str(sorted(resources))]
+    if resources["fn"].get("for_each") != "${local.functions}":
+        return ["google_cloudfunctions2_function.fn must have for_each = local.functions"]
+    problems = []
+    specs = config["locals"].get("functions", {})
+    names = config["locals"].get("function_names", {})
+    staged = set(_for_each_names(config, config["data"].get("archive_file", {}).get("function", {})))
+    if set(specs) != set(names):
+        problems.append("local.functions and local.function_names have different keys: "
+                        + str(sorted(set(specs) ^ set(names))))
+    for key, spec in specs.items():
+        if spec.get("source") not in staged:
+            problems.append(f"function {key}: source {spec.get('source')!r} is not a staged archive ({sorted(staged)})")
+    moved = {(m.get("from"), m.get("to")) for m in config.get("moved", [])}
+    for old in FORMER_FUNCTION_RESOURCES:
+        if (f"${{google_cloudfunctions2_function.{old}}}", f'${{google_cloudfunctions2_function.fn["{old}"]}}') \
+                not in moved:
+            problems.append(f'no moved block from google_cloudfunctions2_function.{old} to fn["{old}"]: '
+                            "an existing deployment would destroy and recreate the function")
+    return problems
+
+
+def check_moved(config: dict) -> list[str]:
+    """A moved block leaves an address that no longer exists for one that does (an instance key, where known)."""
+    problems = []
+    for block in config.get("moved", []):
+        (frm, to), parsed = (block.get("from"), block.get("to")), {}
+        for side, address in (("from", frm), ("to", to)):
+            parsed[side] = _ADDRESS.fullmatch(str(address))
+            if not parsed[side]:
+                problems.append(f"moved {side} {address!r}: not a resource address")
+        if not all(parsed.values()):
+            continue
+        rtype, name, key = parsed["to"].groups()
+        if name not in config["resource"].get(rtype, {}):
+            problems.append(f"moved to {to}: no resource {rtype}.{name}")
+        elif key is not None and (keys := _for_each_map(config, config["resource"][rtype][name])) is not None \
+                and key not in keys:
+            problems.append(f"moved to {to}: {rtype}.{name} has no instance {key!r}")
+        rtype, name, key = parsed["from"].groups()
+        if key is None and name in config["resource"].get(rtype, {}):
+            problems.append(f"moved from {frm}: {rtype}.{name} is still declared")
+    return problems
+
+
+def check_entry_points(config: dict, repo: Path = REPO) -> list[str]:
+    """Each function's entry point is a top-level function of functions/<source>/main.py, registered with
+    functions_framework as an event function (cloud_event) when it has an event trigger, else as http."""
+    problems = []
+    for name, body in functions(config).items():
+        source, entry = function_source(body), first(body.get("build_config")).get("entry_point")
+        main = repo / "functions" / str(source) / "main.py"
+        if not main.is_file():
+            problems.append(f"function {name}: functions/{source}/main.py does not exist")
+            continue
+        decorators = {node.name: {ast.unparse(d) for d in node.decorator_list}
+                      for node in ast.parse(main.read_text(encoding="utf-8")).body if isinstance(node, ast.FunctionDef)}
+        want = "functions_framework.cloud_event" if body.get("event_trigger") else "functions_framework.http"
+        if entry not in decorators:
+            problems.append(f"function {name}: functions/{source}/main.py defines no top-level {entry}()")
+        elif want not in decorators[entry]:
+            problems.append(f"function {name}: {entry}() in functions/{source}/main.py is not decorated with @{want}")
+    return problems
+
+
 ALL_CHECKS = (check_no_public_members, check_buckets, check_function_service_accounts, check_triggers,
               check_runtime_and_sizing, check_firestore, check_pubsub, check_iam, check_references,
-              check_required_settings, check_function_permissions, check_registry_pointer_writers)
+              check_required_settings, check_function_permissions, check_registry_pointer_writers,
+              check_function_definition, check_moved, check_entry_points)
 
 
 # --------------------------------------------------------------------------------------
@@ -903,6 +1026,18 @@ resource "google_project_iam_member" "x" {
     assert "over-broad" in problems and "eventReceiver" in problems
 
 
+def test_checker_flags_an_http_function_open_to_the_wrong_callers():
+    bad = parse_hcl('''
+locals {
+  http_invokers         = { predict_http = var.invoker_members, feedback = var.invoker_members, ops = var.invoker_members }
+  http_invoker_bindings = {}
+}
+''')
+    problems = "\n".join(check_iam(bad))
+    assert "ops does not grant roles/run.invoker to var.operator_members" in problems
+    assert "http_invoker does not grant" in problems and "predict_http does not" not in problems
+
+
 def test_checker_flags_training_bucket_without_custom_time_rule():
     bad = parse_hcl('''
 resource "google_storage_bucket" "training" {
@@ -988,7 +1123,7 @@ def test_checker_flags_unset_function_env():
     bad = parse_hcl(BAD_FUNCTIONS)
     assert set(function_env(bad)["feedback"][1]) == {"DEEPSKIN_UPLOADS_BUCKET", "DEEPSKIN_CLINICIANS"}
     reads = {"feedback": {"DEEPSKIN_UPLOADS_BUCKET", "DEEPSKIN_FEEDBACK_AUDIENCE", "DEEPSKIN_LOCAL_CLINICIAN_KEYS"},
-             "retrain_trigger": {"DEEPSKIN_CLINICIANS", "DEEPSKIN_RETRAIN_MIN_LABELS"}}
+             "retrain_trigger": {"DEEPSKIN_RETRAIN_MIN_LABELS"}}
     problems = check_function_env(bad, reads)
     assert len(problems) == 2, problems
     assert "feedback" in problems[0] and "DEEPSKIN_FEEDBACK_AUDIENCE" in problems[0]
@@ -1012,66 +1147,209 @@ resource "google_project_iam_member" "x" {
         assert needle in perms, needle
 
 
+def test_checker_sees_through_function_for_each():
+    """The function checks hold for each instance of the one for_each resource: the real functions.tf resource,
+    fed a broken local.functions, is flagged function by function."""
+    bad = copy.deepcopy(load_dir(INFRA))
+    fns = bad["locals"]["functions"]
+    fns["predict_http"]["trigger"] = copy.deepcopy(fns["predict_event"]["trigger"])
+    fns["predict_event"]["trigger"]["filters"]["bucket"] = '${google_storage_bucket.data["results"].name}'
+    fns["predict_dead"]["source"] = "feedback"
+    fns["predict_dead"]["trigger"]["pubsub_topic"] = "${google_pubsub_topic.feedback.id}"
+    fns["retrain_trigger"]["trigger"]["retry_policy"] = "RETRY_POLICY_DO_NOT_RETRY"
+    fns["sweeper"]["service_account"] = "ops"
+    fns["sweeper"]["ingress"] = "ALLOW_ALL"
+    fns["ops"]["ingress"] = "ALLOW_SOME"
+    fns["feedback"]["env"] = "${local.common_env}"
+    bad["locals"]["predict_sizing"]["timeout"] = 600
+    bad["locals"]["predict_sizing"]["memory"] = "2Gi"
+    bad["variable"]["python_runtime"]["default"] = "python312"
+    bad["resource"]["google_cloudfunctions2_function"]["fn"]["lifecycle"] = []
+    assert set(functions(bad)) == set(FORMER_FUNCTION_RESOURCES)
+    problems = "\n".join(check_function_service_accounts(bad) + check_triggers(bad) + check_runtime_and_sizing(bad)
+                         + check_required_settings(bad) + check_entry_points(bad))
+    for needle in ("functions sweeper and ops share service account",
+                   "HTTP function predict_http must not have an event_trigger",
+                   "bucket filter does not point at the uploads bucket",
+                   "the predict functions use different sources",
+                   "on_upload_dead is not triggered by google_pubsub_topic.uploads_dead",
+                   "retrain trigger must retry",
+                   "function sweeper: an event function must accept internal traffic only",
+                   "function ops: ingress_settings missing",
+                   "function predict_event: timeout_seconds = 600", "function predict_http: timeout_seconds = 600",
+                   "function predict_http: available_memory = '2Gi'",
+                   "function feedback: runtime 'python312'",
+                   "feedback: DEEPSKIN_FEEDBACK_AUDIENCE = None",
+                   "feedback: no postcondition",
+                   "predict_http() in functions/predict/main.py is not decorated with @functions_framework.cloud_event",
+                   "function predict_dead: functions/feedback/main.py defines no top-level on_upload_dead()"):
+        assert needle in problems, (needle, problems)
+    # Only the broken functions are flagged.
+    assert "retrain_trigger: an event function" not in problems and "predict_dead: ingress" not in problems
+
+
+def test_checker_flags_functions_outside_the_one_definition():
+    """Separate resources (the shape before issue 16), a resource without for_each, or a missing moved block fail."""
+    assert "one resource google_cloudfunctions2_function.fn" in check_function_definition(parse_hcl(BAD_FUNCTIONS))[0]
+    stack = load_dir(INFRA)
+    no_for_each = copy.deepcopy(stack)
+    del no_for_each["resource"]["google_cloudfunctions2_function"]["fn"]["for_each"]
+    assert check_function_definition(no_for_each) == [
+        "google_cloudfunctions2_function.fn must have for_each = local.functions"]
+    broken = copy.deepcopy(stack)
+    broken["moved"] = [m for m in broken["moved"] if "predict_http" not in str(m.get("from"))]
+    broken["locals"]["functions"]["ops"]["source"] = "operator"
+    del broken["locals"]["function_names"]["sweeper"]
+    problems = "\n".join(check_function_definition(broken))
+    for needle in ('no moved block from google_cloudfunctions2_function.predict_http to fn["predict_http"]',
+                   "function ops: source 'operator' is not a staged archive", "different keys: ['sweeper']"):
+        assert needle in problems, (needle, problems)
+    assert "predict_event" not in problems
+    moved = parse_hcl("""
+resource "google_cloud_run_service_iam_member" "x" {
+  for_each = toset(["a"])
+}
+resource "google_cloud_run_service_iam_member" "old" {}
+moved {
+  from = google_cloud_run_service_iam_member.old
+  to   = google_cloud_run_service_iam_member.x["b"]
+}
+moved {
+  from = google_cloudfunctions2_function.gone
+  to   = google_cloudfunctions2_function.fn["gone"]
+}
+""")
+    run_member = "google_cloud_run_service_iam_member"
+    assert check_moved(moved) == [
+        f'moved to ${{{run_member}.x["b"]}}: {run_member}.x has no instance \'b\'',
+        f"moved from ${{{run_member}.old}}: {run_member}.old is still declared",
+        'moved to ${google_cloudfunctions2_function.fn["gone"]}: no resource google_cloudfunctions2_function.fn']
+
+
+ENTRY_POINT_FUNCTION = """
+resource "google_cloudfunctions2_function" "{name}" {{
+  build_config {{
+    entry_point = "{entry}"
+    source {{
+      storage_source {{
+        object = google_storage_bucket_object.function_source["{source}"].name
+      }}
+    }}
+  }}
+  {trigger}
+}}
+"""
+
+
+def test_entry_point_checker_reads_the_decorators(tmp_path):
+    (tmp_path / "functions" / "x").mkdir(parents=True)
+    (tmp_path / "functions" / "x" / "main.py").write_text(
+        "import functions_framework\n\n@functions_framework.http\ndef web(request):\n    pass\n\n"
+        "@functions_framework.cloud_event\ndef event(cloud_event):\n    pass\n\ndef plain():\n    pass\n",
+        encoding="utf-8")
+    config = parse_hcl("".join(ENTRY_POINT_FUNCTION.format(name=name, entry=entry, source=source, trigger=trigger)
+                               for name, entry, source, trigger in (
+                                   ("ok_http", "web", "x", ""), ("ok_event", "event", "x", "event_trigger {}"),
+                                   ("wrong_kind", "web", "x", "event_trigger {}"), ("undecorated", "plain", "x", ""),
+                                   ("missing", "nope", "x", ""), ("no_folder", "web", "y", ""))))
+    assert check_entry_points(config, repo=tmp_path) == [
+        "function wrong_kind: web() in functions/x/main.py is not decorated with @functions_framework.cloud_event",
+        "function undecorated: plain() in functions/x/main.py is not decorated with @functions_framework.http",
+        "function missing: functions/x/main.py defines no top-level nope()",
+        "function no_folder: functions/y/main.py does not exist"]
+
+
 def test_env_scan_follows_imports_only(tmp_path):
     (tmp_path / "deepskin").mkdir()
     (tmp_path / "functions" / "x").mkdir(parents=True)
     (tmp_path / "deepskin" / "__init__.py").write_text("", encoding="utf-8")
     (tmp_path / "deepskin" / "a.py").write_text(
-        "import os\nfrom . import c\nX = os.environ.get('DEEPSKIN_A', '1')\n", encoding="utf-8")
+        "import os\nfrom deepskin import c\nX = os.environ.get('DEEPSKIN_A', '1')\n", encoding="utf-8")
     (tmp_path / "deepskin" / "b.py").write_text("import os\nY = os.environ['DEEPSKIN_B']\n", encoding="utf-8")
     (tmp_path / "deepskin" / "c.py").write_text('"""Reads $DEEPSKIN_C."""\n', encoding="utf-8")
     (tmp_path / "functions" / "x" / "main.py").write_text(
         "def f():\n    from deepskin import a  # lazy\n    return a.X  # DEEPSKIN_COMMENT\n", encoding="utf-8")
-    files = deepskin_modules([tmp_path / "functions" / "x" / "main.py"], repo=tmp_path)
+    files = STAGER.deepskin_modules([tmp_path / "functions" / "x" / "main.py"], repo=tmp_path)
     assert env_reads(files) == {"DEEPSKIN_A", "DEEPSKIN_C"}
 
 
 # --------------------------------------------------------------------------------------
 # Staging script
 # --------------------------------------------------------------------------------------
-def _load_stage_module():
-    spec = importlib.util.spec_from_file_location("stage_functions", INFRA / "stage_functions.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+FAKE_PYPROJECT = """
+[project]
+dependencies = ["numpy==2.4.6"]
+[project.optional-dependencies]
+cloud = ["functions-framework==3.10.2"]
+[tool.deepskin.functions.predict]
+requires = ["functions-framework", "numpy"]
+data = ["models"]
+[tool.deepskin.functions.feedback]
+requires = ["functions-framework"]
+[tool.deepskin.functions.ops]
+requires = ["functions-framework"]
+data = ["training/reports"]
+"""
 
 
 def _fake_repo(root: Path) -> None:
-    for name in ("predict", "feedback", "retrain_trigger", "ops", "sweeper"):
+    """Three functions: predict imports deepskin.core.a (which imports deepskin.core.b), feedback imports
+    deepskin.services.c lazily, ops imports nothing of deepskin; deepskin.clients.d is imported by none."""
+    (root / "pyproject.toml").write_text(FAKE_PYPROJECT, encoding="utf-8")
+    mains = {"predict": "from deepskin.core import a\n", "feedback": "def f():\n    from deepskin.services.c import X\n",
+             "ops": "import os\n"}
+    for name, main in mains.items():
         (root / "functions" / name).mkdir(parents=True)
-        (root / "functions" / name / "main.py").write_text("def f():\n    pass\n", encoding="utf-8")
+        (root / "functions" / name / "main.py").write_text(main, encoding="utf-8")
         (root / "functions" / name / "requirements.txt").write_text("numpy==2.4.6\n", encoding="utf-8")
     (root / "functions" / "predict" / "__pycache__").mkdir()
     (root / "functions" / "predict" / "__pycache__" / "main.cpython-311.pyc").write_bytes(b"x")
-    (root / "deepskin").mkdir()
-    (root / "deepskin" / "__init__.py").write_text("", encoding="utf-8")
+    for package, module, text in (("core", "a", "from deepskin.core import b\n"), ("core", "b", ""),
+                                  ("services", "c", "X = 1\n"), ("clients", "d", "")):
+        (root / "deepskin" / package).mkdir(parents=True, exist_ok=True)
+        (root / "deepskin" / "__init__.py").write_text("", encoding="utf-8")
+        (root / "deepskin" / package / "__init__.py").write_text("", encoding="utf-8")
+        (root / "deepskin" / package / f"{module}.py").write_text(text, encoding="utf-8")
     (root / "models").mkdir()
     (root / "models" / "deepskin.onnx").write_bytes(b"onnx")
     (root / "training" / "reports").mkdir(parents=True)
     (root / "training" / "reports" / "test_curves.png").write_bytes(b"png")
 
 
+def staged_files(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+
+
 def test_stage_functions_layout(tmp_path):
-    stage = _load_stage_module()
     _fake_repo(tmp_path)
     out = tmp_path / "build" / "functions"
-    assert stage.main(["--repo-root", str(tmp_path), "--out", str(out), "--check"]) == 0
-    assert (out / "predict" / "main.py").is_file()
-    assert (out / "predict" / "deepskin" / "__init__.py").is_file()
-    assert (out / "predict" / "models" / "deepskin.onnx").is_file()
-    assert not (out / "predict" / "__pycache__").exists()
-    for name in ("feedback", "retrain_trigger", "sweeper"):
-        assert (out / name / "deepskin" / "__init__.py").is_file()
-        assert not (out / name / "models").exists()
-    assert (out / "ops" / "training" / "reports" / "test_curves.png").is_file()  # the operator page's plots
+    assert STAGER.main(["--repo-root", str(tmp_path), "--out", str(out), "--check"]) == 0
+    # Each function gets its folder, the deepskin modules it imports (transitively, lazily too) with their
+    # packages' __init__.py, and its data folders; nothing else.
+    assert staged_files(out / "predict") == {
+        "main.py", "requirements.txt", "models/deepskin.onnx", "deepskin/__init__.py", "deepskin/core/__init__.py",
+        "deepskin/core/a.py", "deepskin/core/b.py"}
+    assert staged_files(out / "feedback") == {
+        "main.py", "requirements.txt", "deepskin/__init__.py", "deepskin/services/__init__.py", "deepskin/services/c.py"}
+    assert staged_files(out / "ops") == {"main.py", "requirements.txt", "training/reports/test_curves.png"}
     # Re-staging replaces stale files.
     (out / "feedback" / "stale.py").write_text("", encoding="utf-8")
-    assert stage.main(["--repo-root", str(tmp_path), "--out", str(out), "feedback"]) == 0
+    assert STAGER.main(["--repo-root", str(tmp_path), "--out", str(out), "feedback"]) == 0
     assert not (out / "feedback" / "stale.py").exists()
 
 
+def test_requirements_are_written_from_the_pyproject_table(tmp_path):
+    _fake_repo(tmp_path)
+    assert STAGER.main(["--repo-root", str(tmp_path), "--requirements"]) == 0
+    lines = (tmp_path / "functions" / "predict" / "requirements.txt").read_text(encoding="utf-8").splitlines()
+    assert lines[1:] == ["functions-framework==3.10.2", "numpy==2.4.6"]
+    (tmp_path / "pyproject.toml").write_text(FAKE_PYPROJECT.replace('"numpy"]', '"numpy", "pandas"]'), encoding="utf-8")
+    with pytest.raises(STAGER.StagingError, match="pandas"):  # a requirement pyproject does not pin
+        STAGER.write_requirements(tmp_path)
+
+
 def test_stage_functions_fails_on_missing_source(tmp_path):
-    stage = _load_stage_module()
+    stage = STAGER
     _fake_repo(tmp_path)
     shutil.rmtree(tmp_path / "models")
     assert stage.main(["--repo-root", str(tmp_path), "--out", str(tmp_path / "out")]) == 1
@@ -1081,9 +1359,8 @@ def test_stage_functions_fails_on_missing_source(tmp_path):
 
 
 def test_archive_sources_match_staged_names(stack):
-    stage = _load_stage_module()
     staged = set(_for_each_names(stack, stack["data"]["archive_file"]["function"]))
-    assert staged == set(stage.FUNCTIONS)
+    assert staged == set(STAGER.functions(REPO))
 
 
 # --------------------------------------------------------------------------------------
