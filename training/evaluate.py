@@ -195,14 +195,11 @@ def markdown(card: dict, m: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(BUNDLED_MODEL))
-    parser.add_argument("--data", help="HAM10000 folder (default: $DEEPSKIN_HAM10000 or ../shared/data/ham10000)")
-    parser.add_argument("--pad", help="PAD-UFES-20 folder (default: $DEEPSKIN_PAD_UFES20 or ../shared/data/pad_ufes20)")
-    parser.add_argument("--non-lesion", help="non-lesion photos (default: $DEEPSKIN_NON_LESION or ../shared/data/non_lesion)")
+    sources.add_folder_arguments(parser)
     parser.add_argument("--reports", type=Path, default=REPORTS)
     args = parser.parse_args()
     model = Model(args.model)
-    table = sources.table(list(sources.LOADERS), {"ham10000": args.data, "pad_ufes20": args.pad,
-                                                  "non_lesion": args.non_lesion})
+    table = sources.table(list(sources.LOADERS), sources.folders_from(args))
     test = table[table.split == "test"]
     args.reports.mkdir(parents=True, exist_ok=True)
     metrics, curves = {}, {}

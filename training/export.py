@@ -202,17 +202,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--out", default="models/deepskin.onnx")
-    parser.add_argument("--data", help="HAM10000 folder (default: $DEEPSKIN_HAM10000 or ../shared/data/ham10000)")
-    parser.add_argument("--pad", help="PAD-UFES-20 folder (default: $DEEPSKIN_PAD_UFES20 or ../shared/data/pad_ufes20)")
-    parser.add_argument("--non-lesion", help="non-lesion photos (default: $DEEPSKIN_NON_LESION or ../shared/data/non_lesion)")
+    sources.add_folder_arguments(parser)
     parser.add_argument("--limit", type=int, default=0, help="use only N images per split (smoke runs)")
     args = parser.parse_args()
 
     net, ckpt = load_model(args.checkpoint)
     config = TrainConfig.load(None, [f"{k}={json.dumps(v)}" for k, v in ckpt["config"].items()])
     spec = config.preprocess()
-    table = sources.table(config.sources, {"ham10000": args.data, "pad_ufes20": args.pad,
-                                           "non_lesion": args.non_lesion})
+    table = sources.table(config.sources, sources.folders_from(args))
     fit = ood_fit_rows(table, args.limit or OOD_FIT_PER_CLASS)
     val = table[table.split == "val"]
     if args.limit:

@@ -75,10 +75,9 @@ def gate_non_lesions(folders: dict) -> pd.DataFrame:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", help="HAM10000 folder (default: $DEEPSKIN_HAM10000 or ../shared/data/ham10000)")
-    parser.add_argument("--pad", help="PAD-UFES-20 folder (default: $DEEPSKIN_PAD_UFES20 or ../shared/data/pad_ufes20)")
+    sources.add_folder_arguments(parser, ("ham10000", "pad_ufes20"))
     args = parser.parse_args()
-    table = sources.table(list(LESION_SOURCES), {"ham10000": args.data, "pad_ufes20": args.pad})
+    table = sources.table(list(LESION_SOURCES), sources.folders_from(args))
     gate = make_gate_set(table[table.split.isin(["val", "gate"])])
     gate.to_csv(sources.GATE_CSV, index=False)
     print(f"{sources.GATE_CSV}: {gate.source.value_counts().to_dict()} images")

@@ -43,6 +43,7 @@ from deepskin.core.bundle import BUNDLED_MODEL
 from deepskin.core.labels import MALIGNANT
 from deepskin.core.model import Model
 from deepskin.services import registry, store
+from training import sources
 from training.calibrate import expected_calibration_error
 from training.evaluate import group_resamples, score_set
 from training.gate_set import gate_lesions, gate_non_lesions
@@ -226,14 +227,12 @@ def main() -> None:
     action.add_argument("--rollback", action="store_true", help="the previous version becomes current")
     action.add_argument("--status", action="store_true", help="print the current version and recent decisions")
     parser.add_argument("--decision-id", help="default: the candidate's version")
-    parser.add_argument("--data", help="HAM10000 folder (default: $DEEPSKIN_HAM10000 or ../shared/data/ham10000)")
-    parser.add_argument("--pad", help="PAD-UFES-20 folder (default: $DEEPSKIN_PAD_UFES20 or ../shared/data/pad_ufes20)")
-    parser.add_argument("--non-lesion", help="non-lesion photos (default: $DEEPSKIN_NON_LESION or ../shared/data/non_lesion)")
+    sources.add_folder_arguments(parser)
     parser.add_argument("--eval-limit", type=int, default=0, help="a fixed subset of N gate lesions (smoke runs)")
     args = parser.parse_args()
     if args.candidate_dir:
         decision_id = args.decision_id or Model(args.candidate_dir / registry.ONNX).version
-        folders = {"ham10000": args.data, "pad_ufes20": args.pad, "non_lesion": args.non_lesion}
+        folders = sources.folders_from(args)
         result = gate(args.candidate_dir, decision_id, folders, args.eval_limit)
     elif args.approve:
         result = approve(args.approve)

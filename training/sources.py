@@ -10,6 +10,7 @@ from every training run. Each folder comes from a flag, an environment variable,
 
 from __future__ import annotations
 
+import argparse
 import os
 import random
 from pathlib import Path
@@ -87,6 +88,22 @@ def non_lesion(root: Path) -> pd.DataFrame:
 
 
 LOADERS = {"ham10000": ham10000, "pad_ufes20": pad_ufes20, "non_lesion": non_lesion}
+
+
+FLAGS = {"ham10000": ("--data", "HAM10000"), "pad_ufes20": ("--pad", "PAD-UFES-20"),
+         "non_lesion": ("--non-lesion", "non-lesion photos")}
+
+
+def add_folder_arguments(parser: argparse.ArgumentParser, which: tuple[str, ...] = tuple(FLAGS)) -> None:
+    """--data, --pad, --non-lesion: where each data set is, when not at its variable or ../shared/data."""
+    for source in which:
+        flag, what = FLAGS[source]
+        parser.add_argument(flag, dest=source, help=f"{what} folder (default: ${ENV[source]} or ../shared/data/{source})")
+
+
+def folders_from(args: argparse.Namespace) -> dict[str, str | None]:
+    """The folders add_folder_arguments read, for `table`."""
+    return {source: getattr(args, source) for source in FLAGS if hasattr(args, source)}
 
 
 def table(sources: list[str], folders: dict[str, str | None] | None = None) -> pd.DataFrame:

@@ -340,14 +340,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="JSON config (training/configs/*.json)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field")
-    parser.add_argument("--data", help="HAM10000 folder (default: $DEEPSKIN_HAM10000 or ../shared/data/ham10000)")
-    parser.add_argument("--pad", help="PAD-UFES-20 folder (default: $DEEPSKIN_PAD_UFES20 or ../shared/data/pad_ufes20)")
-    parser.add_argument("--non-lesion", help="non-lesion photos (default: $DEEPSKIN_NON_LESION or ../shared/data/non_lesion)")
+    sources.add_folder_arguments(parser)
     parser.add_argument("--out", help="run folder (default: runs/<config name>)")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
     args = parser.parse_args()
     config = TrainConfig.load(args.config, args.set)
-    folders = {"ham10000": args.data, "pad_ufes20": args.pad, "non_lesion": args.non_lesion}
+    folders = sources.folders_from(args)
     best = train(config, folders, Path(args.out or f"runs/{config.name}"), args.resume)
     print(f"best checkpoint: {best}")
 

@@ -2,7 +2,7 @@
 // The capability token lives only in this module's memory: closing or reloading the tab forgets it.
 
 const ACCEPTED = ["image/jpeg", "image/png", "image/webp"];
-const MAX_BYTES = 20 * 1024 * 1024; // deepskin/checks.py MAX_BYTES
+const MAX_BYTES = 20 * 1024 * 1024; // deepskin/core/checks.py MAX_BYTES
 const CLASSES = [
   ["akiec", "actinic keratosis / intraepithelial carcinoma", true],
   ["bcc", "basal cell carcinoma", true],
@@ -12,7 +12,7 @@ const CLASSES = [
   ["nv", "mole (melanocytic nevus)", false],
   ["vasc", "vascular lesion", false],
 ];
-const SITES = [ // deepskin/patient.py SITES
+const SITES = [ // deepskin/core/patient.py SITES
   "abdomen", "acral", "back", "chest", "ear", "face", "foot", "genital", "hand", "lower extremity", "neck",
   "scalp", "trunk", "upper extremity",
 ];

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
@@ -30,7 +31,7 @@ from deepskin.core.pipeline import assess
 from deepskin.services import predict_service, results, store
 from deepskin.services.config import settings
 from deepskin.services.served_model import served_model
-from training import batch_predict
+from training import batch_predict, evaluate
 
 REPO = Path(__file__).resolve().parents[2]
 LESIONS = sorted((REPO / "tests" / "fixtures" / "lesions").glob("*.jpg"))
@@ -407,15 +408,28 @@ def test_http_patient_facts_as_fields_or_query(http_client):
     assert "sex" in bad.get_json()["detail"]
 
 
-def test_batch_predict_and_the_http_function_agree_on_the_same_bytes(http_client, tmp_path):
-    """One assessment path: the evaluation's rows are what the predict function answers."""
+def test_every_path_gives_the_same_answer_for_the_same_bytes(http_client, event_client):
+    """One assessment path: the storage event, the HTTP function, batch_predict and the scorer of the evaluation
+    report and the promotion gate (training.evaluate.score_set) answer the same bytes alike."""
     images = PHONE + LESIONS[:3]
-    rows = {r["image_id"]: r for r in batch_predict.score_folder(images, served_model())}
+    model = served_model()
+    rows = {r["image_id"]: r for r in batch_predict.score_folder(images, model)}
+    table = pd.DataFrame({"image_id": [p.stem for p in images], "path": [str(p) for p in images], "dx": "nv",
+                          "group": "g", "lesion": True, "age": None, "sex": None, "site": None})
+    gate = evaluate.score_set(table, model, with_metadata=False)
     for path in images:
-        body = http_client.post("/", data=path.read_bytes(), content_type="image/jpeg").get_json()
-        row = rows[path.stem]
-        assert row["status"] == body["status"]
-        assert (row["risk"], row["top_class"], row["image_type"]) == (body["risk"], body["top_class"], body["image_type"])
-        for name in body["probabilities"]:
-            assert row[name] == pytest.approx(body["probabilities"][name], abs=1e-5)  # batched vs single inference
-        assert row["malignant"] == pytest.approx(body["malignant_probability"], abs=1e-5)
+        body = post_image(http_client, path.read_bytes()).get_json()
+        obj = upload(path.read_bytes())
+        assert send(event_client, storage_event(obj)) == 200
+        event = results.public_fields(result_for(obj))
+        answers = {"event": (event, event["probabilities"]),
+                   "batch_predict": (rows[path.stem], rows[path.stem]),
+                   "evaluate/gate": (gate.loc[path.stem].to_dict(), gate.loc[path.stem].to_dict())}
+        for where, (answer, probabilities) in answers.items():
+            assert answer["status"] == body["status"] == "done", where
+            assert answer["risk"] == body["risk"] and answer["top_class"] == body["top_class"], where
+            assert answer["image_type"] == body["image_type"], where
+            for name in body["probabilities"]:  # batched vs single inference differ in float rounding only
+                assert float(probabilities[name]) == pytest.approx(body["probabilities"][name], abs=1e-5), where
+            malignant = answer.get("malignant", answer.get("malignant_probability"))
+            assert float(malignant) == pytest.approx(body["malignant_probability"], abs=1e-5), where
