@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from deepskin.core.metadata import strip_metadata
 from deepskin.core.patient import UNKNOWN, PatientInfo
 from deepskin.core.refused import Refused  # a 4xx other than 404: the request itself was found wanting
 
@@ -107,11 +108,14 @@ class Client:
         The file's metadata (EXIF with GPS, comments) is stripped before it leaves this machine; the
         optional patient facts travel as the object's metadata.
         """
-        # Imported here so that HTTP-only use does not pay for loading the Google clients.
-        from google.api_core.exceptions import GoogleAPIError
+        # Imported here so that HTTP-only use needs neither the Google clients nor the time to load them.
+        try:
+            from google.api_core.exceptions import GoogleAPIError
 
-        from deepskin.core.metadata import strip_metadata
-        from deepskin.services import results, store
+            from deepskin.services import results, store
+        except ImportError as exc:
+            raise Unavailable("the upload path talks to Cloud Storage and Firestore: install deepskin[cloud], "
+                              "or send the photo with predict") from exc
 
         path = Path(path)
         token = secrets.token_urlsafe(24)

@@ -10,6 +10,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -73,13 +74,17 @@ def test_a_function_stages_only_the_modules_it_imports(staged):
     assert not {"deepskin/core/model.py", "deepskin/core/pipeline.py", "deepskin/clients/cli.py"} & retrain
 
 
-def install(folder: Path) -> Path:
-    """A fresh venv with only the folder's requirements.txt; returns its bin/ folder."""
-    env_dir = folder.parent / f"{folder.name}-venv"
+def install_requirement(env_dir: Path, *requirement: str) -> Path:
+    """A fresh venv with only `requirement` (pip's arguments) installed; returns its bin/ folder."""
     venv.create(env_dir, with_pip=True)
     subprocess.run([env_dir / "bin" / "python", "-m", "pip", "install", "--disable-pip-version-check", "-q",
-                    "-r", folder / "requirements.txt"], check=True, timeout=900, capture_output=True)
+                    *requirement], check=True, timeout=900, capture_output=True)
     return env_dir / "bin"
+
+
+def install(folder: Path) -> Path:
+    """A fresh venv with only the staged folder's requirements.txt."""
+    return install_requirement(folder.parent / f"{folder.name}-venv", "-r", str(folder / "requirements.txt"))
 
 
 @pytest.fixture(scope="module")
@@ -186,3 +191,20 @@ def test_sweeper_deploys_alone_and_sweeps(emulators, installed, staged):
     with serving(installed, staged, "sweeper", "on_sweep") as url:
         status, _ = request(url + "/", event["data"], event["headers"])
     assert status == 200
+
+
+def test_the_deepskin_distribution_is_the_core_and_the_command(tmp_path):
+    """`pip install deepskin` (no extras): only the deepskin package, and a `deepskin` command that starts and
+    names what the upload path lacks instead of crashing on an import."""
+    source = tmp_path / "source"
+    for part in ("deepskin", "training", "local"):
+        shutil.copytree(REPO / part, source / part, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source)
+    bin_ = install_requirement(tmp_path / "env", str(source))
+    assert subprocess.run([bin_ / "deepskin", "--help"], capture_output=True, check=False).returncode == 0
+    training = subprocess.run([bin_ / "python", "-c", "import training"], cwd=tmp_path, capture_output=True, check=False)
+    assert b"No module named 'training'" in training.stderr
+    upload = subprocess.run([bin_ / "deepskin", "upload", str(LESION), "--json"], capture_output=True, text=True,
+                            cwd=tmp_path, check=False)
+    assert upload.returncode == 5 and "deepskin[cloud]" in json.loads(upload.stdout)["message"], upload
