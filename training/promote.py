@@ -39,7 +39,7 @@ from google.api_core.exceptions import AlreadyExists
 from google.cloud import firestore
 from sklearn.metrics import roc_auc_score
 
-from deepskin.core.bundle import BUNDLED_MODEL
+from deepskin.core.bundle import BUNDLED_MODEL, card_path
 from deepskin.core.labels import MALIGNANT
 from deepskin.core.model import Model
 from deepskin.services import registry, store
@@ -48,6 +48,8 @@ from training.calibrate import expected_calibration_error
 from training.evaluate import group_resamples, score_set
 from training.gate_set import gate_lesions, gate_non_lesions
 
+# The PyTorch weights of models shipped in models/, by version: the first retrain's starting point.
+SHIPPED_CHECKPOINTS = Path(__file__).parent / "checkpoints"
 # check -> (margin, direction): +1 a higher value is better, -1 a lower one.
 CHECKS = {"auc": (0.02, +1), "sensitivity_high": (0.03, +1), "specificity_high": (0.05, +1),
           "ece": (0.02, -1), "lesions_refused": (0.02, -1), "non_lesions_refused": (0.05, +1)}
@@ -136,12 +138,16 @@ def decide(candidate: dict, baseline: dict) -> dict:
 
 
 def current_record() -> dict:
-    """The registry's current version; the first time, the model being served is registered as current."""
+    """The registry's current version; the first time, the model being served is registered as current, with
+    its shipped checkpoint (training/checkpoints/<version>.pt) when there is one, so that the first retrain
+    fine-tunes the served weights instead of starting from ImageNet."""
     record = registry.current()
     if record is None:
         baseline = Path(os.environ.get("DEEPSKIN_MODEL_PATH") or BUNDLED_MODEL)
+        shipped = SHIPPED_CHECKPOINTS / f"{json.loads(card_path(baseline).read_text())['version']}.pt"
         try:
-            record = registry.set_current(registry.upload(baseline), expected=None)
+            record = registry.set_current(registry.upload(baseline, shipped if shipped.is_file() else None),
+                                          expected=None)
         except RuntimeError:  # registered meanwhile by another gate
             record = registry.current()
     return record

@@ -159,7 +159,8 @@ def test_clinician_labels_start_exactly_one_job_whose_gate_decision_holds_both_m
     returncode = jobs.launcher().wait(job_id, timeout=400)
     job = all_jobs()[job_id]
     assert returncode == 0 and job["status"] == "done", Path(job["handle"].rsplit("log ", 1)[-1]).read_text()[-3000:]
-    assert job["feedback_images"] == 4 and "ImageNet backbone" in job["init"]  # the shipped model has no checkpoint
+    # The first job fine-tunes the served weights: the shipped model's checkpoint was registered with it.
+    assert job["feedback_images"] == 4 and job["init"] == f"checkpoint of model {Model(BUNDLED_MODEL).version}"
     decision = job["decision"]
     stored = registry.decision_doc(job_id).get().to_dict()
     assert {k: stored[k] for k in decision} == decision

@@ -1,15 +1,23 @@
 """ONNX export: onnxruntime must agree with torch on every output, and the card contract must hold."""
 
+from pathlib import Path
+
 import numpy as np
 import torch
+from PIL import Image
 
+from deepskin.core.bundle import BUNDLED_MODEL
 from deepskin.core.model import Model
 from deepskin.core.patient import PatientInfo
-from deepskin.core.preprocess import Preprocess
+from deepskin.core.preprocess import Preprocess, model_input
 from training import sources
 from training.export import PARITY_TOLERANCE, batches, export_onnx, ood_fit_rows, ood_scorer, parity, pooled_features
 from training.net import LiteConfig, pretrained
-from training.train import patient_vectors
+from training.promote import SHIPPED_CHECKPOINTS
+from training.train import load_model, patient_vectors
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+LESIONS, PHONE = FIXTURES / "lesions", FIXTURES / "phone"
 
 
 def test_onnx_matches_torch_on_32_test_images(tmp_path):
@@ -43,3 +51,18 @@ def test_onnx_matches_torch_on_32_test_images(tmp_path):
     # The patient input is wired through: the same image with other facts gets other logits.
     older = np.stack([PatientInfo(age=85, sex="male", site="face").vector()] * 2)
     assert not np.allclose(model.score(x[:2], older).logits, model.score(x[:2], patients[:2]).logits)
+
+
+def test_the_shipped_checkpoint_is_the_shipped_model():
+    """training/checkpoints/<version>.pt, where the first retrain starts, holds the very weights of the ONNX in
+    models/: the same class logits on real lesions and phone photos, with and without patient facts."""
+    served = Model(BUNDLED_MODEL)
+    net, ckpt = load_model(SHIPPED_CHECKPOINTS / f"{served.version}.pt")
+    assert Preprocess.from_dict(ckpt["preprocess"]) == served.spec
+    paths = sorted(LESIONS.glob("*.jpg"))[:4] + sorted(PHONE.glob("*.jpg"))[:4]
+    x = np.stack([model_input(Image.open(path), served.spec) for path in paths])
+    facts = np.stack([PatientInfo.parse(60, "female", "back").vector()] * len(x))
+    for patients in (np.zeros_like(facts), facts):
+        with torch.no_grad():
+            logits = net(torch.from_numpy(x), torch.from_numpy(patients)).numpy()
+        assert np.abs(logits - served.score(x, patients).logits).max() < 1e-4
