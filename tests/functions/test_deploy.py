@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -25,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import stage_functions as stager
 
 from deepskin.services import jobs
 
@@ -34,14 +34,6 @@ CLINICIAN_KEY = "deploy-test-clinician"
 BIN = Path(sys.executable).parent
 
 
-def load_stager():
-    spec = importlib.util.spec_from_file_location("stage_functions", REPO / "infra" / "stage_functions.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-stager = load_stager()
 FUNCTIONS = stager.functions(REPO)
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ast
 import copy
-import importlib.util
 import os
 import re
 import shutil
@@ -24,19 +23,11 @@ from pathlib import Path
 # python-hcl2==8.1.4. Deliberately not importorskip: a missing parser must fail, not skip.
 import hcl2
 import pytest
+import stage_functions
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
 
-
-def _load_stager():
-    spec = importlib.util.spec_from_file_location("stage_functions", INFRA / "stage_functions.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-STAGER = _load_stager()
 WORKFLOWS = REPO / ".github" / "workflows"
 DOCKER = REPO / "docker"
 
@@ -630,7 +621,7 @@ def check_function_env(config: dict, reads_by_source: dict[str, set[str]]) -> li
 def code_env_reads() -> dict[str, set[str]]:
     out = {}
     for fn_dir in sorted(p for p in (REPO / "functions").iterdir() if p.is_dir()):
-        out[fn_dir.name] = env_reads(STAGER.deepskin_modules(sorted(fn_dir.glob("*.py")), REPO))
+        out[fn_dir.name] = env_reads(stage_functions.deepskin_modules(sorted(fn_dir.glob("*.py")), REPO))
     return out
 
 
@@ -1269,7 +1260,7 @@ def test_env_scan_follows_imports_only(tmp_path):
     (tmp_path / "deepskin" / "c.py").write_text('"""Reads $DEEPSKIN_C."""\n', encoding="utf-8")
     (tmp_path / "functions" / "x" / "main.py").write_text(
         "def f():\n    from deepskin import a  # lazy\n    return a.X  # DEEPSKIN_COMMENT\n", encoding="utf-8")
-    files = STAGER.deepskin_modules([tmp_path / "functions" / "x" / "main.py"], repo=tmp_path)
+    files = stage_functions.deepskin_modules([tmp_path / "functions" / "x" / "main.py"], repo=tmp_path)
     assert env_reads(files) == {"DEEPSKIN_A", "DEEPSKIN_C"}
 
 
@@ -1323,7 +1314,7 @@ def staged_files(folder: Path) -> set[str]:
 def test_stage_functions_layout(tmp_path):
     _fake_repo(tmp_path)
     out = tmp_path / "build" / "functions"
-    assert STAGER.main(["--repo-root", str(tmp_path), "--out", str(out), "--check"]) == 0
+    assert stage_functions.main(["--repo-root", str(tmp_path), "--out", str(out), "--check"]) == 0
     # Each function gets its folder, the deepskin modules it imports (transitively, lazily too) with their
     # packages' __init__.py, and its data folders; nothing else.
     assert staged_files(out / "predict") == {
@@ -1334,22 +1325,22 @@ def test_stage_functions_layout(tmp_path):
     assert staged_files(out / "ops") == {"main.py", "requirements.txt", "training/reports/test_curves.png"}
     # Re-staging replaces stale files.
     (out / "feedback" / "stale.py").write_text("", encoding="utf-8")
-    assert STAGER.main(["--repo-root", str(tmp_path), "--out", str(out), "feedback"]) == 0
+    assert stage_functions.main(["--repo-root", str(tmp_path), "--out", str(out), "feedback"]) == 0
     assert not (out / "feedback" / "stale.py").exists()
 
 
 def test_requirements_are_written_from_the_pyproject_table(tmp_path):
     _fake_repo(tmp_path)
-    assert STAGER.main(["--repo-root", str(tmp_path), "--requirements"]) == 0
+    assert stage_functions.main(["--repo-root", str(tmp_path), "--requirements"]) == 0
     lines = (tmp_path / "functions" / "predict" / "requirements.txt").read_text(encoding="utf-8").splitlines()
     assert lines[1:] == ["functions-framework==3.10.2", "numpy==2.4.6"]
     (tmp_path / "pyproject.toml").write_text(FAKE_PYPROJECT.replace('"numpy"]', '"numpy", "pandas"]'), encoding="utf-8")
-    with pytest.raises(STAGER.StagingError, match="pandas"):  # a requirement pyproject does not pin
-        STAGER.write_requirements(tmp_path)
+    with pytest.raises(stage_functions.StagingError, match="pandas"):  # a requirement pyproject does not pin
+        stage_functions.write_requirements(tmp_path)
 
 
 def test_stage_functions_fails_on_missing_source(tmp_path):
-    stage = STAGER
+    stage = stage_functions
     _fake_repo(tmp_path)
     shutil.rmtree(tmp_path / "models")
     assert stage.main(["--repo-root", str(tmp_path), "--out", str(tmp_path / "out")]) == 1
@@ -1360,7 +1351,7 @@ def test_stage_functions_fails_on_missing_source(tmp_path):
 
 def test_archive_sources_match_staged_names(stack):
     staged = set(_for_each_names(stack, stack["data"]["archive_file"]["function"]))
-    assert staged == set(STAGER.functions(REPO))
+    assert staged == set(stage_functions.functions(REPO))
 
 
 # --------------------------------------------------------------------------------------
