@@ -36,6 +36,11 @@ MAX_RETRY_DELAY_S = 600  # Pub/Sub's longest backoff, as infra/pubsub.tf sets it
 MAX_DELIVERY_ATTEMPTS = 8
 DEAD_LETTER_TOPIC = "uploads-dead"
 DELIVERY_TIMEOUT_S = 70  # the functions time out at 60 s in the cloud
+# The subscriptions' ack deadline outlasts any delivery, as Eventarc's push subscriptions wait for the function's
+# answer. At Pub/Sub's default of 10 s, a delivery that waits (a duplicate waiting CLAIM_WAIT_S for the claim's
+# holder, a busy function) had its deadline expire mid-call: Pub/Sub handed out a second copy, whose failure
+# counted as another attempt, until the message was dead-lettered within a minute or two.
+ACK_DEADLINE_S = DELIVERY_TIMEOUT_S + 10
 PULL_TIMEOUT_S = 30  # the emulator answers an empty pull after ~4 s on its own
 
 Headers = dict[str, str]

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Self
 
 from deepskin.services.config import settings
+from local.bridge import ACK_DEADLINE_S
 from local.watchdog import Watchdog
 
 HOST = "127.0.0.1"
@@ -222,6 +223,11 @@ def create_topic(name: str, project: str, pubsub_host: str) -> None:
     pubsub_put(pubsub_host, f"projects/{project}/topics/{name}", {})
 
 
+def create_subscription(name: str, topic: str, project: str, pubsub_host: str) -> None:
+    pubsub_put(pubsub_host, f"projects/{project}/subscriptions/{name}",
+               {"topic": f"projects/{project}/topics/{topic}", "ackDeadlineSeconds": ACK_DEADLINE_S})
+
+
 def create_resources() -> None:
     """The buckets, topics and subscriptions the functions expect (idempotent); env must point at emulators."""
     from google.api_core.exceptions import Conflict
@@ -244,8 +250,7 @@ def create_resources() -> None:
         "uploads-predict": UPLOADS_TOPIC,
     }
     for subscription, topic in subscriptions.items():
-        pubsub_put(pubsub_host, f"projects/{config.project}/subscriptions/{subscription}",
-                   {"topic": f"projects/{config.project}/topics/{topic}"})
+        create_subscription(subscription, topic, config.project, pubsub_host)
 
 
 def main() -> None:

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
+import time
+import uuid
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 from cloudevents.http import from_http
 from functions_framework import create_app
 from google.cloud import pubsub_v1
 
-from local.bridge import PUBSUB_PUBLISHED, STORAGE_FINALIZED, pubsub_event, storage_event
+from local.bridge import PUBSUB_PUBLISHED, STORAGE_FINALIZED, Bridge, pubsub_event, pubsub_route, storage_event
+from local.emulators import create_subscription, create_topic
 
 PUBLISHED_AT = datetime(2026, 5, 4, 3, 2, 1, 123000, tzinfo=UTC)
 OBJECT = {"kind": "storage#object", "name": "uploads/a b.jpg", "bucket": "deepskin-uploads",
@@ -68,3 +74,46 @@ def test_functions_framework_accepts_the_storage_event(tmp_path):
     assert response.status_code == 200
     seen = json.loads((tmp_path / "seen.json").read_text())
     assert seen == {"type": STORAGE_FINALIZED, "subject": "objects/uploads/a b.jpg", "data": OBJECT}
+
+
+SLOW_S = 12
+
+
+class SlowFunction(BaseHTTPRequestHandler):
+    """Answers 204 after SLOW_S: longer than Pub/Sub's default ack deadline of 10 s. Counts the calls."""
+    calls: ClassVar[list[float]] = []
+
+    def do_POST(self):
+        self.calls.append(time.monotonic())
+        self.rfile.read(int(self.headers["Content-Length"]))
+        time.sleep(SLOW_S)
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):  # quiet
+        pass
+
+
+def test_a_delivery_slower_than_ten_seconds_is_not_handed_out_twice(emulators):
+    """The subscriptions' ack deadline outlasts a delivery: a second copy of a message still in flight would
+    fail against the first one's claim and count as a failed attempt, until the message was dead-lettered."""
+    project = emulators["GOOGLE_CLOUD_PROJECT"]
+    topic, subscription = f"slow-{uuid.uuid4().hex[:8]}", f"slow-{uuid.uuid4().hex[:8]}"
+    create_topic(topic, project, emulators["PUBSUB_EMULATOR_HOST"])
+    create_subscription(subscription, topic, project, emulators["PUBSUB_EMULATOR_HOST"])
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SlowFunction)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    route = pubsub_route(project, topic, subscription, f"http://127.0.0.1:{server.server_port}/")
+    bridge = Bridge(project, [route]).start()
+    try:
+        publisher = pubsub_v1.PublisherClient()
+        publisher.publish(publisher.topic_path(project, topic), b"{}").result(timeout=30)
+        deadline = time.monotonic() + 30
+        while not SlowFunction.calls:
+            assert time.monotonic() < deadline, "the message never reached the function"
+            time.sleep(0.2)
+        time.sleep(SLOW_S + 3)  # past the first call's answer, and past a 10 s deadline's redelivery
+        assert len(SlowFunction.calls) == 1
+    finally:
+        bridge.stop()
+        server.shutdown()
