@@ -152,8 +152,10 @@ def naming_power(probabilities: np.ndarray, targets: np.ndarray, prior: np.ndarr
 def fit_card(model: Model, val: pd.DataFrame, train: pd.DataFrame, config: TrainConfig) -> dict:
     """Everything the card reads, from validation scores through the ONNX (`model` has a blank card)."""
     patients = patient_vectors(val).numpy()
-    scores = [model.score(x, patients[i:i + len(x)]) for i, x in zip(range(0, len(val), 64),
-                                                                     batches(list(val.path), model.spec))]
+    scores, start = [], 0
+    for x in batches(list(val.path), model.spec):
+        scores.append(model.score(x, patients[start:start + len(x)]))
+        start += len(x)
     logits = np.concatenate([s.logits for s in scores])
     kinds = np.concatenate([s.image_type for s in scores])
     not_lesion = np.concatenate([s.not_lesion for s in scores])
@@ -207,7 +209,7 @@ def main() -> None:
     args = parser.parse_args()
 
     net, ckpt = load_model(args.checkpoint)
-    config = TrainConfig.load(None, [f"{k}={json.dumps(v)}" for k, v in ckpt["config"].items()])
+    config = TrainConfig.from_dict(ckpt["config"])
     spec = config.preprocess()
     table = sources.table(config.sources, sources.folders_from(args))
     fit = ood_fit_rows(table, args.limit or OOD_FIT_PER_CLASS)

@@ -39,10 +39,11 @@ from google.api_core.exceptions import AlreadyExists
 from google.cloud import firestore
 from sklearn.metrics import roc_auc_score
 
-from deepskin.core.bundle import BUNDLED_MODEL, card_path
+from deepskin.core.bundle import BUNDLED_MODEL, load_card
 from deepskin.core.labels import MALIGNANT
 from deepskin.core.model import Model
 from deepskin.services import registry, store
+from deepskin.services.config import settings
 from training import sources
 from training.calibrate import expected_calibration_error
 from training.evaluate import group_resamples, score_set
@@ -143,8 +144,8 @@ def current_record() -> dict:
     fine-tunes the served weights instead of starting from ImageNet."""
     record = registry.current()
     if record is None:
-        baseline = Path(os.environ.get("DEEPSKIN_MODEL_PATH") or BUNDLED_MODEL)
-        shipped = SHIPPED_CHECKPOINTS / f"{json.loads(card_path(baseline).read_text())['version']}.pt"
+        baseline = Path(settings().model_path or BUNDLED_MODEL)
+        shipped = SHIPPED_CHECKPOINTS / f"{load_card(baseline)['version']}.pt"
         try:
             record = registry.set_current(registry.upload(baseline, shipped if shipped.is_file() else None),
                                           expected=None)
@@ -237,7 +238,7 @@ def main() -> None:
     parser.add_argument("--eval-limit", type=int, default=0, help="a fixed subset of N gate lesions (smoke runs)")
     args = parser.parse_args()
     if args.candidate_dir:
-        decision_id = args.decision_id or Model(args.candidate_dir / registry.ONNX).version
+        decision_id = args.decision_id or load_card(args.candidate_dir / registry.ONNX)["version"]
         folders = sources.folders_from(args)
         result = gate(args.candidate_dir, decision_id, folders, args.eval_limit)
     elif args.approve:

@@ -38,11 +38,11 @@ import pandas as pd
 from google.api_core.exceptions import NotFound
 from google.cloud import firestore
 
-from deepskin.core.bundle import card_path
+from deepskin.core.bundle import card_path, load_card
 from deepskin.core.report import TRAINING_LABEL
 from deepskin.services import jobs, registry, store
 from training import promote, sources
-from training.data import data_root
+from training.data import FOLDER_ENV, data_root
 from training.net import EfficientNetLite, LiteConfig, pretrained
 from training.train import TrainConfig, fit, load_model, load_splits, seed_everything, split_rows
 
@@ -55,7 +55,7 @@ def starting_point(config: TrainConfig, record: dict, work: Path) -> tuple[Effic
         shape = ckpt["config"]
         init = f"checkpoint of model {record['version']}"
     else:
-        shape = json.loads(card_path(registry.fetch(record)).read_text()).get("training", {}).get("config", {})
+        shape = load_card(registry.fetch(record)).get("training", {}).get("config", {})
         net = pretrained(LiteConfig(**shape["net"])) if "net" in shape else pretrained(config.net)
         init = f"ImageNet backbone (model {record['version']} has no checkpoint, only ONNX)"
     config = replace(config, net=LiteConfig(**shape.get("net", vars(config.net))),
@@ -96,7 +96,7 @@ def source_folders(ham10000: Path) -> dict[str, str]:
     ../shared/data; a source's environment variable, when set, wins over its neighbour."""
     beside = {s: ham10000.parent / s for s in sources.LOADERS if s != "ham10000"}
     return {"ham10000": str(ham10000), **{s: str(path) for s, path in beside.items()
-                                          if path.is_dir() and not os.environ.get(sources.ENV[s])}}
+                                          if path.is_dir() and not os.environ.get(FOLDER_ENV[s])}}
 
 
 def run(job_id: str, config: TrainConfig, root: Path, work: Path, eval_limit: int) -> dict:
@@ -112,9 +112,10 @@ def run(job_id: str, config: TrainConfig, root: Path, work: Path, eval_limit: in
     best = candidate / registry.CHECKPOINT  # the EMA weights the ONNX is made of; uploaded if promoted
     shutil.copy(fit(net, *load_splits(rows, config), config, work / "fit"), best)
     onnx = candidate / registry.ONNX
+    # The export calibrates on the same folders the model was trained on and the gate will measure.
     subprocess.run([sys.executable, "-m", "training.export", "--checkpoint", str(best), "--out", str(onnx),
-                    "--data", str(root), "--limit", str(config.limit_val)], check=True)
-    card = json.loads(card_path(onnx).read_text())
+                    *sources.folder_arguments(folders), "--limit", str(config.limit_val)], check=True)
+    card = load_card(onnx)
     card["training"].update(init=init, job_id=job_id, base_model=record["version"],
                             feedback_labels=feedback.label.value_counts().to_dict())
     card_path(onnx).write_text(json.dumps(card, indent=1) + "\n")
@@ -126,14 +127,14 @@ def main() -> None:
     parser.add_argument("--job-id", required=True, help="the jobs/{id} document deepskin.services.jobs created")
     parser.add_argument("--config", required=True, help="JSON config (training/configs/*.json)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field")
-    parser.add_argument("--data", help="HAM10000 folder (default: $DEEPSKIN_HAM10000 or ../shared/data/ham10000)")
+    sources.add_folder_arguments(parser, ("ham10000",))
     parser.add_argument("--work", type=Path, help="run folder (default: a temporary folder)")
     parser.add_argument("--eval-limit", type=int, default=0, help="gate on a fixed subset of N gate-set lesions")
     args = parser.parse_args()
     config = TrainConfig.load(args.config, args.set)
     work = args.work or Path(tempfile.mkdtemp(prefix=f"deepskin-retrain-{args.job_id}-"))
     try:
-        decision = run(args.job_id, config, data_root(args.data), work, args.eval_limit)
+        decision = run(args.job_id, config, data_root(args.ham10000), work, args.eval_limit)
     except BaseException as exc:
         jobs.finish(store.firestore_client().transaction(), args.job_id,
                     {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:500]})

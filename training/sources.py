@@ -11,31 +11,19 @@ from every training run. Each folder comes from a flag, an environment variable,
 from __future__ import annotations
 
 import argparse
-import os
-import random
 from pathlib import Path
 
 import pandas as pd
 
 from deepskin.core.patient import PAD_REGIONS
-from training.data import data_root, image_paths, load_split, metadata
+from training.data import FOLDER_ENV, data_root, folder, image_paths, load_split, metadata, stratified_assignment
 
 SPLITS = Path(__file__).parent / "splits"
 NON_LESION_SPLIT_CSV = SPLITS / "non_lesion_split.csv"
 GATE_CSV = SPLITS / "gate_split.csv"  # training.gate_set
 NON_LESION_FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
 NON_LESION_SEED = 20261129
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-ENV = {"ham10000": "DEEPSKIN_HAM10000", "pad_ufes20": "DEEPSKIN_PAD_UFES20", "non_lesion": "DEEPSKIN_NON_LESION"}
 COLUMNS = ["image_id", "source", "split", "path", "dx", "lesion", "clinical", "age", "sex", "site", "group"]
-
-
-def folder(source: str, path: str | os.PathLike | None = None) -> Path:
-    """A source's folder: a flag wins, then its environment variable, then ../shared/data/<source>."""
-    root = Path(path or os.environ.get(ENV[source]) or SHARED / source)
-    if not root.is_dir():
-        raise FileNotFoundError(f"no {source} folder at {root}: pass its flag or set ${ENV[source]}")
-    return root
 
 
 def _rows(frame: pd.DataFrame, **columns) -> pd.DataFrame:
@@ -65,15 +53,8 @@ def pad_ufes20(root: Path) -> pd.DataFrame:
 
 def make_non_lesion_split(labels: pd.DataFrame, seed: int = NON_LESION_SEED) -> pd.DataFrame:
     """Stratified by category, so faces, animals, food ... are in every split."""
-    rng = random.Random(seed)
-    assignment = {}
-    for _, rows in sorted(labels.groupby("category")):
-        ids = sorted(rows.image_id)
-        rng.shuffle(ids)
-        n_train = round(NON_LESION_FRACTIONS["train"] * len(ids))
-        n_val = round(NON_LESION_FRACTIONS["val"] * len(ids))
-        for i, image_id in enumerate(ids):
-            assignment[image_id] = "train" if i < n_train else "val" if i < n_train + n_val else "test"
+    strata = (rows.image_id for _, rows in sorted(labels.groupby("category")))
+    assignment = stratified_assignment(strata, NON_LESION_FRACTIONS, seed)
     out = labels[["image_id", "category"]].copy()
     out["split"] = out.image_id.map(assignment)
     return out.sort_values("image_id").reset_index(drop=True)
@@ -98,12 +79,17 @@ def add_folder_arguments(parser: argparse.ArgumentParser, which: tuple[str, ...]
     """--data, --pad, --non-lesion: where each data set is, when not at its variable or ../shared/data."""
     for source in which:
         flag, what = FLAGS[source]
-        parser.add_argument(flag, dest=source, help=f"{what} folder (default: ${ENV[source]} or ../shared/data/{source})")
+        parser.add_argument(flag, dest=source, help=f"{what} folder (default: ${FOLDER_ENV[source]} or ../shared/data/{source})")
 
 
 def folders_from(args: argparse.Namespace) -> dict[str, str | None]:
     """The folders add_folder_arguments read, for `table`."""
     return {source: getattr(args, source) for source in FLAGS if hasattr(args, source)}
+
+
+def folder_arguments(folders: dict[str, str | None]) -> list[str]:
+    """The flags that hand `folders` on to another training command: folders_from's inverse."""
+    return [arg for source, path in folders.items() if path for arg in (FLAGS[source][0], str(path))]
 
 
 def table(sources: list[str], folders: dict[str, str | None] | None = None) -> pd.DataFrame:

@@ -78,9 +78,14 @@ class TrainConfig:
                 raw[key] = json.loads(value)
             except json.JSONDecodeError:
                 raw[key] = value
+        return cls.from_dict(raw)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> TrainConfig:
+        """A config from its fields (a JSON config, a checkpoint's "config"); an unknown key is an error."""
+        raw = dict(raw)
         net = LiteConfig(**raw.pop("net", {}))
-        known = {f.name for f in fields(cls)}
-        unknown = set(raw) - known
+        unknown = set(raw) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"unknown config keys: {sorted(unknown)}")
         return cls(net=net, **raw)
@@ -110,12 +115,20 @@ def freeze(model: EfficientNetLite, n_blocks: int) -> list[nn.Module]:
 
 
 def quick_metrics(logits: np.ndarray, targets: np.ndarray) -> dict:
-    """The two numbers that choose the best epoch: malignant AUC and 7-class balanced accuracy (on val)."""
+    """One source's malignant AUC and 7-class balanced accuracy, of those that choose the best epoch."""
     probs = torch.from_numpy(logits).softmax(1).numpy()
     malignant = probs[:, list(MALIGNANT_INDEX)].sum(1)
     is_malignant = np.isin(targets, MALIGNANT_INDEX)
     auc = roc_auc_score(is_malignant, malignant) if 0 < is_malignant.sum() < len(targets) else float("nan")
-    return {"val_auc": float(auc), "val_bacc": float(balanced_accuracy_score(targets, probs.argmax(1)))}
+    return {"auc": float(auc), "bacc": float(balanced_accuracy_score(targets, probs.argmax(1)))}
+
+
+def head_outputs(model: EfficientNetLite, x: torch.Tensor, meta: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every head's output in float32: the backbone under bfloat16 autocast (AMX on this CPU, tensor cores on
+    a GPU), the small heads and the losses in float32."""
+    with torch.autocast(x.device.type, torch.bfloat16):
+        pooled = model.features(x.contiguous(memory_format=torch.channels_last)).mean(dim=(2, 3)).float()
+    return {k: v.float() for k, v in model.heads(pooled, meta).items()}
 
 
 def checkpoint(model: nn.Module, config: TrainConfig, **extra) -> dict:
@@ -204,9 +217,7 @@ def evaluate_split(model: EfficientNetLite, data: Split, spec: Preprocess, batch
     for start in range(0, len(data), batch_size):
         idx = torch.arange(start, min(start + batch_size, len(data)), device=data.images.device)
         x = normalise(centre_view(data.images[idx], data.valid[idx], spec.image_size), spec)
-        with torch.autocast(x.device.type, torch.bfloat16):
-            pooled = model.features(x.contiguous(memory_format=torch.channels_last)).mean(dim=(2, 3))
-            outs.append({k: v.float() for k, v in model.heads(pooled.float(), data.meta[idx]).items()})
+        outs.append(head_outputs(model, x, data.meta[idx]))
     logits = torch.cat([o["logits"] for o in outs]).cpu().numpy()
     targets = data.targets.cpu().numpy()
     metrics = {}
@@ -214,7 +225,7 @@ def evaluate_split(model: EfficientNetLite, data: Split, spec: Preprocess, batch
         mask = (data.rows.source == source).values & (targets >= 0)
         if mask.any():
             m = quick_metrics(logits[mask], targets[mask])
-            metrics.update({f"{source}_auc": m["val_auc"], f"{source}_bacc": m["val_bacc"]})
+            metrics.update({f"{source}_auc": m["auc"], f"{source}_bacc": m["bacc"]})
     if model.config.aux_heads:
         not_lesion = -torch.cat([o["lesion"] for o in outs]).cpu().numpy()
         lesions = targets >= 0
@@ -304,10 +315,7 @@ def fit(model: EfficientNetLite, train_set: Split, val_set: Split, config: Train
             idx = order[i * config.batch_size:(i + 1) * config.batch_size]
             x = normalise(random_view(train_set.images[idx], train_set.valid[idx], spec.image_size, generator), spec)
             meta = drop_fields(train_set.meta[idx], config.meta_drop, generator)
-            with torch.autocast(device.type, torch.bfloat16):
-                pooled = model.features(x.contiguous(memory_format=torch.channels_last)).mean(dim=(2, 3)).float()
-            outputs = {k: v.float() for k, v in model.heads(pooled, meta).items()}
-            parts = losses(outputs, train_set, idx, config, weights)
+            parts = losses(head_outputs(model, x, meta), train_set, idx, config, weights)
             loss = sum(parts.values())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -10,14 +10,13 @@ threshold on P(not a lesion); the distance beyond which a photo is unfamiliar.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from deepskin.core.bundle import card_path
+from deepskin.core.bundle import load_card
 from deepskin.core.labels import CLASSES, MALIGNANT_INDEX
 from deepskin.core.patient import VECTOR_SIZE
 from deepskin.core.preprocess import Preprocess
@@ -74,7 +73,7 @@ class Model:
         import onnxruntime as ort  # imported here so that light users of the package (CLI) stay fast
 
         self.path = Path(onnx_path)
-        self.card = card if card is not None else json.loads(card_path(self.path).read_text())
+        self.card = card if card is not None else load_card(self.path)
         if list(self.card["classes"]) != list(CLASSES):
             raise ValueError(f"{self.path}: model classes {self.card['classes']} are not {list(CLASSES)}")
         options = ort.SessionOptions()

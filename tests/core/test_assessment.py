@@ -2,13 +2,12 @@
 phone photos, patient facts, the caveat, the named type, and batch_predict as the same code path."""
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from deepskin.core.bundle import BUNDLED_MODEL, card_path
+from deepskin.core.bundle import BUNDLED_MODEL, load_card
 from deepskin.core.labels import CAVEATS, CLASSES
 from deepskin.core.model import Model
 from deepskin.core.patient import InvalidPatientInfo, PatientInfo
@@ -103,7 +102,7 @@ def test_batch_predict_writes_what_the_pipeline_answers(model, tmp_path):
 
 
 def test_shipped_card_states_its_gates():
-    card = json.loads(card_path(BUNDLED_MODEL).read_text())
+    card = load_card(BUNDLED_MODEL)
     assert 0.5 <= card["scope"]["threshold"] < 1 and card["scope"]["unclear"] <= card["scope"]["threshold"]
     assert all(rate <= 0.01 for rate in card["scope"]["val_lesions_refused"].values())
     assert set(card["calibration"]) == set(card["thresholds"]) == set(card["priors"]) == {"dermoscopy", "clinical"}

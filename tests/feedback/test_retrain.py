@@ -30,8 +30,7 @@ from feedback_support import (
 )
 from torch import save as torch_save
 
-from deepskin.core.bundle import BUNDLED_MODEL, card_path
-from deepskin.core.model import Model
+from deepskin.core.bundle import BUNDLED_MODEL, card_path, load_card
 from deepskin.services import jobs, ops, predict_service, registry, store
 from deepskin.services.served_model import served_model
 from training import promote, retrain
@@ -40,9 +39,10 @@ from training.net import LiteConfig, pretrained
 from training.train import TrainConfig, checkpoint
 
 CLINICIAN = {"X-DeepSkin-Clinician": CLINICIAN_KEY}
+SHIPPED_VERSION = load_card(BUNDLED_MODEL)["version"]
 
 
-FOLDERS: dict = {}  # the fixture's HAM10000 ($DEEPSKIN_HAM10000) and whatever else this machine has
+FOLDERS: dict = {}  # the fixture HAM10000 ($DEEPSKIN_HAM10000) alone: conftest points the other sources nowhere
 
 
 def for_both_types(**thresholds) -> dict:
@@ -54,7 +54,7 @@ def candidate_from_served(tmp_path, **card_changes) -> tuple[Path, str]:
     folder = tmp_path / "candidate"
     folder.mkdir(parents=True)
     shutil.copy(BUNDLED_MODEL, folder / registry.ONNX)
-    card = json.loads(card_path(BUNDLED_MODEL).read_text())
+    card = load_card(BUNDLED_MODEL)
     version = f"test-{uuid.uuid4().hex[:8]}"
     card.update(version=version, **card_changes)
     card_path(folder / registry.ONNX).write_text(json.dumps(card))
@@ -160,13 +160,13 @@ def test_clinician_labels_start_exactly_one_job_whose_gate_decision_holds_both_m
     job = all_jobs()[job_id]
     assert returncode == 0 and job["status"] == "done", Path(job["handle"].rsplit("log ", 1)[-1]).read_text()[-3000:]
     # The first job fine-tunes the served weights: the shipped model's checkpoint was registered with it.
-    assert job["feedback_images"] == 4 and job["init"] == f"checkpoint of model {Model(BUNDLED_MODEL).version}"
+    assert job["feedback_images"] == 4 and job["init"] == f"checkpoint of model {SHIPPED_VERSION}"
     decision = job["decision"]
     stored = registry.decision_doc(job_id).get().to_dict()
     assert {k: stored[k] for k in decision} == decision
     candidate, baseline = decision["candidate"], decision["baseline"]
     print("\npromotion decision:", json.dumps(decision, indent=1))
-    assert candidate["version"] != baseline["version"] == decision["current"]["version"] == Model(BUNDLED_MODEL).version
+    assert candidate["version"] != baseline["version"] == decision["current"]["version"] == SHIPPED_VERSION
     assert candidate["images"] == baseline["images"] == len(gate_lesions(FOLDERS))
     expected = all(d["ci95"][0] > -promote.CHECKS[c][0] if promote.CHECKS[c][1] > 0 else d["ci95"][1] < promote.CHECKS[c][0]
                    for c, d in decision["differences"].items())
@@ -182,13 +182,13 @@ def test_a_worse_candidate_is_refused(tmp_path):
     assert not decision["promoted"] and decision["checks"] == {**dict.fromkeys(promote.CHECKS, True),
                                                                "sensitivity_high": False}
     assert decision["candidate"]["sensitivity_high"] < decision["baseline"]["sensitivity_high"]
-    assert registry.current()["version"] == Model(BUNDLED_MODEL).version != version
+    assert registry.current()["version"] == SHIPPED_VERSION != version
     assert registry.decision_doc("worse").get().to_dict()["status"] == "refused"
 
 
 def test_candidates_are_compared_with_the_pinned_baseline_and_a_promoted_checkpoint_starts_the_next_retrain(
         tmp_path):
-    served = Model(BUNDLED_MODEL).version
+    served = SHIPPED_VERSION
     folder, first = candidate_from_served(tmp_path)  # the same network: non-inferior on every check
     config = TrainConfig(image_size=64)
     torch_save(checkpoint(pretrained(LiteConfig()), config), folder / registry.CHECKPOINT)
@@ -205,7 +205,7 @@ def test_candidates_are_compared_with_the_pinned_baseline_and_a_promoted_checkpo
 
 def test_when_a_person_must_approve_a_passing_candidate_waits_for_them(tmp_path, monkeypatch):
     monkeypatch.setenv("DEEPSKIN_PROMOTION_APPROVAL", "required")
-    served = Model(BUNDLED_MODEL).version
+    served = SHIPPED_VERSION
     folder, version = candidate_from_served(tmp_path)
     decision = promote.gate(folder, "waits", FOLDERS)
     assert (decision["promoted"], decision["status"]) == (False, "approved_pending")

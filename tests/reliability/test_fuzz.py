@@ -8,7 +8,6 @@ either. Derandomized, so a run is repeatable; the case counts are printed (docs/
 from __future__ import annotations
 
 import io
-import json
 import struct
 import zlib
 from collections import Counter
@@ -21,7 +20,7 @@ from PIL import Image
 from support import LESIONS
 
 from deepskin.core import checks
-from deepskin.core.bundle import BUNDLED_MODEL, card_path
+from deepskin.core.bundle import BUNDLED_MODEL, load_card
 from deepskin.core.metadata import strip_metadata
 from deepskin.core.pipeline import prepare
 from deepskin.core.preprocess import Preprocess
@@ -32,7 +31,7 @@ CASES_PER_STRATEGY = 3400  # three strategies: over 10,000 cases
 FUZZ = settings(max_examples=CASES_PER_STRATEGY, derandomize=True, database=None, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 # prepare() needs only the preprocessing contract from the model card, not the network.
-MODEL_SPEC = SimpleNamespace(spec=Preprocess.from_dict(json.loads(card_path(BUNDLED_MODEL).read_text(encoding="utf-8"))["preprocess"]))
+MODEL_SPEC = SimpleNamespace(spec=Preprocess.from_dict(load_card(BUNDLED_MODEL)["preprocess"]))
 
 
 def small_seed(fmt: str) -> bytes:

@@ -1,8 +1,17 @@
-"""The committed split: lesion-grouped, stratified, reproducible."""
+"""The committed splits: grouped, stratified, reproducible; the data-folder flags."""
+
+import argparse
 
 import pandas as pd
 
 from training.data import SPLIT_CSV, data_root, make_split, metadata
+from training.sources import (
+    NON_LESION_SPLIT_CSV,
+    add_folder_arguments,
+    folder_arguments,
+    folders_from,
+    make_non_lesion_split,
+)
 
 
 def test_no_lesion_in_two_splits():
@@ -34,3 +43,17 @@ def test_byte_identical_images_share_a_split():
     split = pd.read_csv(SPLIT_CSV).set_index("image_id").split
     for a, b in (("ISIC_0024366", "ISIC_0029861"), ("ISIC_0024777", "ISIC_0029938")):
         assert split[a] == split[b]
+
+
+def test_committed_non_lesion_split_is_what_the_command_makes_and_has_every_category_in_every_split():
+    """The labels are outside the repository; the committed split carries each photo's category."""
+    committed = pd.read_csv(NON_LESION_SPLIT_CSV)
+    pd.testing.assert_frame_equal(make_non_lesion_split(committed[["image_id", "category"]]), committed)
+    assert (committed.groupby(["split", "category"]).size().unstack(fill_value=0) > 0).all().all()
+
+
+def test_folder_arguments_hand_on_the_folders_they_were_given():
+    parser = argparse.ArgumentParser()
+    add_folder_arguments(parser)
+    folders = {"ham10000": "/data/ham", "pad_ufes20": "/data/pad", "non_lesion": None}
+    assert folders_from(parser.parse_args(folder_arguments(folders))) == folders
