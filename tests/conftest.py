@@ -144,21 +144,33 @@ def clinician(monkeypatch) -> dict[str, str]:
     return {"X-DeepSkin-Clinician": key}
 
 
-def gate_decision(candidate: str, current: str, promoted: bool, job_id: str) -> dict:
-    """A decision as training.promote records it: both models' numbers and each check's outcome."""
-    return {"promoted": promoted, "job_id": job_id, "checks": {"roc_auc": promoted, "sensitivity_high": True},
-            "candidate": {"version": candidate, "roc_auc": 0.85 if not promoted else 0.93, "sensitivity_high": 0.96},
+def older_refusal(candidate: str, current: str, job_id: str) -> dict:
+    """A refusal as training.promote recorded it before the pinned baseline: the candidate against the current
+    model, each check's outcome and no reasons (deepskin.services.ops writes them from the numbers)."""
+    return {"promoted": False, "job_id": job_id, "checks": {"roc_auc": False, "sensitivity_high": True},
+            "candidate": {"version": candidate, "roc_auc": 0.85, "sensitivity_high": 0.96},
             "current": {"version": current, "roc_auc": 0.92, "sensitivity_high": 0.95}}
+
+
+def gate_decision(candidate: str, baseline: str, job_id: str) -> dict:
+    """A promotion as training.promote records it now: the candidate against the pinned baseline, each check's
+    reason written by the gate, and the current model's version."""
+    reason = ("auc: candidate 0.930 vs baseline 0.920, difference +0.010 (95% CI -0.004 to +0.024), "
+              "needs lower bound > -0.02: passed")
+    return {"promoted": True, "status": "promoted", "job_id": job_id, "checks": {"auc": True}, "reasons": [reason],
+            "candidate": {"version": candidate, "auc": 0.93}, "baseline": {"version": baseline, "auc": 0.92},
+            "current": {"version": baseline}}
 
 
 @pytest.fixture
 def learning_loop(clean_firestore) -> dict:
-    """The registry, two decisions (refused, then promoted), a running job, feedback: what the page shows."""
+    """The registry, two decisions (an older refusal, then a promotion as the gate records it now), a running
+    job, feedback: what the page shows."""
     record = registry.set_current(registry.upload(BUNDLED_MODEL), expected=None)
     version = record["version"]
-    registry.record_decision("job-refused", gate_decision("cand-1", version, False, "job-refused"))
+    registry.record_decision("job-refused", older_refusal("cand-1", version, "job-refused"))
     time.sleep(0.01)  # decided_at orders them
-    registry.record_decision("job-promoted", gate_decision("cand-2", version, True, "job-promoted"))
+    registry.record_decision("job-promoted", gate_decision("cand-2", version, "job-promoted"))
     jobs.state_doc().set({"training_labels": 3, "signals": 1, "labels_at_last_job": 3, "active_job": "job-running",
                           "last_job": "job-running"})
     jobs.job_doc("job-running").set({"status": "running", "trigger": "training_label", "new_labels": 3})

@@ -229,7 +229,7 @@ def cmd_models(_client: Client, args: argparse.Namespace) -> int:
         try:
             answer = ops.rollback(operator=f"{getpass.getuser()} (deepskin models --rollback)")
         except RuntimeError as exc:  # nothing to roll back to
-            print(f"deepskin: {exc}", file=sys.stderr)
+            report_error(args.json, "no_rollback", str(exc))
             return OTHER
         print(json.dumps(answer, indent=2) if args.json else
               f"Now serving {answer['current']} (rolled back from {answer['rolled_back_from']}).")

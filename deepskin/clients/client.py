@@ -26,7 +26,7 @@ import requests
 
 from deepskin.core.metadata import strip_metadata
 from deepskin.core.patient import UNKNOWN, PatientInfo
-from deepskin.core.refused import Refused  # a 4xx other than 404: the request itself was found wanting
+from deepskin.core.refused import DeepSkinError, Refused  # a 4xx other than 404: the request itself was found wanting
 
 DEFAULT_URLS = {
     "DEEPSKIN_PREDICT_URL": "http://127.0.0.1:8081",
@@ -43,10 +43,6 @@ LOCAL_EMULATORS = {
 }
 TOKEN_HEADER = "X-DeepSkin-Token"
 POLL_INTERVAL_S = 0.05  # a Firestore emulator read costs ~2 ms; the result lands within ~1 s
-
-
-class DeepSkinError(Exception):
-    pass
 
 
 class NotFound(DeepSkinError):

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 
-class Refused(Exception):
+class DeepSkinError(Exception):
+    """Anything DeepSkin's Python client raises: catch this one to handle them all."""
+
+
+class Refused(DeepSkinError):
     """A 4xx answer: the HTTP status, a stable code for programs and a sentence for people.
 
     The services raise it wherever a request fails a check (deepskin.services.http turns it into the JSON

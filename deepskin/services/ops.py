@@ -1,6 +1,7 @@
 """What an operator sees of the learning loop, for the operator page (functions/ops) and `deepskin models`.
 
-One read of Firestore and the models bucket: the served model with its card's numbers, the promotion gate's
+A few reads of the models bucket (the pointer, the served version's card) and of Firestore (decisions, feedback
+counts, the ledger and its job): the served model with its card's numbers, the promotion gate's
 decisions (promotions, refusals) and rollbacks with both models' numbers, newest first, the feedback
 counted by label and role, the retraining ledger and the job it is running. Counts and model numbers only:
 no report's comment, reporter or image. `rollback` is the one action; it is recorded beside the decisions.
@@ -8,14 +9,12 @@ no report's comment, reporter or image. `rollback` is the one action; it is reco
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections import Counter
-from datetime import datetime
 from pathlib import Path
 
-from deepskin.core.bundle import card_path
 from deepskin.services import jobs, registry, store
+from deepskin.services.results import jsonable
 
 # The evaluation plots of training/reports (staged beside deepskin/ for the function, infra/stage_functions.py).
 PLOTS = Path(__file__).resolve().parents[2] / "training" / "reports"
@@ -38,7 +37,7 @@ def overview() -> dict:
 def model_summary(record: dict) -> dict:
     """The served version's card: when it was made, how it started, and its held-out test numbers as users get
     them (HAM10000 test split unless named otherwise; refusals count as referrals)."""
-    card = json.loads(card_path(registry.fetch(record)).read_text(encoding="utf-8"))
+    card = registry.read_card(record)
     metrics = card.get("metrics", {})
     ham = metrics.get("ham10000", {}).get("image_only", {})
     pad = metrics.get("pad_ufes20", {}).get("image_only", {})
@@ -123,10 +122,3 @@ def rollback(operator: str) -> dict:
     return jsonable({"current": restored["version"], "rolled_back_from": restored["rolled_back_from"]})
 
 
-def jsonable(value):
-    """Firestore timestamps as ISO 8601 text, so that the answer is plain JSON."""
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [jsonable(v) for v in value]
-    return value.isoformat() if isinstance(value, datetime) else value

@@ -31,7 +31,7 @@ from pathlib import Path
 from google.api_core.exceptions import NotFound, PreconditionFailed
 from google.cloud import firestore
 
-from deepskin.core.bundle import card_path
+from deepskin.core.bundle import card_path, load_card
 from deepskin.services import store
 from deepskin.services.config import settings
 
@@ -72,14 +72,14 @@ def current() -> dict | None:
 
 
 def read_pointer() -> tuple[dict | None, int]:
-    """(the pointer's record, its object generation: 0 when there is none yet)."""
-    blob = store.storage_client().bucket(settings().models_bucket).get_blob(POINTER)
-    if blob is None:
-        return None, 0
+    """(the pointer's record, its object generation: 0 when there is none yet). One request: the download
+    reports the generation of the bytes it read, which served_model checks under its lock."""
+    blob = pointer_blob()
     try:
-        return json.loads(blob.download_as_bytes(if_generation_match=blob.generation)), blob.generation
-    except (NotFound, PreconditionFailed):  # replaced between the lookup and the read: read the new one
-        return read_pointer()
+        data = blob.download_as_bytes()
+    except NotFound:
+        return None, 0
+    return json.loads(data), blob.generation
 
 
 def write_pointer(doc: dict, generation: int) -> None:
@@ -93,7 +93,7 @@ def write_pointer(doc: dict, generation: int) -> None:
 
 def upload(onnx_path: Path, checkpoint: Path | None = None) -> dict:
     """Store a model version (ONNX + its card, and its checkpoint); returns its record. Idempotent per version."""
-    version = str(json.loads(card_path(onnx_path).read_text())["version"])
+    version = str(load_card(onnx_path)["version"])
     bucket = store.storage_client().bucket(settings().models_bucket)
     files = {"onnx_uri": (onnx_path, ONNX), "card_uri": (card_path(onnx_path), CARD)}
     if checkpoint is not None:
@@ -114,18 +114,28 @@ def fetch(record: dict, root: Path = CACHE) -> Path:
     """The version's ONNX (card beside it) under `root`, downloaded once and checked against the SHA-256
     recorded at promotion every time; returns the ONNX path. IntegrityError when a file differs."""
     final = root / record["version"]
-    if not (final / ONNX).exists():
-        root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=root))  # whole or nothing: a crash leaves no half model behind
-        store.blob_at(record["card_uri"]).download_to_filename(str(staging / CARD))
-        store.blob_at(record["onnx_uri"]).download_to_filename(str(staging / ONNX))
-        verify(record, staging)
-        try:
-            staging.rename(final)
-        except OSError:  # another request or process got there first
-            shutil.rmtree(staging, ignore_errors=True)
-    verify(record, final)
+    if (final / ONNX).exists():
+        verify(record, final)  # the cache outlives this process: check it again
+        return final / ONNX
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=root))  # whole or nothing: a crash leaves no half model behind
+    store.blob_at(record["card_uri"]).download_to_filename(str(staging / CARD))
+    store.blob_at(record["onnx_uri"]).download_to_filename(str(staging / ONNX))
+    verify(record, staging)
+    try:
+        staging.rename(final)
+    except OSError:  # another request or process got there first: use its copy, checked
+        shutil.rmtree(staging, ignore_errors=True)
+        verify(record, final)
     return final / ONNX
+
+
+def read_card(record: dict) -> dict:
+    """The version's card alone, checked against its recorded SHA-256: the operator page never needs the ONNX."""
+    data = store.blob_at(record["card_uri"]).download_as_bytes()
+    if not record.get("card_sha256") or hashlib.sha256(data).hexdigest() != record["card_sha256"]:
+        raise IntegrityError(f"model {record['version']}: {CARD} does not match its recorded SHA-256")
+    return json.loads(data)
 
 
 def verify(record: dict, folder: Path) -> None:

@@ -25,9 +25,17 @@ def token_sha256(token: str) -> str:
 
 
 def public_fields(doc: dict) -> dict:
-    """JSON-ready: timestamps as ISO 8601 strings."""
-    return {key: doc[key].isoformat() if isinstance(doc[key], datetime) else doc[key]
-            for key in PUBLIC_FIELDS if key in doc}
+    """What the result's owner is shown of its document, JSON-ready."""
+    return jsonable({key: doc[key] for key in PUBLIC_FIELDS if key in doc})
+
+
+def jsonable(value):
+    """Firestore timestamps as ISO 8601 text, at any depth, so that the answer is plain JSON."""
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [jsonable(v) for v in value]
+    return value.isoformat() if isinstance(value, datetime) else value
 
 
 def owned_result(id_: str, token: str | None) -> dict | None:

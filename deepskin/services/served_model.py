@@ -11,6 +11,7 @@ import time
 from deepskin.core.bundle import BUNDLED_MODEL
 from deepskin.core.model import Model
 from deepskin.services import registry
+from deepskin.services.config import settings
 
 log = logging.getLogger(__name__)
 
@@ -20,24 +21,24 @@ _next_check = 0.0
 
 
 def served_model() -> Model:
-    """$DEEPSKIN_MODEL_PATH or the bundled model, replaced by the registry's current version where a registry is
-    configured. The lock makes one request per instance check and load."""
+    """The registry's current version where a registry is configured, else (or while it cannot be read)
+    $DEEPSKIN_MODEL_PATH or the bundled model. The lock makes one request per instance check and load."""
     global _cached  # pylint: disable=global-statement
     with _lock:
-        if _cached is None:
-            _cached = Model(os.environ.get("DEEPSKIN_MODEL_PATH") or BUNDLED_MODEL)
         _cached = refreshed(_cached)
+        if _cached is None:  # asked first, so a cold instance loads one model, not the bundled one and then another
+            _cached = Model(settings().model_path or BUNDLED_MODEL)
         return _cached
 
 
 def use_model(model: Model | None) -> None:
-    """Swap the process's model (registry promotion, tests); None loads it again on next use."""
+    """Swap the process's model (tests); None loads it again on next use."""
     global _cached  # pylint: disable=global-statement
     with _lock:
         _cached = model
 
 
-def refreshed(model: Model) -> Model:
+def refreshed(model: Model | None) -> Model | None:
     """The registry's current model if it differs from `model`; `model` itself between checks or on any error."""
     global _next_check  # pylint: disable=global-statement
     now = time.monotonic()
@@ -46,11 +47,11 @@ def refreshed(model: Model) -> Model:
     _next_check = now + float(os.environ.get("DEEPSKIN_MODEL_CHECK_SECONDS", "60"))
     try:
         record = registry.current()
-        if record is None or record["version"] == model.version:
+        if record is None or (model is not None and record["version"] == model.version):
             return model
         loaded = Model(registry.fetch(record))
     except Exception:  # pylint: disable=broad-except
-        log.exception("model registry check failed: still serving %s", model.version)
+        log.exception("model registry check failed: still serving %s", model.version if model else "the local model")
         return model
-    log.info("serving model %s from the registry (was %s)", loaded.version, model.version)
+    log.info("serving model %s from the registry (was %s)", loaded.version, model.version if model else None)
     return loaded

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from deepskin.core.bundle import BUNDLED_MODEL
+from deepskin.core.bundle import BUNDLED_MODEL, load_card
 from deepskin.services import ops, registry
 
 DEEPSKIN = Path(sys.executable).parent / "deepskin"
@@ -32,7 +32,7 @@ def test_ops_refuses_anyone_but_an_operator(ops_client, clinician):
 def test_overview_shows_model_decisions_feedback_and_the_running_job(ops_client, clinician, learning_loop):
     view = ops_client.get("/", headers=clinician).get_json()
     assert view["current"] == learning_loop["version"] == view["model"]["version"]
-    card = json.loads(BUNDLED_MODEL.with_suffix(".card.json").read_text())
+    card = load_card(BUNDLED_MODEL)
     assert view["model"]["numbers"]["roc_auc"] == card["metrics"]["ham10000"]["image_only"]["auc_refused_as_referred"]
     assert view["model"]["numbers"]["non_lesions_refused"] == card["metrics"]["non_lesion"]["refused"]
     assert [d["id"] for d in view["decisions"]] == ["job-promoted", "job-refused"]  # newest first
@@ -40,6 +40,9 @@ def test_overview_shows_model_decisions_feedback_and_the_running_job(ops_client,
     assert (refused["job_id"], refused["candidate"], refused["promoted"]) == ("job-refused", "cand-1", False)
     assert any("roc_auc" in reason and "failed" in reason for reason in refused["reasons"])
     assert refused["numbers"]["current"]["roc_auc"] == 0.92
+    promoted = view["decisions"][0]  # as the gate records it now: its own reasons, against the pinned baseline
+    assert promoted["reasons"][0].startswith("auc: candidate 0.930 vs baseline 0.920") and promoted["status"] == "promoted"
+    assert promoted["numbers"]["baseline"] == {"version": learning_loop["version"], "auc": 0.92}
     expected = Counter(learning_loop["reports"])
     assert {(role, label): n for role, labels in view["feedback"].items() for label, n in labels.items()} == expected
     assert "private words" not in json.dumps(view) and "local:abc" not in json.dumps(view)
@@ -74,6 +77,8 @@ def test_cli_models_json_lists_decisions_newest_first_and_rolls_back(learning_lo
 
     code, out = deepskin_models(tmp_path, "--rollback")
     assert code != 0 and "no previous model version" in out  # only one version was ever served
+    code, out = deepskin_models(tmp_path, "--rollback", "--json")
+    assert code != 0 and json.loads(out)["error"] == "no_rollback"  # a script still gets one JSON object
 
     candidate = registry.upload(BUNDLED_MODEL)  # the same files, registered again under another version
     registry.set_current({**candidate, "version": "2099.01.01-newer"}, expected=learning_loop["version"])

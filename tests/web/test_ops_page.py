@@ -48,6 +48,8 @@ def test_the_page_shows_model_decisions_feedback_and_the_running_job(page: Page,
     assert [rows.nth(i).get_attribute("data-decision") for i in range(2)] == ["promoted", "refused"]
     expect(rows.nth(1)).to_contain_text("cand-1")
     expect(rows.nth(1)).to_contain_text("roc_auc: candidate 0.850 vs current 0.920: failed")
+    expect(rows.nth(0)).to_contain_text("auc: candidate 0.930 vs baseline 0.920")
+    expect(rows.nth(0)).to_contain_text("baseline: auc 0.920")
     pairs = {(role, label) for role, label in learning_loop["reports"]}
     expect(page.locator("#feedback tbody tr")).to_have_count(len(pairs))
     expect(page.locator("#feedback")).to_contain_text("clinician")
