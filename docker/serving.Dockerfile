@@ -28,8 +28,8 @@ WORKDIR /app
 
 ARG PIP_FIND_LINKS=""
 
-# Same layout as the staged Cloud Function (infra/stage_functions.py):
-# main.py + requirements.txt, deepskin/ and models/ side by side.
+# The staged Cloud Function's layout (infra/stage_functions.py): main.py + requirements.txt, deepskin/ and
+# models/ side by side; the whole deepskin package here, where staging copies only the modules main.py imports.
 COPY functions/predict/requirements.txt ./requirements.txt
 RUN pip install -r requirements.txt \
     && python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is not None)"

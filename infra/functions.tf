@@ -1,6 +1,6 @@
 # Cloud Functions (2nd gen, runtime var.python_runtime). Sources are staged by
 # `python infra/stage_functions.py` into build/functions/<name>/ (function code
-# + the deepskin package, + models/ for predict) and zipped here.
+# + the deepskin modules it imports + its data folders, models/ for predict) and zipped here.
 #
 # Every function is one entry of local.functions (what differs: description,
 # staged source, entry point, service account, sizing, ingress, environment,
@@ -56,7 +56,7 @@ locals {
   # as example.com:proj are not supported by this pattern.)
   feedback_audience = "https://${var.region}-${var.project_id}.cloudfunctions.net/${local.function_names.feedback}"
 
-  # Environment read by deepskin/config.py (every function imports it).
+  # Environment read by deepskin/services/config.py (every function imports it).
   common_env = {
     GOOGLE_CLOUD_PROJECT         = var.project_id
     DEEPSKIN_UPLOADS_BUCKET      = google_storage_bucket.data["uploads"].name
@@ -91,7 +91,7 @@ locals {
   })
 
   # Retrain trigger: when to train (ledger threshold) and how VertexLauncher
-  # submits the Vertex AI custom job (deepskin/jobs.py; same spec as vertex.tf).
+  # submits the Vertex AI custom job (deepskin/services/jobs.py; same spec as vertex.tf).
   retrain_env = merge(local.common_env, {
     DEEPSKIN_JOB_LAUNCHER             = "vertex"
     DEEPSKIN_RETRAIN_MIN_LABELS       = tostring(var.retrain_min_labels)

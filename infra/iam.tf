@@ -29,7 +29,7 @@ resource "google_service_account" "fn" {
 resource "google_service_account" "training" {
   project      = var.project_id
   account_id   = "${var.name_prefix}-training"
-  display_name = "Vertex AI custom training jobs (training.train, training.promote)"
+  display_name = "Vertex AI custom jobs (training.train, .export, .promote, .retrain)"
 
   depends_on = [google_project_service.apis]
 }

@@ -55,9 +55,7 @@ def pins(repo: Path = REPO_ROOT) -> dict[str, str]:
     found: dict[str, str] = {}
     extras = [requirement for group in project["optional-dependencies"].values() for requirement in group]
     for requirement in [*project["dependencies"], *extras]:
-        name = normalise(re.split(r"[\[=<>~!; ]", requirement, maxsplit=1)[0])
-        if name != "deepskin":
-            found[name] = requirement
+        found[normalise(re.split(r"[\[=<>~!; ]", requirement, maxsplit=1)[0])] = requirement
     return found
 
 
@@ -96,7 +94,7 @@ def deepskin_modules(sources: list[Path], repo: Path = REPO_ROOT) -> set[Path]:
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and not node.level:
-                names = [node.module or "", *(f"{node.module}.{alias.name}" for alias in node.names)]
+                names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
             else:
                 continue
             for name in names:

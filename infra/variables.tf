@@ -108,7 +108,7 @@ variable "model_path" {
 }
 
 variable "model_check_seconds" {
-  description = "DEEPSKIN_MODEL_CHECK_SECONDS for the predict functions: at most how often (seconds) an instance checks Firestore models/current for a newly promoted or rolled-back model, so a promotion reaches serving without a redeploy."
+  description = "DEEPSKIN_MODEL_CHECK_SECONDS for the predict functions: at most how often (seconds) an instance checks the models bucket's current.json for a newly promoted or rolled-back model, so a promotion reaches serving without a redeploy."
   type        = number
   default     = 60
 

@@ -1,7 +1,7 @@
 """`make containers`: build the serving and training images from docker/*.Dockerfile with Podman, locally.
 
-Cloud Build builds the same Dockerfiles from their default base images (python:3.11-slim; the training
-image's PyPI torch brings CUDA for the GPU machines). Here no container registry can be reached, so:
+In the cloud the same Dockerfiles build from their default base image (python:3.11.11-slim-bookworm; the
+training image's PyPI torch brings CUDA for the GPU machines): .github/workflows/train.yml builds the training one. Here no container registry can be reached, so:
 - the base is Debian bookworm made with mmdebstrap and `podman import` (built once, then reused);
 - the host's local wheel folders (pip's find-links, where `make setup` takes the CPU torch from) are
   mounted read-only into the build and handed to pip, so the training image takes the same CPU torch,

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Self
 
 from deepskin.services.config import settings
-from local.bridge import ACK_DEADLINE_S
 from local.watchdog import Watchdog
 
 HOST = "127.0.0.1"
@@ -224,6 +223,8 @@ def create_topic(name: str, project: str, pubsub_host: str) -> None:
 
 
 def create_subscription(name: str, topic: str, project: str, pubsub_host: str) -> None:
+    from local.bridge import ACK_DEADLINE_S  # the bridge loads the Pub/Sub client; the emulators need none
+
     pubsub_put(pubsub_host, f"projects/{project}/subscriptions/{name}",
                {"topic": f"projects/{project}/topics/{topic}", "ackDeadlineSeconds": ACK_DEADLINE_S})
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run one module of the training image as a CPU Vertex AI custom job, and wait for it; exit 0 only if it
-# succeeded. The job also gets the settings deepskin/config.py reads (project, buckets), which
+# succeeded. The job also gets the settings deepskin/services/config.py reads (project, buckets), which
 # --worker-pool-spec cannot pass: hence a job config file.
 # Usage: cpu_custom_job.sh DISPLAY_NAME MODULE [ARG...]
 # Environment: PROJECT_ID REGION IMAGE TRAINING_SA MODELS_BUCKET TRAINING_BUCKET

@@ -27,6 +27,7 @@ import pytest
 import stage_functions as stager
 
 from deepskin.services import jobs
+from local.emulators import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 LESION = next((REPO / "tests" / "fixtures" / "lesions").glob("*.jpg"))
@@ -84,12 +85,6 @@ def installed(staged) -> dict[str, Path]:
     """Every function's venv, installed two at a time (pip is mostly waiting on the disk)."""
     with ThreadPoolExecutor(2) as pool:
         return dict(zip(sorted(FUNCTIONS), pool.map(install, [staged / name for name in sorted(FUNCTIONS)])))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager

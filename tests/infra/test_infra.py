@@ -1340,13 +1340,12 @@ def test_requirements_are_written_from_the_pyproject_table(tmp_path):
 
 
 def test_stage_functions_fails_on_missing_source(tmp_path):
-    stage = stage_functions
     _fake_repo(tmp_path)
     shutil.rmtree(tmp_path / "models")
-    assert stage.main(["--repo-root", str(tmp_path), "--out", str(tmp_path / "out")]) == 1
+    assert stage_functions.main(["--repo-root", str(tmp_path), "--out", str(tmp_path / "out")]) == 1
     (tmp_path / "functions" / "feedback" / "requirements.txt").unlink()
-    with pytest.raises(stage.StagingError):
-        stage.stage_all(tmp_path, tmp_path / "out", ["feedback"])
+    with pytest.raises(stage_functions.StagingError):
+        stage_functions.stage_all(tmp_path, tmp_path / "out", ["feedback"])
 
 
 def test_archive_sources_match_staged_names(stack):

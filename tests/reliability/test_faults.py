@@ -91,7 +91,8 @@ def test_killed_upload_function_loses_nothing(running_stack, figure):
     for doc_id in orphaned:
         age_claim(running_stack.db.collection(store.PREDICTIONS).document(doc_id), killed_at - store.STALE_CLAIM)
     assert_exactly_one_answer_each(run, UPLOADS)
-    taken_over = {doc_id for doc_id, claim_id in orphaned.items() if run.documents()[doc_id]["claim_id"] != claim_id}
+    documents = run.documents()
+    taken_over = {doc_id for doc_id, claim_id in orphaned.items() if documents[doc_id]["claim_id"] != claim_id}
     assert taken_over == set(orphaned)  # each was finished by a redelivery that took the dead claim over
     figure("kill_uploads", UPLOADS)
     figure("kill_orphaned_claims", len(orphaned))
