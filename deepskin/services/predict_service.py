@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 SOURCE_KEY = "deepskin-source"  # object metadata: "http" when the HTTP path already scored the object
 # How long a duplicate delivery waits for the attempt holding the claim before failing to be redelivered.
 CLAIM_WAIT_S = 10.0
+CLAIM_POLL_S = 0.5  # each poll is a create that fails and a transaction: two Firestore calls
 INTERNAL_ERROR = {"status": "failed", "reason": "internal_error",
                   "message": "The image could not be assessed because of an internal error. Please try again later."}
 RETRIES_EXHAUSTED = {"status": "failed", "reason": "retries_exhausted",
@@ -56,10 +57,8 @@ def handle_upload(bucket: str, name: str, generation: int | str, size: int | str
     upload = {"bucket": bucket, "name": name, "generation": str(generation)}
     id_ = store.result_id(bucket, name, generation)
     extra = event_fields(upload, metadata)
-    claim_id = store.claim(id_, upload, extra.get("owner_token_sha256"))
+    claim_id = claim_or_wait(id_, upload, extra.get("owner_token_sha256"))
     if claim_id is None:
-        log.info("result %s already claimed: duplicate or retried event", id_)
-        wait_for_claim_holder(id_)
         return None
     with released_on_error(id_, claim_id), ignored_if_claim_lost(id_):
         # The event states the size: refuse before downloading, so a huge object never reaches memory.
@@ -101,18 +100,23 @@ def handle_exhausted(bucket: str, name: str, generation: int | str, metadata: di
     return written
 
 
-def wait_for_claim_holder(id_: str) -> None:
-    """Return once the attempt holding the claim has finished; raise ClaimHeld while it is still pending.
+def claim_or_wait(id_: str, upload: dict, owner_token_sha256: str | None) -> str | None:
+    """This attempt's claim on the result; None once another attempt has finished it. While another attempt
+    holds the claim, wait up to CLAIM_WAIT_S for it to finish, or to turn stale (store.STALE_CLAIM) and be
+    taken over here; raise ClaimHeld after that.
 
     Acknowledging a duplicate while the holder works would lose the upload if the holder then dies (its
-    claim would stay pending with no event left to retry it). Failing instead makes Pub/Sub redeliver, and
-    a redelivery after store.STALE_CLAIM takes the dead holder's claim over.
+    claim would stay pending with no event left to retry it). Failing instead makes Pub/Sub redeliver.
     """
     deadline = time.monotonic() + CLAIM_WAIT_S
-    while (store.get_result(id_) or {}).get("status") == "pending":
+    while (claim_id := store.claim(id_, upload, owner_token_sha256)) is None:
+        if (store.get_result(id_) or {}).get("status") != "pending":
+            log.info("result %s already claimed and finished: duplicate or retried event", id_)
+            return None
         if time.monotonic() > deadline:
             raise ClaimHeld(f"result {id_} is still pending in another attempt")
-        time.sleep(0.2)
+        time.sleep(CLAIM_POLL_S)
+    return claim_id
 
 
 def predict_bytes(data: bytes, content_type: str, token: str, patient: PatientInfo = UNKNOWN) -> Outcome:

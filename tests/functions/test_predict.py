@@ -205,6 +205,36 @@ def test_duplicated_event_does_the_work_once(event_client, assess_calls):
     assert len(all_results()) == 1 and len(assess_calls) == 1
 
 
+def held_claim(obj: dict) -> str:
+    """A pending claim on the upload's result, held by an attempt that died before finishing."""
+    id_ = store.result_id(obj["bucket"], obj["name"], obj["generation"])
+    return store.claim(id_, {key: str(obj[key]) for key in ("bucket", "name", "generation")})
+
+
+def test_a_delivery_does_not_acknowledge_a_claim_another_attempt_holds(event_client, monkeypatch):
+    """Acknowledged now, the upload would be lost if the holder died: the delivery fails, to be redelivered."""
+    monkeypatch.setattr(predict_service, "CLAIM_WAIT_S", 1.0)
+    obj = upload(LESIONS[0].read_bytes())
+    dead = held_claim(obj)
+    assert send(event_client, storage_event(obj)) == 500
+    assert (result_for(obj)["status"], result_for(obj)["claim_id"]) == ("pending", dead)
+
+
+def test_a_delivery_takes_over_a_claim_that_turns_stale_while_it_waits(event_client):
+    """The holder's claim turns stale (store.STALE_CLAIM) during the wait: this delivery takes it over and
+    answers, instead of failing and waiting out a longer backoff for the next one."""
+    obj = upload(LESIONS[0].read_bytes())
+    dead = held_claim(obj)
+    doc = store.prediction(store.result_id(obj["bucket"], obj["name"], obj["generation"]))
+    stale = threading.Timer(1.0, doc.update, [{"claimed_at": datetime.now(UTC) - store.STALE_CLAIM * 2}])
+    stale.start()
+    try:
+        assert send(event_client, storage_event(obj)) == 200
+    finally:
+        stale.join()
+    assert result_for(obj)["status"] == "done" and result_for(obj)["claim_id"] != dead
+
+
 def test_concurrent_identical_events_make_one_result(event_client, assess_calls):
     obj = upload(LESIONS[2].read_bytes())
     event = storage_event(obj)
