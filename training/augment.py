@@ -7,7 +7,8 @@ reflect-padded). A batch is then cut out by one affine resampling per image, on 
   - validation: the centre square resized to the input size, exactly what serving feeds the model;
   - training: random scale, aspect, position, any rotation and mirror (skin has no up), then light,
     colour temperature, saturation, contrast, blur, sensor noise and resolution loss, the ways phone
-    photos and other dermatoscopes differ from HAM10000's.
+    photos and other dermatoscopes differ from HAM10000's; a lesion shrunk into its surroundings, and the
+    rings, rulers, grids and pen marks that lie over real lesion photos.
 """
 
 from __future__ import annotations
@@ -28,10 +29,14 @@ def canvas_size(spec: Preprocess) -> tuple[int, int]:
     return spec.canonical_short_side, round(spec.canonical_short_side * 4 / 3)
 
 
-def _on_canvas(path: Path, spec: Preprocess) -> tuple[np.ndarray, int]:
+def _on_canvas(path: Path, spec: Preprocess, crop: tuple | None = None) -> tuple[np.ndarray, int]:
     height, width = canvas_size(spec)
     with Image.open(path) as image:
-        image = canonical(to_rgb(image), spec)
+        image = to_rgb(image)
+        if isinstance(crop, tuple):  # a box of fractions (left, top, right, bottom): a source's watermark cut away
+            w, h = image.size
+            image = image.crop((round(crop[0] * w), round(crop[1] * h), round(crop[2] * w), round(crop[3] * h)))
+        image = canonical(image, spec)
     if image.height > image.width:
         image = image.transpose(Image.ROTATE_90)
     if image.height != height:  # smaller than the canonical scale: brought up to it, as the model sees it
@@ -46,10 +51,12 @@ def _on_canvas(path: Path, spec: Preprocess) -> tuple[np.ndarray, int]:
     return arr, valid
 
 
-def load_canvas(paths: list[Path], spec: Preprocess, workers: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+def load_canvas(paths: list[Path], spec: Preprocess, crops: list | None = None,
+                workers: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, 3, 150, 200) uint8 images and (N,) the width of each that is real (the rest is reflection)."""
+    crops = crops if crops is not None else [None] * len(paths)
     with ThreadPoolExecutor(workers) as pool:  # PIL decodes without the GIL
-        loaded = list(pool.map(lambda p: _on_canvas(Path(p), spec), paths))
+        loaded = list(pool.map(lambda pc: _on_canvas(Path(pc[0]), spec, pc[1]), zip(paths, crops)))
     images = torch.from_numpy(np.stack([a for a, _ in loaded])).permute(0, 3, 1, 2).contiguous()
     return images, torch.tensor([v for _, v in loaded], dtype=torch.float32)
 
@@ -121,7 +128,51 @@ def random_view(images: torch.Tensor, valid: torch.Tensor, out: int, generator: 
     x = torch.where(chance(0.2).view(shape), small, x)  # a lesion that filled few pixels
     noise = torch.randn(x.shape, generator=generator, device=device) * uniform(0, 8).view(shape)
     x = x + torch.where(chance(0.25).view(shape), noise, torch.zeros_like(noise))  # sensor noise
-    return x.clamp(0, 255)
+    x = torch.where(chance(0.2).view(shape), zoom_out(x, uniform(0.3, 0.8), uniform(-1, 1, 2 * n).view(n, 2)), x)
+    return overlays(x.clamp(0, 255), generator)
+
+
+def zoom_out(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """The view shrunk to `scale` of the frame at a random place, on its own blurred colours: a lesion small in
+    a photo of the skin around it, as clinic cameras and phones take them."""
+    n, _, out, _ = x.shape
+    theta = torch.zeros(n, 2, 3, device=x.device)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1 / scale
+    theta[:, :, 2] = shift * (1 / scale - 1)[:, None]  # keeps the shrunk view inside the frame
+    grid = F.affine_grid(theta, [n, 3, out, out], align_corners=False)
+    small = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    inside = F.grid_sample(torch.ones_like(x[:, :1]), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    surround = F.interpolate(F.adaptive_avg_pool2d(x, 3), size=out, mode="bilinear", align_corners=False)
+    return small + (1 - inside) * surround
+
+
+def overlays(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """What sits on top of real lesion photos and must not decide "a lesion or not": a dermoscope's dark ring,
+    a ruler's or a grid's lines, a marker pen's circle. Drawn on every kind of image, lesions and not."""
+    n, device, out = len(x), x.device, x.shape[-1]
+
+    def uniform(low: float, high: float) -> torch.Tensor:
+        return (torch.rand(n, generator=generator, device=device) * (high - low) + low).view(n, 1, 1, 1)
+
+    def chance(p: float) -> torch.Tensor:
+        return (torch.rand(n, generator=generator, device=device) < p).view(n, 1, 1, 1)
+
+    t = (torch.arange(out, device=device, dtype=x.dtype) + 0.5) / out * 2 - 1  # pixel centres in [-1, 1]
+    py, px = t.view(1, 1, out, 1), t.view(1, 1, 1, out)
+    radius = ((px - uniform(-0.15, 0.15)) ** 2 + (py - uniform(-0.15, 0.15)) ** 2).sqrt()
+    ring = chance(0.12) & (radius > uniform(0.8, 1.2))  # a circular field of view, dark outside
+    x = torch.where(ring, x * uniform(0.0, 0.15), x)
+    angle = uniform(0, math.pi)
+    along, across = px * angle.cos() + py * angle.sin(), py * angle.cos() - px * angle.sin()
+    spacing, width = uniform(0.06, 0.2), uniform(0.008, 0.02)
+    ticks = (along / spacing).frac().abs() * spacing < width
+    ruler = chance(0.12) & ticks & (across > uniform(0.4, 0.9))  # ticks along one edge
+    grid = chance(0.06) & (ticks | ((across / spacing).frac().abs() * spacing < width))  # lines both ways
+    ink_colour = torch.stack([uniform(0, 120), uniform(0, 60), uniform(60, 200)], 1).view(n, 3, 1, 1)
+    line_colour = torch.where(chance(0.5), uniform(0, 40), uniform(200, 255)).expand(n, 3, 1, 1)
+    x = torch.where(ruler | grid, line_colour, x)
+    ink = chance(0.08) & ((radius - uniform(0.4, 0.8)).abs() < uniform(0.01, 0.03))  # a pen circle
+    return torch.where(ink, ink_colour, x)
 
 
 def normalise(x: torch.Tensor, spec: Preprocess) -> torch.Tensor:

@@ -1,25 +1,34 @@
-"""Calibration and operating points, fitted on the validation split only.
+"""Calibration and operating points, fitted on the validation split only, per image type.
 
 - Temperature scaling: one scalar T minimising the validation negative log-likelihood, fitted twice: on
   the raw logits, and after a prior correction (training saw classes at an effective prior shaped by class
   weights and source oversampling; adding log(prior of this image type) - log(effective training prior)
   to the logits moves the answer to this type's own prevalence, in theory). The one with the lower
   validation NLL is kept; label smoothing often leaves the network nearer the true prior than theory says.
-- Risk bands on the calibrated malignant probability p: "high" when p >= t_high, the largest threshold that
-  still flags >= 95% of validation malignancies; "low" when p < t_low, the largest threshold under which
-  at most 1% of validation malignancies fall; "medium" in between.
+- P(malignant) is then recalibrated as a binary probability (a slope and an intercept on its logit, Platt
+  style), since it is the number a person reads and the bands cut: it holds at the validation photos'
+  prevalence of malignancy, recorded beside it.
+- Risk bands on that probability p. "low" (reassured, no visit now) when p < t_low: t_low is the largest
+  cut-off at which the share of validation malignancies below it stays within its limit *as a one-sided
+  95% Clopper-Pearson upper bound*, for all malignancies and for melanoma, BCC and akiec each (their own
+  floors, the lowest wins); with too few lesions of a group to show its limit even with none missed, the
+  cut-off sits at that group's lowest score and the card says the bound it reaches. "high" (urgent) when
+  p >= t_high, the cut-off above which at most HIGH_MAX_BENIGN of benign validation lesions lie.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import minimize_scalar
+from scipy.optimize import minimize, minimize_scalar
+from scipy.stats import beta
 
-from deepskin.core.labels import MALIGNANT_INDEX
-from deepskin.core.model import calibrate, softmax
+from deepskin.core.labels import CLASSES, MALIGNANT, MALIGNANT_INDEX
+from deepskin.core.model import calibrate, logit, recalibrate_malignant, sigmoid, softmax
 
-HIGH_BAND_SENSITIVITY = 0.95
-LOW_BAND_MAX_MISSED = 0.01
+LOW_MAX_MISSED = {"malignant": 0.01, "mel": 0.01, "bcc": 0.02, "akiec": 0.03}
+CONFIDENCE = 0.95
+HIGH_MAX_BENIGN = 0.20
+ECE_BINS = 10  # equal-mass bins
 
 
 def nll(logits: np.ndarray, targets: np.ndarray, calibration: dict) -> float:
@@ -39,27 +48,72 @@ def malignant_probability(probabilities: np.ndarray) -> np.ndarray:
     return probabilities[:, list(MALIGNANT_INDEX)].sum(axis=1)
 
 
-def band_thresholds(p_malignant: np.ndarray, is_malignant: np.ndarray) -> dict:
-    """Thresholds from the malignant cases' scores alone (quantiles), so sensitivity holds by construction on val."""
-    scores = np.sort(p_malignant[is_malignant.astype(bool)])
-    if len(scores) == 0:
+def missed_upper_bound(missed: int, lesions: int, confidence: float = CONFIDENCE) -> float:
+    """One-sided Clopper-Pearson upper bound on a share seen as missed of lesions."""
+    return 1.0 if missed >= lesions else float(beta.ppf(confidence, missed + 1, lesions - missed))
+
+
+def low_cutoff(scores: np.ndarray, limit: float) -> tuple[float, dict]:
+    """The largest cut-off with at most k of these scores below it, k the most misses whose upper bound stays
+    within `limit` (0 when even none cannot show it: the cut-off is then the lowest score)."""
+    scores = np.sort(scores)
+    missed = 0
+    while missed < len(scores) - 1 and missed_upper_bound(missed + 1, len(scores)) <= limit:
+        missed += 1
+    bound = missed_upper_bound(missed, len(scores))
+    return float(scores[missed]), {"lesions": len(scores), "missed": missed, "upper_bound": round(bound, 4),
+                                   "limit": limit, "shown": bound <= limit}
+
+
+def band_thresholds(p_malignant: np.ndarray, targets: np.ndarray) -> tuple[dict, dict]:
+    """(thresholds {low, high}, how each floor was set) from validation P(malignant) and class indices."""
+    groups = {"malignant": np.isin(targets, MALIGNANT_INDEX),
+              **{c: targets == CLASSES.index(c) for c in MALIGNANT}}
+    if not groups["malignant"].any():
         raise ValueError("no malignant cases to set the risk bands on")
-    # Largest t with P(score >= t) >= 0.95: the k-th smallest score, k = floor(0.05 n).
-    high = float(scores[int(np.floor((1 - HIGH_BAND_SENSITIVITY) * len(scores)))])
-    low = float(scores[int(np.floor(LOW_BAND_MAX_MISSED * len(scores)))])
-    return {"low": low, "high": max(high, low)}
+    floors = {g: low_cutoff(p_malignant[rows], LOW_MAX_MISSED[g]) for g, rows in groups.items() if rows.any()}
+    low = min(cut for cut, _ in floors.values())
+    benign = np.sort(p_malignant[~groups["malignant"]])
+    urgent = int(HIGH_MAX_BENIGN * len(benign))  # the most benign lesions "high" may take
+    high = float(benign[len(benign) - urgent]) if urgent else 1.0
+    return {"low": low, "high": max(high, low)}, {
+        "floors": {g: info for g, (_, info) in floors.items()},
+        "benign_high": float((benign >= max(high, low)).mean()) if len(benign) else None,
+        "benign_low": float((benign < low).mean()) if len(benign) else None}
 
 
-def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
-    """Binary ECE with equal-width bins: sum over bins of |mean(y) - mean(p)| weighted by bin size."""
-    edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        mask = which == b
-        if mask.any():
-            ece += mask.mean() * abs(y[mask].mean() - p[mask].mean())
-    return float(ece)
+def fit_binary(p_malignant: np.ndarray, is_malignant: np.ndarray) -> dict:
+    """Slope and intercept on logit P(malignant) minimising the binary NLL (Platt scaling)."""
+    z, y = logit(p_malignant), is_malignant.astype(float)
+
+    def loss(params: np.ndarray) -> float:
+        q = np.clip(sigmoid(params[0] * z + params[1]), 1e-12, 1 - 1e-12)
+        return float(-(y * np.log(q) + (1 - y) * np.log(1 - q)).mean())
+
+    slope, intercept = minimize(loss, np.array([1.0, 0.0]), method="Nelder-Mead").x
+    return {"slope": float(slope), "intercept": float(intercept), "prevalence": round(float(y.mean()), 4)}
+
+
+def equal_mass_bins(p: np.ndarray, bins: int = ECE_BINS) -> np.ndarray:
+    """Bin index per prediction: sorted by p, cut into `bins` runs of (nearly) equal size."""
+    which = np.empty(len(p), int)
+    which[np.argsort(p, kind="stable")] = np.arange(len(p)) * bins // max(len(p), 1)
+    return which
+
+
+def bin_means(values: np.ndarray, which: np.ndarray, bins: int = ECE_BINS) -> np.ndarray:
+    """Mean of `values` in each bin (NaN for an empty one)."""
+    counts = np.bincount(which, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.bincount(which, weights=values, minlength=bins) / counts
+
+
+def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Binary ECE on equal-mass bins: sum over bins of |mean(y) - mean(p)| weighted by bin size."""
+    which = equal_mass_bins(p, bins)
+    weight = np.bincount(which, minlength=bins) / len(p)
+    gap = np.abs(bin_means(y, which, bins) - bin_means(p, which, bins))
+    return float(np.nansum(weight * gap))
 
 
 def prior_shift(type_prior: np.ndarray, training_prior: np.ndarray) -> list[float]:
@@ -74,16 +128,21 @@ def fit(logits: np.ndarray, targets: np.ndarray, prior_bias: list[float]) -> dic
         candidates.append((nll(logits, targets, candidate), candidate))
     calibration = min(candidates, key=lambda c: c[0])[1]
     is_malignant = np.isin(targets, MALIGNANT_INDEX)
-    p = malignant_probability(calibrate(logits, calibration))
+    binary = fit_binary(malignant_probability(calibrate(logits, calibration)), is_malignant)
+    p = recalibrate_malignant(calibrate(logits, calibration), binary)[1]
     raw = malignant_probability(softmax(logits))
+    thresholds, bands = band_thresholds(p, targets)
     return {
         "calibration": calibration,
-        "thresholds": band_thresholds(p, is_malignant),
+        "malignant_calibration": binary,
+        "thresholds": thresholds,
+        "bands": bands,
         "val": {
             "nll_before": nll(logits, targets, {}),
             "nll_after": nll(logits, targets, calibration),
             "nll_prior_corrected": candidates[1][0],
             "ece_before": expected_calibration_error(raw, is_malignant),
             "ece_after": expected_calibration_error(p, is_malignant),
+            "brier_after": float(((p - is_malignant) ** 2).mean()),
         },
     }

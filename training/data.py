@@ -14,7 +14,8 @@ from deepskin.core.labels import CLASSES
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FOLDER_ENV = {"ham10000": "DEEPSKIN_HAM10000", "pad_ufes20": "DEEPSKIN_PAD_UFES20",
-              "non_lesion": "DEEPSKIN_NON_LESION"}
+              "non_lesion": "DEEPSKIN_NON_LESION", "isic_archive": "DEEPSKIN_ISIC_ARCHIVE",
+              "bcn20000_84px": "DEEPSKIN_BCN20000", "dermnet": "DEEPSKIN_DERMNET"}
 SPLIT_CSV = Path(__file__).parent / "splits" / "ham10000_split.csv"
 SPLIT_FRACTIONS = {"train": 0.70, "val": 0.15, "test": 0.15}
 SPLIT_SEED = 20261125

@@ -1,20 +1,31 @@
 """The evaluation report: what users get, on images the model never trained or was tuned on.
 
     python -m training.evaluate [--model models/deepskin.onnx] [--data DIR] [--pad DIR] [--non-lesion DIR]
+                                [--isic DIR] [--bcn DIR] [--dermnet DIR] [--sets ham10000,dermnet,...]
+                                [--split val --reports DIR]   (choosing between models: validation only)
 
 Every number comes from `training.batch_predict` rows, i.e. the served ONNX through the predict function's
-own pipeline (quality checks, scope gate, per-type calibration, risk band, named type), on three held-out
-sets: the HAM10000 test split (grouped by lesion), the PAD-UFES-20 test split (phone photos, grouped by
-patient) and the non-lesion test split. Lesion sets are scored twice, from the image alone and with the
-age, sex and body site their metadata records. A refused lesion counts as referred: it scores above every
-answer in "AUC with refusals as referrals", the number a triage product is judged by.
-Written to training/reports/ (evaluation.md, metrics.json, *_predictions.csv, curves) and the model card.
+own pipeline (quality checks, scope gate, per-type calibration, risk band, named type), on the test split
+of every held-out set: HAM10000 (grouped by lesion), PAD-UFES-20 (phone photos, grouped by patient), the
+other clinics' ISIC archive, BCN20000 (84 px thumbnails) and DermNet (clinical photos), each scored from
+the image alone (HAM10000 and PAD-UFES-20 also with the age, sex and body site their metadata records),
+and the non-lesion photos, by source repository and category.
+
+Per lesion set: the share of malignant lesions, melanomas, BCCs, akiec and benign lesions told low / medium
+/ high or refused (a refusal counts as referred: it ranks above every answer in "AUC with refusals as
+referrals"), malignancies told "low" with Clopper-Pearson intervals, AUC with a grouped bootstrap interval
+(also with actinic keratosis counted benign where a set's akiec merges AK with SCC), calibration of
+P(malignant) per image type (ECE on equal-mass bins, Brier score, reliability curve), where images were
+routed (dermoscopy or clinical), the named type's balanced accuracy. Targets are reported, never tuned for.
+Written to training/reports/ (evaluation.md, metrics.json, <set>_test_predictions.csv, roc.png,
+reliability.png) and, when every set was evaluated, to the model card's "metrics".
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import matplotlib
@@ -23,6 +34,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from scipy.stats import beta
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score, roc_curve
 
 from deepskin.core.bundle import BUNDLED_MODEL, card_path
@@ -31,20 +43,35 @@ from deepskin.core.model import IMAGE_TYPES, Model
 from deepskin.core.patient import UNKNOWN, PatientInfo
 from training import sources
 from training.batch_predict import COLUMNS, score_items, write_csv
-from training.calibrate import expected_calibration_error
+from training.calibrate import bin_means, equal_mass_bins, expected_calibration_error
 
 REPORTS = Path(__file__).parent / "reports"
 BOOTSTRAP = 1000
-# (floor, aim) from the model issues; reported, never tuned for.
+MIN_TYPE_IMAGES = 20  # calibration is reported for an image type with at least this many answers
+LESION_SETS = {"ham10000": "HAM10000", "pad_ufes20": "PAD-UFES-20", "isic_archive": "ISIC archive",
+               "bcn20000_84px": "BCN20000 84 px", "dermnet": "DermNet"}
+WITH_METADATA = ("ham10000", "pad_ufes20")  # the sets whose metadata records age, sex and site
+SETS = (*LESION_SETS, "non_lesion")
+OUTCOMES = ("low", "medium", "high", "refused")
+NOT_A_LESION, UNCLEAR = "unusable:not_a_lesion", "unusable:unclear_subject"
+# The finer label that tells actinic keratosis from SCC inside akiec: PAD's `diagnostic` (ACK), the other
+# clinics' `original_label` ("AK (BCN20000)", "Actinic keratosis").
+FINE_LABEL = {"pad_ufes20": "diagnostic", **{s: "original_label" for s in sources.EXTERNAL}}
+ACTINIC_KERATOSIS = re.compile(r"^(?:ACK|AK)\b|^actinic keratosis", re.IGNORECASE)
+# (floor, aim) from the model issues; reported, never tuned for. For isic_archive malignant_low the stricter
+# of the two issues' limits (0.01 for HAM10000 and ISIC, 0.03 for every other clinic) applies.
 TARGETS = {
-    ("ham10000", "auc_refused_as_referred"): (0.90, 0.92),
-    ("ham10000", "balanced_accuracy_top_class"): (0.72, 0.74),
-    ("ham10000", "lesions_refused"): (0.02, 0.01),
-    ("pad_ufes20", "lesions_refused"): (0.10, 0.01),
-    ("non_lesion", "refused"): (0.95, 0.95),
-    ("non_lesion", "answered_high"): (0.0, 0.0),
+    **{(s, "malignant_low"): (0.03, 0.03) for s in ("bcn20000_84px", "dermnet")},
+    **{(s, "refused_not_a_lesion"): (0.02, 0.02) for s in sources.EXTERNAL},
+    **{(s, key): limit for s in ("ham10000", "isic_archive") for key, limit in (
+        ("malignant_low", (0.01, 0.01)), ("melanoma_low", (0.01, 0.01)), ("benign_low", (0.45, 0.45)),
+        ("benign_high", (0.20, 0.20)))},
+    ("non_lesion", "refused"): (0.95, 1.0),
 }
+LOWER_IS_BETTER = {"malignant_low", "melanoma_low", "benign_high", "refused_not_a_lesion"}
 
+
+# --- statistics ---------------------------------------------------------------------------------------------
 
 def group_resamples(groups: np.ndarray, seed: int = 0):
     """BOOTSTRAP resamples of row indices, drawing whole groups with replacement (images of one lesion or
@@ -58,50 +85,144 @@ def group_resamples(groups: np.ndarray, seed: int = 0):
         yield np.concatenate([members[g] for g in rng.integers(0, len(unique), len(unique))])
 
 
-def grouped_bootstrap_auc(y: np.ndarray, p: np.ndarray, groups: np.ndarray, seed: int = 0) -> list[float]:
-    """95% CI of ROC-AUC, resampling whole groups."""
-    aucs = [roc_auc_score(y[take], p[take]) for take in group_resamples(groups, seed) if 0 < y[take].sum() < len(take)]
-    return [float(np.percentile(aucs, 2.5)), float(np.percentile(aucs, 97.5))]
+def bootstrap_ci(statistic, groups: np.ndarray, seed: int = 0):
+    """95% percentile interval of statistic(rows) over grouped resamples (a scalar or an array per draw;
+    NaN draws are skipped)."""
+    draws = np.array([statistic(take) for take in group_resamples(groups, seed)], dtype=float)
+    if not len(draws) or np.isnan(draws).all():
+        return [float("nan"), float("nan")]
+    low, high = np.nanpercentile(draws, [2.5, 97.5], axis=0)
+    return [low.tolist(), high.tolist()]
 
 
-def score_set(rows: pd.DataFrame, model: Model, with_metadata: bool) -> pd.DataFrame:
-    items = [(r.image_id, Path(r.path).read_bytes(),
-              PatientInfo.parse(r.age, r.sex, r.site) if with_metadata else UNKNOWN) for r in rows.itertuples()]
-    scored = pd.DataFrame(score_items(items, model), columns=COLUMNS).set_index("image_id")
-    return scored.join(rows.set_index("image_id")[["dx", "group", "lesion"]])
+def auc(y: np.ndarray, score: np.ndarray) -> float:
+    """ROC-AUC, NaN when only one class is present."""
+    return float(roc_auc_score(y, score)) if 0 < y.sum() < len(y) else float("nan")
+
+
+def clopper_pearson(successes: int, n: int, level: float = 0.95) -> list[float]:
+    """Exact (Clopper-Pearson) interval of a proportion."""
+    if n == 0:
+        return [float("nan"), float("nan")]
+    alpha = 1 - level
+    low = beta.ppf(alpha / 2, successes, n - successes + 1) if successes > 0 else 0.0
+    high = beta.ppf(1 - alpha / 2, successes + 1, n - successes) if successes < n else 1.0
+    return [float(low), float(high)]
+
+
+def share(hits: np.ndarray) -> float | None:
+    return float(np.mean(hits)) if len(hits) else None
+
+
+def brier(p: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean((p - y) ** 2))
+
+
+def calibration(p: np.ndarray, y: np.ndarray, groups: np.ndarray) -> dict:
+    """ECE (equal-mass bins) and Brier score with CIs, and the reliability curve (equal-mass bins: mean
+    predicted vs observed, with CI) of one image type's answers."""
+    which = equal_mass_bins(p)
+    return {"images": len(p), "ece": expected_calibration_error(p, y),
+            "ece_ci95": bootstrap_ci(lambda t: expected_calibration_error(p[t], y[t]), groups),
+            "brier": brier(p, y), "brier_ci95": bootstrap_ci(lambda t: brier(p[t], y[t]), groups),
+            "reliability": {"predicted": bin_means(p, which).tolist(), "observed": bin_means(y, which).tolist(),
+                            "observed_ci95": bootstrap_ci(lambda t: bin_means(y[t], which[t]), groups)}}
+
+
+def calibration_by_type(answers: pd.DataFrame, malignant: np.ndarray) -> dict:
+    """`calibration` of the answers routed to each image type that has at least MIN_TYPE_IMAGES of them."""
+    p, groups = pd.to_numeric(answers.malignant).to_numpy(), answers.group.astype(str).to_numpy()
+    out = {}
+    for kind in IMAGE_TYPES:
+        rows = (answers.image_type == kind).to_numpy()
+        if rows.sum() >= MIN_TYPE_IMAGES:
+            out[kind] = calibration(p[rows], malignant[rows].astype(float), groups[rows])
+    return out
+
+
+# --- what users were told -----------------------------------------------------------------------------------
+
+def outcomes(frame: pd.DataFrame) -> np.ndarray:
+    """low, medium or high for an answer, refused for anything else."""
+    return np.where(frame.status == "done", frame.risk, "refused").astype(str)
+
+
+def referral_scores(frame: pd.DataFrame) -> np.ndarray:
+    """P(malignant) of an answer; a refusal ranks above every answer (it is referred)."""
+    return np.where(frame.status == "done", pd.to_numeric(frame.malignant, errors="coerce"), 2.0)
+
+
+def band_shares(frame: pd.DataFrame, malignant: np.ndarray) -> dict:
+    """For malignant lesions, melanomas, BCCs, akiec and benign lesions: n and the share told each outcome."""
+    told, dx = outcomes(frame), frame.dx.to_numpy()
+    groups = {"malignant": malignant, "melanoma": dx == "mel", "bcc": dx == "bcc", "akiec": dx == "akiec",
+              "benign": ~malignant}
+    return {name: {"n": int(rows.sum()), **{o: share(told[rows] == o) for o in OUTCOMES}}
+            for name, rows in groups.items()}
+
+
+def told_shares(frame: pd.DataFrame, malignant: np.ndarray) -> dict:
+    """Malignancies and melanomas told "low", benign lesions told "low" and "high", with exact intervals."""
+    told, dx = outcomes(frame), frame.dx.to_numpy()
+    out = {}
+    for key, rows, band in (("malignant_low", malignant, "low"), ("melanoma_low", dx == "mel", "low"),
+                            ("benign_low", ~malignant, "low"), ("benign_high", ~malignant, "high")):
+        hits = told[rows] == band
+        out[key], out[f"{key}_ci95"] = share(hits), clopper_pearson(int(hits.sum()), len(hits))
+    return out
+
+
+def auc_with_ci(frame: pd.DataFrame, malignant: np.ndarray) -> tuple[float, list[float]]:
+    """AUC with refusals as referrals and its grouped bootstrap interval."""
+    score, y = referral_scores(frame), malignant.astype(int)
+    return auc(y, score), bootstrap_ci(lambda t: auc(y[t], score[t]), frame.group.astype(str).to_numpy())
+
+
+def is_actinic_keratosis(labels: pd.Series) -> pd.Series:
+    return labels.fillna("").astype(str).str.contains(ACTINIC_KERATOSIS)
 
 
 def lesion_metrics(frame: pd.DataFrame) -> dict:
-    answered = frame.status == "done"
-    y = frame.dx.isin(MALIGNANT).to_numpy(int)
-    p = frame.malignant.astype(float).to_numpy()
-    as_referred = np.where(answered, p, 2.0)  # a refusal ranks above every answer
-    ans = frame[answered]
-    y_ans, p_ans = y[answered.to_numpy()], p[answered.to_numpy()]
+    """Everything reported for one scored lesion set (columns of batch_predict plus dx, group and ak)."""
+    answered = (frame.status == "done").to_numpy()
+    y = frame.dx.isin(MALIGNANT).to_numpy()
+    p = pd.to_numeric(frame.malignant, errors="coerce").to_numpy()
+    ans, y_ans, p_ans = frame[answered], y[answered], p[answered]
     high = (ans.risk == "high").to_numpy()
-    benign = frame.dx.isin(MALIGNANT).to_numpy() == 0
-    rated_high = (answered & (frame.risk == "high")).to_numpy()
+    rated_high = answered & (frame.risk == "high").to_numpy()
     out = {
-        "images": len(frame), "malignant": int(y.sum()),
+        "images": len(frame), "malignant": int(y.sum()), "prevalence": float(y.mean()),
         "lesions_refused": float((~answered).mean()),
+        "refused_not_a_lesion": float((frame.status == NOT_A_LESION).mean()),
+        "refused_unclear": float((frame.status == UNCLEAR).mean()),
         "refusals": frame.status[~answered].value_counts().to_dict(),
-        "auc_refused_as_referred": float(roc_auc_score(y, as_referred)),
-        "auc_refused_as_referred_ci95": grouped_bootstrap_auc(y, as_referred, frame.group.astype(str).to_numpy()),
-        "auc_answered": float(roc_auc_score(y_ans, p_ans)),
-        "sensitivity_high": float(high[y_ans == 1].mean()),
-        "sensitivity_high_refused_as_referred": float((rated_high | ~answered.to_numpy())[y == 1].mean()),
-        "specificity_high": float((~high)[y_ans == 0].mean()),
-        "benign_rated_high": float(rated_high[benign].mean()),
-        "answered_benign_rated_high": float(high[y_ans == 0].mean()),
+        "bands": band_shares(frame, y), **told_shares(frame, y),
+        "auc_answered": auc(y_ans.astype(int), p_ans),
+        "sensitivity_high": share(high[y_ans]),
+        "sensitivity_high_refused_as_referred": share((rated_high | ~answered)[y]),
+        "specificity_high": share(~high[~y_ans]),
+        "benign_rated_high": share(rated_high[~y]),
+        "answered_benign_rated_high": share(high[~y_ans]),
         "balanced_accuracy_top_class": float(balanced_accuracy_score(ans.dx, ans.top_class)),
         "recall_top_class": {c: float((ans.top_class[ans.dx == c] == c).mean()) for c in CLASSES if (ans.dx == c).any()},
         "unfamiliar_caveat": float(ans.caveats.fillna("").str.contains("unfamiliar_photo").mean()),
-        "ece_by_image_type": {t: {"images": int((ans.image_type == t).sum()),
-                                  "ece": expected_calibration_error(p_ans[(ans.image_type == t).to_numpy()],
-                                                                    y_ans[(ans.image_type == t).to_numpy()])}
-                              for t in IMAGE_TYPES if (ans.image_type == t).sum() >= 20},
+        "routing": {t: share(ans.image_type == t) for t in IMAGE_TYPES},
+        "ece_by_image_type": calibration_by_type(ans, y_ans),
     }
+    out["auc_refused_as_referred"], out["auc_refused_as_referred_ci95"] = auc_with_ci(frame, y)
+    ak = frame.ak.to_numpy(bool) if "ak" in frame else np.zeros(len(frame), bool)
+    if ak.any():  # actinic keratosis (precancer) counted benign: only BCC, melanoma and SCC are malignant
+        out["ak_images"] = int(ak.sum())
+        out["auc_refused_as_referred_ack_benign"], out["auc_refused_as_referred_ack_benign_ci95"] = auc_with_ci(
+            frame, y & ~ak)
+        out["bands_ack_benign"] = band_shares(frame, y & ~ak)
     return out
+
+
+def refused_by(frame: pd.DataFrame, column: str) -> dict:
+    refused = frame.status != "done"
+    return {str(k): {"images": len(rows), "refused": float(rows.mean())}
+            for k, rows in refused.groupby(frame[column])}
 
 
 def non_lesion_metrics(frame: pd.DataFrame) -> dict:
@@ -109,16 +230,74 @@ def non_lesion_metrics(frame: pd.DataFrame) -> dict:
     return {"images": len(frame), "refused": float((~answered).mean()),
             "refusals": frame.status[~answered].value_counts().to_dict(),
             "answered_high": float((answered & (frame.risk == "high")).mean()),
-            "answered": sorted(frame.index[answered])}
+            "answered": sorted(frame.index[answered]),
+            "by_repository": refused_by(frame, "repo"), "by_category": refused_by(frame, "category")}
 
 
-def roc_plot(curves: dict[str, pd.DataFrame], out: Path) -> None:
+def targets(metrics: dict) -> dict:
+    out = {}
+    for (dataset, key), (floor, aim) in TARGETS.items():
+        if dataset not in metrics:
+            continue
+        value = metrics[dataset].get("image_only", metrics[dataset])[key]
+        met = (lambda v, t: v <= t) if key in LOWER_IS_BETTER else (lambda v, t: v >= t)
+        out[f"{dataset} {key}"] = {"value": value, "floor": floor, "aim": aim, "floor_met": met(value, floor),
+                                   "aim_met": met(value, aim), "lower_is_better": key in LOWER_IS_BETTER}
+    return out
+
+
+def validation_prevalence(card: dict, table: pd.DataFrame) -> dict:
+    """Malignant share of the validation lesions per image type: the prevalence at which the calibrated
+    probability holds. The card's record where it has one (malignant_calibration), else counted from the
+    validation split of the sources the model trained on, by recorded image type."""
+    recorded = {k: v["prevalence"] for k, v in card.get("malignant_calibration", {}).items() if "prevalence" in v}
+    if recorded:
+        return recorded
+    trained_on = card.get("training", {}).get("config", {}).get("sources", list(sources.LOADERS))
+    val = table[(table.split == "val") & table.lesion.astype(bool) & table.source.isin(trained_on)]
+    kind = np.where(val.clinical.astype(bool), "clinical", "dermoscopy")
+    return {str(k): float(v) for k, v in val.dx.isin(MALIGNANT).groupby(kind).mean().items()}
+
+
+# --- scoring and data -----------------------------------------------------------------------------------------
+
+def score_set(rows: pd.DataFrame, model: Model, with_metadata: bool) -> pd.DataFrame:
+    """batch_predict rows indexed by image_id, joined with the table's columns (dx, group ...)."""
+    items = [(r.image_id, Path(r.path).read_bytes(),
+              PatientInfo.parse(r.age, r.sex, r.site) if with_metadata else UNKNOWN) for r in rows.itertuples()]
+    scored = pd.DataFrame(score_items(items, model), columns=COLUMNS).set_index("image_id")
+    return scored.join(rows.set_index("image_id").drop(columns="path"))
+
+
+def with_labels(table: pd.DataFrame, folders: dict) -> pd.DataFrame:
+    """The table plus `ak` (an actinic keratosis, by the set's finer label: FINE_LABEL) and, for non-lesion
+    photos, their `category` and source `repo` (non_lesion/labels.csv)."""
+    labels = pd.read_csv(sources.folder("non_lesion", folders.get("non_lesion")) / "labels.csv", dtype=str)
+    out = table.join(labels.set_index("image_id")[["category", "repo"]], on="image_id")
+    out["ak"] = False
+    for source, column in FINE_LABEL.items():
+        rows = out.source == source
+        if rows.any():
+            meta = pd.read_csv(sources.folder(source, folders.get(source)) / "metadata.csv", dtype={"image_id": str})
+            out.loc[rows, "ak"] = is_actinic_keratosis(out.image_id[rows].map(meta.set_index("image_id")[column]))
+    return out
+
+
+# --- report ---------------------------------------------------------------------------------------------------
+
+def variants(metrics: dict) -> list[tuple[str, dict]]:
+    """(column title, metrics) per scored lesion set and variant, in report order."""
+    return [(LESION_SETS[s] + (" + age/sex/site" if v == "with_metadata" else ""), m)
+            for s in LESION_SETS if s in metrics for v, m in metrics[s].items()]
+
+
+def roc_plot(frames: dict[str, pd.DataFrame], out: Path) -> None:
+    """ROC curves (refusals as referrals) of every lesion set, image only."""
     fig, ax = plt.subplots(figsize=(5.5, 5))
-    for name, frame in curves.items():
-        y = frame.dx.isin(MALIGNANT).to_numpy(int)
-        p = np.where(frame.status == "done", frame.malignant.astype(float), 2.0)
-        fpr, tpr, _ = roc_curve(y, p)
-        ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc_score(y, p):.3f})")
+    for name, frame in frames.items():
+        y, score = frame.dx.isin(MALIGNANT).to_numpy(int), referral_scores(frame)
+        fpr, tpr, _ = roc_curve(y, score)
+        ax.plot(fpr, tpr, label=f"{LESION_SETS[name]} (AUC {auc(y, score):.3f})")
     ax.plot([0, 1], [0, 1], "k:", lw=0.8)
     ax.set(title="Malignant vs benign, refusals as referrals", xlabel="1 - specificity", ylabel="sensitivity")
     ax.legend(loc="lower right")
@@ -128,68 +307,158 @@ def roc_plot(curves: dict[str, pd.DataFrame], out: Path) -> None:
     plt.close(fig)
 
 
-def targets(metrics: dict) -> dict:
-    out = {}
-    for (dataset, key), (floor, aim) in TARGETS.items():
-        value = metrics[dataset]["image_only"][key] if "image_only" in metrics[dataset] else metrics[dataset][key]
-        lower_is_better = key in ("lesions_refused", "answered_high")
-        met = (lambda v, t: v <= t) if lower_is_better else (lambda v, t: v >= t)
-        out[f"{dataset} {key}"] = {"value": value, "floor": floor, "aim": aim, "floor_met": met(value, floor),
-                                   "aim_met": met(value, aim)}
-    return out
+def reliability_plot(metrics: dict, out: Path) -> None:
+    """One panel per lesion set (image only): observed malignant share vs mean P(malignant), equal-mass bins,
+    bootstrap 95% CI, one line per image type."""
+    sets = [s for s in LESION_SETS if s in metrics]
+    fig, axes = plt.subplots(1, len(sets), figsize=(3.6 * len(sets), 3.8), squeeze=False)
+    for ax, name in zip(axes[0], sets):
+        for kind, c in metrics[name]["image_only"]["ece_by_image_type"].items():
+            r = c["reliability"]
+            observed, (low, high) = np.array(r["observed"]), np.array(r["observed_ci95"])
+            ax.errorbar(r["predicted"], observed, yerr=[observed - low, high - observed], marker="o", ms=3,
+                        capsize=2, label=f"{kind} (ECE {c['ece']:.3f}, n={c['images']})")
+        ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+        ax.set(title=LESION_SETS[name], xlabel="mean P(malignant)", ylabel="observed malignant", xlim=(0, 1),
+               ylim=(0, 1))
+        ax.legend(loc="upper left", fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
 
 
-def markdown(card: dict, m: dict) -> str:
-    def row(name: str, key: str, fmt: str = "{:.3f}") -> str:
-        cells = [fmt.format(m[d][v][key]) for d in ("ham10000", "pad_ufes20") for v in ("image_only", "with_metadata")]
-        return f"| {name} | " + " | ".join(cells) + " |"
+def pct(value: float | None) -> str:
+    return "—" if value is None or np.isnan(value) else f"{100 * value:.1f}"
 
-    ham, pad, nl = m["ham10000"]["image_only"], m["pad_ufes20"]["image_only"], m["non_lesion"]
+
+def with_ci(value: float | None, interval: list[float], fmt: str = "{:.3f}") -> str:
+    if value is None or np.isnan(value):
+        return "—"
+    return f"{fmt.format(value)} ({fmt.format(interval[0])}–{fmt.format(interval[1])})"
+
+
+def bands_cell(bands: dict | None, group: str) -> str:
+    if not bands:
+        return "—"
+    b = bands[group]
+    return " / ".join(pct(b[o]) for o in OUTCOMES) + f" (n={b['n']})"
+
+
+def per_type(m: dict, key: str) -> str:
+    return "; ".join(f"{t} {with_ci(c[key], c[key + '_ci95'])}" for t, c in m["ece_by_image_type"].items()) or "—"
+
+
+LESION_ROWS = [
+    ("images (malignant prevalence)", lambda m: f"{m['images']} ({m['prevalence']:.0%})"),
+    *[(f"{g}: low / medium / high / refused, %", lambda m, g=g: bands_cell(m["bands"], g))
+      for g in ("malignant", "melanoma", "bcc", "akiec", "benign")],
+    ("malignant told \"low\" (95% CI)", lambda m: with_ci(m["malignant_low"], m["malignant_low_ci95"], "{:.1%}")),
+    ("melanoma told \"low\" (95% CI)", lambda m: with_ci(m["melanoma_low"], m["melanoma_low_ci95"], "{:.1%}")),
+    ("benign told \"low\", reassured (95% CI)", lambda m: with_ci(m["benign_low"], m["benign_low_ci95"], "{:.1%}")),
+    ("benign told \"high\", urgent (95% CI)", lambda m: with_ci(m["benign_high"], m["benign_high_ci95"], "{:.1%}")),
+    ("refused as not a lesion, %", lambda m: pct(m["refused_not_a_lesion"])),
+    ("refused as unclear subject, %", lambda m: pct(m["refused_unclear"])),
+    ("refused in all, %", lambda m: pct(m["lesions_refused"])),
+    ("ROC-AUC, refusals as referrals (95% CI)",
+     lambda m: with_ci(m["auc_refused_as_referred"], m["auc_refused_as_referred_ci95"])),
+    ("ROC-AUC, actinic keratosis counted benign (95% CI)",
+     lambda m: with_ci(m.get("auc_refused_as_referred_ack_benign"), m.get("auc_refused_as_referred_ack_benign_ci95"))),
+    ("AK benign: malignant low / medium / high / refused, %", lambda m: bands_cell(m.get("bands_ack_benign"), "malignant")),
+    ("AK benign: benign low / medium / high / refused, %", lambda m: bands_cell(m.get("bands_ack_benign"), "benign")),
+    ("ECE of P(malignant), 10 equal-mass bins (95% CI)", lambda m: per_type(m, "ece")),
+    ("Brier score (95% CI)", lambda m: per_type(m, "brier")),
+    ("answers routed dermoscopy / clinical, %",
+     lambda m: f"{pct(m['routing']['dermoscopy'])} / {pct(m['routing']['clinical'])}"),
+    ("balanced accuracy of the named type (top_class)", lambda m: f"{m['balanced_accuracy_top_class']:.3f}"),
+    ("answers with the \"unfamiliar photo\" caveat, %", lambda m: pct(m["unfamiliar_caveat"])),
+]
+
+
+def lesion_table(metrics: dict) -> list[str]:
+    columns = variants(metrics)
+    return [f"| test split | {' | '.join(title for title, _ in columns)} |",
+            "| --- |" + " --- |" * len(columns),
+            *[f"| {label} | {' | '.join(cell(m) for _, m in columns)} |" for label, cell in LESION_ROWS]]
+
+
+def refusal_table(by: dict, what: str) -> list[str]:
+    return [f"| {what} | images | refused |", "| --- | --- | --- |",
+            *[f"| {k} | {v['images']} | {pct(v['refused'])}% |" for k, v in sorted(by.items())]]
+
+
+def non_lesion_section(nl: dict) -> list[str]:
+    return [
+        f"## Non-lesion photos ({nl['images']} held-out pictures)", "",
+        (f"Refused: {nl['refused']:.1%} ({', '.join(f'{n} {r}' for r, n in nl['refusals'].items())}). "
+         f"Answered \"high\": {nl['answered_high']:.1%}. Answered: {', '.join(nl['answered']) or 'none'}."), "",
+        *refusal_table(nl["by_repository"], "source repository"), "", *refusal_table(nl["by_category"], "category"), "",
+    ]
+
+
+NOTES = [
+    ("- DermNet's val/test split is by photo, not by patient: photos of one patient can sit in training and test, "
+     "so its numbers are optimistic. Its labels come from the gallery page, not histology."),
+    "- BCN20000 images are 84x84 px thumbnails: fine structure is gone. Users' photos are sharper.",
+    ("- akiec merges actinic keratosis (precancer) and SCC in PAD-UFES-20 (ACK, SCC), BCN20000 and DermNet "
+     "(`original_label`); the \"AK counted benign\" rows count only BCC, melanoma and SCC malignant. ISIC "
+     "archive's akiec are all SCC."),
+    "- Refusals count as referrals in the AUC; band shares are of all lesions, refusals included.",
+]
+
+
+def notes(metrics: dict, prevalence: dict) -> list[str]:
+    tested = ", ".join(f"{LESION_SETS[s]} {metrics[s]['image_only']['prevalence']:.0%}" for s in LESION_SETS
+                       if s in metrics)
+    validated = ", ".join(f"{k} {v:.0%}" for k, v in sorted(prevalence.items())) or "unknown"
+    return ["## Read with care", "",
+            (f"- The probability a user is shown is calibrated per image type at the validation sets' malignant "
+             f"prevalence ({validated} malignant). At another prevalence the same answer "
+             f"means another chance. Each test set's malignant prevalence: {tested}."),
+            *NOTES, ""]
+
+
+def target_lines(found: dict) -> list[str]:
+    def line(name: str, t: dict) -> str:
+        verdict = "aim met" if t["aim_met"] else "floor met" if t["floor_met"] else "MISSED"
+        sign = "<=" if t["lower_is_better"] else ">="
+        return f"- {name}: {t['value']:.3f} ({verdict}; {sign} {t['floor']} / {t['aim']})"
+    return ["## Targets (floor / aim; reported, never tuned for)", "", *[line(n, t) for n, t in found.items()], ""]
+
+
+def markdown(card: dict, metrics: dict, prevalence: dict) -> str:
     return "\n".join([
-        "# DeepSkin model evaluation",
-        "",
+        "# DeepSkin model evaluation", "",
         f"Model `{card['version']}`, generated by `python -m training.evaluate`. Every number is what a user gets:",
         "the served ONNX through the predict function's pipeline (quality checks, scope gate, per-type",
         "calibration, risk band, named type) on held-out test splits the model never trained or was tuned on.",
-        "A refused lesion counts as referred. A triage aid's evaluation, not a clinical study.",
-        "",
-        (f"| metric | HAM10000 test ({ham['images']} dermoscopy images) | with age/sex/site | "
-         f"PAD-UFES-20 test ({pad['images']} phone photos) | with age/sex/site |"),
-        "| --- | --- | --- | --- | --- |",
-        row("lesions refused", "lesions_refused", "{:.1%}"),
-        row("malignant ROC-AUC, refusals as referrals", "auc_refused_as_referred"),
-        row("malignant ROC-AUC, answered images", "auc_answered"),
-        row("sensitivity at \"high\" (answered)", "sensitivity_high"),
-        row("specificity at \"high\" (answered)", "specificity_high"),
-        row("benign lesions rated \"high\" (of all)", "benign_rated_high", "{:.1%}"),
-        row("balanced accuracy of the named type (top_class)", "balanced_accuracy_top_class"),
-        row("answers with the \"unfamiliar photo\" caveat", "unfamiliar_caveat", "{:.1%}"),
-        "",
-        (f"95% CIs of AUC with refusals as referrals (grouped bootstrap): HAM10000 "
-         f"{ham['auc_refused_as_referred_ci95'][0]:.3f}-{ham['auc_refused_as_referred_ci95'][1]:.3f}, PAD-UFES-20 "
-         f"{pad['auc_refused_as_referred_ci95'][0]:.3f}-{pad['auc_refused_as_referred_ci95'][1]:.3f}."),
-        "",
-        "ECE of P(malignant) by image type (image only): " + "; ".join(
-            f"{d} {t}: {v['ece']:.3f} ({v['images']} images)" for d, s in (("HAM10000", ham), ("PAD-UFES-20", pad))
-            for t, v in s["ece_by_image_type"].items()) + ".",
-        "",
-        "Named-type recall, HAM10000 (image only): " + ", ".join(f"{c} {v:.2f}" for c, v in ham["recall_top_class"].items())
-        + ".",
-        "",
-        (f"## Non-lesion photos ({nl['images']} held-out pictures: faces, bodies, animals, food, rooms, streets, "
-         "art, screens, textures, skin without lesions)"),
-        "",
-        (f"Refused: {nl['refused']:.1%} ({', '.join(f'{n} {r}' for r, n in nl['refusals'].items())}). "
-         f"Answered \"high\": {nl['answered_high']:.1%}. Answered: {', '.join(nl['answered']) or 'none'}."),
-        "",
-        "## Targets (floor / aim)",
-        "",
-        *[f"- {name}: {t['value']:.3f} ({'aim met' if t['aim_met'] else 'floor met' if t['floor_met'] else 'MISSED'}; "
-          f"{t['floor']} / {t['aim']})" for name, t in m["targets"].items()],
-        "",
-        "![ROC curves](roc.png)",
-        "",
+        "A refused lesion counts as referred. A triage aid's evaluation, not a clinical study.", "",
+        *(lesion_table(metrics) if any(s in metrics for s in LESION_SETS) else []), "",
+        *notes(metrics, prevalence),
+        *(non_lesion_section(metrics["non_lesion"]) if "non_lesion" in metrics else []),
+        *target_lines(metrics["targets"]),
+        "![ROC curves](roc.png)", "", "![Reliability](reliability.png)", "",
     ])
+
+
+# --- main -----------------------------------------------------------------------------------------------------
+
+def score_sets(test: pd.DataFrame, model: Model, sets: list[str], reports: Path,
+               split: str = "test") -> tuple[dict, dict]:
+    """Scores every requested set, writes its predictions CSV; returns metrics and the image-only frames."""
+    metrics, frames = {}, {}
+    for name in sets:
+        rows = test[test.source == name]
+        if name == "non_lesion":
+            frame = score_set(rows, model, with_metadata=False)
+            metrics[name] = non_lesion_metrics(frame)
+        else:
+            frame = frames[name] = score_set(rows, model, with_metadata=False)
+            metrics[name] = {"image_only": lesion_metrics(frame)}
+            if name in WITH_METADATA:
+                metrics[name]["with_metadata"] = lesion_metrics(score_set(rows, model, with_metadata=True))
+        write_csv(frame.reset_index().to_dict("records"), reports / f"{name}_{split}_predictions.csv")
+    return metrics, frames
 
 
 def main() -> None:
@@ -197,36 +466,34 @@ def main() -> None:
     parser.add_argument("--model", default=str(BUNDLED_MODEL))
     sources.add_folder_arguments(parser)
     parser.add_argument("--reports", type=Path, default=REPORTS)
+    parser.add_argument("--sets", default=",".join(SETS),
+                        help=f"comma-separated subset of {','.join(SETS)} (default: all; the card is written only then)")
+    parser.add_argument("--split", choices=("test", "val"), default="test",
+                        help="val: compare models where they may be chosen (the card is never written then)")
     args = parser.parse_args()
+    if unknown := set(args.sets.split(",")) - set(SETS):
+        parser.error(f"unknown sets: {', '.join(sorted(unknown))}")
+    sets = [s for s in SETS if s in args.sets.split(",")]
     model = Model(args.model)
-    table = sources.table(list(sources.LOADERS), sources.folders_from(args))
-    test = table[table.split == "test"]
+    folders = sources.folders_from(args)
+    table = with_labels(sources.table(list(sources.LOADERS), folders), folders)
     args.reports.mkdir(parents=True, exist_ok=True)
-    metrics, curves = {}, {}
-    for dataset in ("ham10000", "pad_ufes20"):
-        rows = test[test.source == dataset]
-        metrics[dataset] = {}
-        for variant, with_metadata in (("image_only", False), ("with_metadata", True)):
-            frame = score_set(rows, model, with_metadata)
-            metrics[dataset][variant] = lesion_metrics(frame)
-            if not with_metadata:
-                write_csv(frame.reset_index().to_dict("records"), args.reports / f"{dataset}_test_predictions.csv")
-                curves[dataset] = frame
-    non_lesions = score_set(test[test.source == "non_lesion"], model, with_metadata=False)
-    write_csv(non_lesions.reset_index().to_dict("records"), args.reports / "non_lesion_test_predictions.csv")
-    metrics["non_lesion"] = non_lesion_metrics(non_lesions)
+    metrics, frames = score_sets(table[table.split == args.split], model, sets, args.reports, args.split)
     metrics["targets"] = targets(metrics)
-    roc_plot(curves, args.reports / "roc.png")
+    if frames:
+        roc_plot(frames, args.reports / "roc.png")
+        reliability_plot(metrics, args.reports / "reliability.png")
     (args.reports / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
-    (args.reports / "evaluation.md").write_text(markdown(model.card, metrics))
-    card_path(args.model).write_text(json.dumps({**model.card, "metrics": metrics}, indent=1) + "\n")
-    for dataset in ("ham10000", "pad_ufes20"):
-        s = metrics[dataset]["image_only"]
-        print(f"{dataset}: refused {s['lesions_refused']:.1%}, AUC (refusals as referrals) "
-              f"{s['auc_refused_as_referred']:.3f}, answered {s['auc_answered']:.3f}, named-type balanced accuracy "
-              f"{s['balanced_accuracy_top_class']:.3f}, benign rated high {s['benign_rated_high']:.1%}")
-    print(f"non-lesion: refused {metrics['non_lesion']['refused']:.1%}, answered high "
-          f"{metrics['non_lesion']['answered_high']:.1%}")
+    (args.reports / "evaluation.md").write_text(markdown(model.card, metrics, validation_prevalence(model.card, table)))
+    if sets == list(SETS) and args.split == "test":
+        card_path(args.model).write_text(json.dumps({**model.card, "metrics": metrics}, indent=1) + "\n")
+    for name in frames:
+        s = metrics[name]["image_only"]
+        print(f"{name}: malignant told low {s['malignant_low']:.1%}, melanoma told low {s['melanoma_low']:.1%}, "
+              f"benign told low {s['benign_low']:.1%} / high {s['benign_high']:.1%}, AUC (refusals as referrals) "
+              f"{s['auc_refused_as_referred']:.3f}, refused as not a lesion {s['refused_not_a_lesion']:.1%}")
+    if "non_lesion" in metrics:
+        print(f"non-lesion: refused {metrics['non_lesion']['refused']:.1%}")
     print(f"report: {args.reports / 'evaluation.md'}")
 
 

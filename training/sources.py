@@ -1,9 +1,12 @@
-"""The training data as one table: HAM10000 (dermoscopy), PAD-UFES-20 (phone photos), non-lesion photos.
+"""The training data as one table: HAM10000 (dermoscopy), PAD-UFES-20 (phone photos), non-lesion photos, and
+the other clinics' sources (ISIC archive/MSK and BCN20000 dermoscopy, DermNet clinical photos).
 
 One row per image: image_id, source, split, path, dx (empty for a non-lesion), lesion, clinical, age, sex,
-site (HAM10000's vocabulary) and group (lesion, patient or photo: what must not straddle splits).
-Splits: HAM10000 by lesion (training/splits/ham10000_split.csv), PAD-UFES-20 by patient (the split column
-its metadata ships), non-lesion photos by category (training/splits/non_lesion_split.csv); the validation
+site (HAM10000's vocabulary), group (lesion, patient or photo: what must not straddle splits) and crop (a box
+of the photo, as fractions, that training keeps: DermNet's corner logo is cut away so that no network learns
+it as a shortcut; None keeps all). Splits: HAM10000 by lesion (training/splits/ham10000_split.csv),
+PAD-UFES-20 by patient and the other clinics by lesion (the split column their metadata ships), non-lesion
+photos by category (training/splits/non_lesion_split.csv); the validation
 rows of the promotion gate's frozen set (training/splits/gate_split.csv) are split "gate" instead, kept
 from every training run. Each folder comes from a flag, an environment variable, or ../shared/data/<name>.
 """
@@ -23,7 +26,10 @@ NON_LESION_SPLIT_CSV = SPLITS / "non_lesion_split.csv"
 GATE_CSV = SPLITS / "gate_split.csv"  # training.gate_set
 NON_LESION_FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
 NON_LESION_SEED = 20261129
-COLUMNS = ["image_id", "source", "split", "path", "dx", "lesion", "clinical", "age", "sex", "site", "group"]
+COLUMNS = ["image_id", "source", "split", "path", "dx", "lesion", "clinical", "age", "sex", "site", "group", "crop"]
+# DermNet's logo sits in the bottom-left corner of every photo (x < 0.28, y > 0.65 of the frame): training
+# keeps the right part, which holds the centre of the photo where the lesion is.
+DERMNET_CROP = (0.3, 0.0, 1.0, 1.0)
 
 
 def _rows(frame: pd.DataFrame, **columns) -> pd.DataFrame:
@@ -68,11 +74,28 @@ def non_lesion(root: Path) -> pd.DataFrame:
                  group=split.image_id)
 
 
-LOADERS = {"ham10000": ham10000, "pad_ufes20": pad_ufes20, "non_lesion": non_lesion}
+def other_clinic(source: str, crop: tuple | None = None):
+    """A loader for one of the sources in the shared metadata layout (isic_archive, bcn20000_84px, dermnet):
+    HAM10000's classes, a lesion-grouped split column, image_type dermoscopy or clinical."""
+
+    def load(root: Path) -> pd.DataFrame:
+        meta = pd.read_csv(root / "metadata.csv")
+        return _rows(meta, source=source, path=[root / "images" / f"{i}.jpg" for i in meta.image_id], lesion=True,
+                     clinical=meta.image_type == "clinical", site=meta.localization, group=meta.lesion_id,
+                     crop=[crop] * len(meta))
+
+    return load
+
+
+LOADERS = {"ham10000": ham10000, "pad_ufes20": pad_ufes20, "non_lesion": non_lesion,
+           "isic_archive": other_clinic("isic_archive"), "bcn20000_84px": other_clinic("bcn20000_84px"),
+           "dermnet": other_clinic("dermnet", DERMNET_CROP)}
+EXTERNAL = ("isic_archive", "bcn20000_84px", "dermnet")  # other clinics than HAM10000's and PAD-UFES-20's
 
 
 FLAGS = {"ham10000": ("--data", "HAM10000"), "pad_ufes20": ("--pad", "PAD-UFES-20"),
-         "non_lesion": ("--non-lesion", "non-lesion photos")}
+         "non_lesion": ("--non-lesion", "non-lesion photos"), "isic_archive": ("--isic", "ISIC archive"),
+         "bcn20000_84px": ("--bcn", "BCN20000 thumbnails"), "dermnet": ("--dermnet", "DermNet photos")}
 
 
 def add_folder_arguments(parser: argparse.ArgumentParser, which: tuple[str, ...] = tuple(FLAGS)) -> None:

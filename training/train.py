@@ -66,6 +66,8 @@ class TrainConfig:
     meta_drop: float = 0.5  # chance that a training image is seen without age, sex and site
     lesion_loss_weight: float = 1.0
     domain_loss_weight: float = 0.3
+    init: str = ""  # a checkpoint whose weights start the run (fine-tuning); empty: the ImageNet backbone
+    samples_per_epoch: int = 0  # >0: draws per epoch (validation and checkpoints that often); 0: the set's size
     limit_train: int = 0  # >0: first N training images only (smoke runs)
     limit_val: int = 0
 
@@ -170,7 +172,7 @@ class Split:
 
     def __init__(self, rows: pd.DataFrame, spec: Preprocess, device: torch.device, source_weight: dict):
         self.rows = rows.reset_index(drop=True)
-        images, valid = load_canvas(list(self.rows.path), spec)
+        images, valid = load_canvas(list(self.rows.path), spec, list(self.rows.crop))
         self.images, self.valid = images.to(device), valid.to(device)
         self.targets = torch.tensor([TARGETS[d] if isinstance(d, str) else -1 for d in self.rows.dx], device=device)
         self.lesion = torch.tensor(self.rows.lesion.astype(float).values, dtype=torch.float32, device=device)
@@ -236,8 +238,10 @@ def evaluate_split(model: EfficientNetLite, data: Split, spec: Preprocess, batch
 
 
 def selection_score(metrics: dict) -> float:
-    """What chooses the epoch: every validation number that matters to a user, equally weighted."""
-    keys = ("ham10000_auc", "ham10000_bacc", "pad_ufes20_auc", "non_lesion_refused")
+    """What chooses the epoch: every validation number that matters to a user, equally weighted, the other
+    clinics' sources included so that the chosen model is the one that travels."""
+    keys = ("ham10000_auc", "ham10000_bacc", "pad_ufes20_auc", "non_lesion_refused",
+            *(f"{source}_auc" for source in sources.EXTERNAL))
     return float(sum(metrics.get(k, 0.0) for k in keys if metrics.get(k) == metrics.get(k)))
 
 
@@ -267,7 +271,8 @@ def load_splits(rows: dict[str, pd.DataFrame], config: TrainConfig) -> tuple[Spl
 def train(config: TrainConfig, folders: dict, out: Path, resume: bool) -> Path:
     seed_everything(config.seed)
     train_set, val_set = load_splits(split_rows(config, folders), config)
-    return fit(pretrained(config.net), train_set, val_set, config, out, resume)
+    return fit(load_model(config.init)[0] if config.init else pretrained(config.net), train_set, val_set, config,
+               out, resume)
 
 
 def fit(model: EfficientNetLite, train_set: Split, val_set: Split, config: TrainConfig, out: Path,
@@ -281,7 +286,8 @@ def fit(model: EfficientNetLite, train_set: Split, val_set: Split, config: Train
     ema = copy.deepcopy(model).requires_grad_(False)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = max(1, len(train_set) // config.batch_size)
+    draws = config.samples_per_epoch or len(train_set)
+    steps_per_epoch = max(1, draws // config.batch_size)
     total, warmup = config.epochs * steps_per_epoch, max(1, int(config.warmup_epochs * steps_per_epoch))
 
     def lr_at(step: int) -> float:  # linear warmup, then cosine to zero
@@ -308,7 +314,7 @@ def fit(model: EfficientNetLite, train_set: Split, val_set: Split, config: Train
             module.eval()  # frozen BatchNorm keeps its ImageNet statistics
         # Seeded per epoch: a resumed run sees exactly the batches it would have seen.
         generator = torch.Generator(device).manual_seed(config.seed * 1000 + epoch)
-        order = torch.multinomial(train_set.weights, len(train_set), replacement=True,
+        order = torch.multinomial(train_set.weights, draws, replacement=True,
                                   generator=torch.Generator().manual_seed(config.seed * 1000 + epoch)).to(device)
         started, running = time.time(), 0.0
         for i in range(steps_per_epoch):

@@ -21,8 +21,8 @@ const COARSE = [
   ["malignant", "skin cancer, type unknown"],
 ];
 const BANDS = {
-  low: { text: "Low risk", next: "Keep an eye on it: photograph it again in 3 months, or sooner if it changes." },
-  medium: { text: "Medium risk", next: "Have it looked at by a doctor or dermatologist within the next few weeks." },
+  low: { text: "Low risk", next: "No visit is needed now: look at it again and photograph it in 3 months, sooner if it changes." },
+  medium: { text: "Medium risk", next: "Have it checked by a doctor or dermatologist; this is not urgent." },
   high: { text: "High risk", next: "See a dermatologist soon, ideally within 2 weeks; bring this photo with you." },
 };
 const ERRORS = { // HTTP error codes of the predict function -> plain words
@@ -101,14 +101,18 @@ function percent(p) {
   return `${Math.round(p * 100)}%`;
 }
 
-// "About 1 in N lesions like this are malignant", with sensible words at both ends.
+// "About 1 in N lesions like this were malignant", with sensible words at both ends. The probability is
+// calibrated on research collections, where skin cancer is far commoner than among the spots people usually
+// have checked: the words say where
+// the number holds instead of calling it the person's own chance.
 export function oddsInWords(p) {
   if (!(p >= 0)) return "";
-  const tail = " This is the model's estimate for lesions that look like yours, not a diagnosis.";
-  if (p < 0.005) return "Fewer than 1 in 200 lesions like this are malignant (skin cancer)." + tail;
-  if (p >= 0.95) return "More than 9 in 10 lesions like this are malignant (skin cancer)." + tail;
-  if (p >= 0.5) return `About ${Math.round(p * 10)} in 10 lesions like this are malignant (skin cancer).` + tail;
-  return `About 1 in ${Math.round(1 / p)} lesions like this are malignant (skin cancer).` + tail;
+  const tail = " in the photo collections DeepSkin was checked on. Those hold far more skin cancers than the " +
+    "spots people usually have checked, so this is not your personal chance, and it is not a diagnosis.";
+  if (p < 0.005) return "Fewer than 1 in 200 lesions like this were malignant (skin cancer)" + tail;
+  if (p >= 0.95) return "More than 9 in 10 lesions like this were malignant (skin cancer)" + tail;
+  if (p >= 0.5) return `About ${Math.round(p * 10)} in 10 lesions like this were malignant (skin cancer)` + tail;
+  return `About 1 in ${Math.round(1 / p)} lesions like this were malignant (skin cancer)` + tail;
 }
 
 // --- step 1: consent ---------------------------------------------------------------------------------------

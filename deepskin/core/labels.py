@@ -22,8 +22,8 @@ NOT_A_DIAGNOSIS = (
     "see a doctor whatever this result says."
 )
 ADVICE = {
-    "low": "Low risk. Keep an eye on it: photograph it again in 3 months, or sooner if it changes.",
-    "medium": "Medium risk. Have it looked at by a doctor or dermatologist within the next few weeks.",
+    "low": "Low risk. No visit is needed now: look at it again and photograph it in 3 months, sooner if it changes.",
+    "medium": "Medium risk. Have it checked by a doctor or dermatologist; this is not urgent.",
     "high": "High risk. See a dermatologist soon, ideally within 2 weeks; bring this photo with you.",
     "retake": "The photo could not be assessed. Retake it in good light, in focus, with the lesion centred "
     "and filling about half of the frame.",

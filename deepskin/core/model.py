@@ -4,8 +4,13 @@ The graph takes preprocessed images and the optional patient vector (deepskin.co
 logits, class activation maps, a lesion logit ("is this skin with a lesion at all?"), a clinical logit
 ("a phone or camera photo rather than dermoscopy?") and an out-of-distribution distance. The card carries
 everything needed to read them: the preprocessing contract; per image type (dermoscopy, clinical) the
-calibration (prior correction + temperature), the class priors and the risk-band thresholds; the scope
-threshold on P(not a lesion); the distance beyond which a photo is unfamiliar.
+class calibration (prior correction + temperature), the binary recalibration of P(malignant), the class
+priors and the risk-band thresholds; the range of P(clinical) where the type is unsure; the scope threshold
+on P(not a lesion); the distance beyond which a photo is unfamiliar.
+
+The risk band is decided here, for every path alike: the band of the photo's type, except that a photo whose
+type is unsure gets the more urgent of both types' bands, and neither such a photo nor an unfamiliar one is
+ever reassured ("low" becomes "medium").
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from deepskin.core.bundle import load_card
-from deepskin.core.labels import CLASSES, MALIGNANT_INDEX
+from deepskin.core.labels import CLASSES, MALIGNANT_INDEX, RISK_BANDS
 from deepskin.core.patient import VECTOR_SIZE
 from deepskin.core.preprocess import Preprocess
 
@@ -37,6 +42,9 @@ class Scores:
     image_type: np.ndarray  # (N,) "dermoscopy" or "clinical"
     ood: np.ndarray  # (N,) distance from the training lesions' features; large = unfamiliar
     cam: np.ndarray  # (N, 7, h, w) class activation maps
+    risk: np.ndarray  # (N,) "low", "medium" or "high"
+    unfamiliar: np.ndarray  # (N,) answered with the unfamiliar_photo caveat
+    type_unsure: np.ndarray  # (N,) P(clinical) near 0.5: both types' bands were read
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -62,10 +70,26 @@ def named_type(probabilities: np.ndarray, priors: np.ndarray, power: float) -> n
     return (probabilities / priors**power).argmax(axis=1)
 
 
-def risk_band(p_malignant: float, thresholds: dict) -> str:
-    if p_malignant >= thresholds["high"]:
-        return "high"
-    return "medium" if p_malignant >= thresholds["low"] else "low"
+def logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p) - np.log1p(-p)
+
+
+def recalibrate_malignant(probabilities: np.ndarray, binary: dict) -> tuple[np.ndarray, np.ndarray]:
+    """P(malignant) recalibrated as a binary probability (slope and intercept on its logit, fitted on this
+    type's validation photos), and the class probabilities rescaled within each group so that they still add
+    up to it: what the page shows and the band reads agree."""
+    summed = probabilities[:, list(MALIGNANT_INDEX)].sum(axis=1)
+    p = sigmoid(binary.get("slope", 1.0) * logit(summed) + binary.get("intercept", 0.0)) if binary else summed
+    is_malignant = np.isin(np.arange(len(CLASSES)), MALIGNANT_INDEX)
+    scale = np.where(is_malignant, (p / np.clip(summed, 1e-12, None))[:, None],
+                     ((1 - p) / np.clip(1 - summed, 1e-12, None))[:, None])
+    return probabilities * scale, p
+
+
+def band_index(p_malignant: np.ndarray, thresholds: dict) -> np.ndarray:
+    """0 low, 1 medium, 2 high (RISK_BANDS' order)."""
+    return (p_malignant >= thresholds["low"]).astype(int) + (p_malignant >= thresholds["high"])
 
 
 class Model:
@@ -95,20 +119,28 @@ class Model:
             patients = np.zeros((len(batch), VECTOR_SIZE), np.float32)
         logits, cam, ood, lesion, clinical = self.session.run(
             list(OUTPUTS), {"image": batch.astype(np.float32), "patient": patients.astype(np.float32)})
-        image_type = np.where(sigmoid(clinical) >= 0.5, "clinical", "dermoscopy")
-        probabilities = np.empty_like(logits)
-        top = np.zeros(len(logits), np.int64)
-        for kind in IMAGE_TYPES:
-            rows = image_type == kind
-            if rows.any():
-                probabilities[rows] = calibrate(logits[rows], self.per_type("calibration", kind, {}))
-                priors = np.asarray(self.per_type("priors", kind, [1.0] * len(CLASSES)), np.float32)
-                top[rows] = named_type(probabilities[rows], priors, self.per_type("naming_power", kind, 1.0))
-        malignant = probabilities[:, list(MALIGNANT_INDEX)].sum(axis=1)
-        return Scores(logits, probabilities, malignant, top, sigmoid(-lesion), image_type, ood, cam)
+        p_clinical = sigmoid(clinical)
+        is_clinical = p_clinical >= 0.5
+        unsure_from, unsure_to = self.card.get("image_type", {}).get("unsure", (0.5, 0.5))
+        type_unsure = (p_clinical > unsure_from) & (p_clinical < unsure_to)
+        read = {kind: self.read_as(logits, kind) for kind in IMAGE_TYPES}
+        probabilities, malignant, top, band = (np.where(is_clinical.reshape(-1, *[1] * (a.ndim - 1)), a, b)
+                                              for a, b in zip(read["clinical"], read["dermoscopy"]))
+        band = np.where(type_unsure, np.maximum(read["clinical"][3], read["dermoscopy"][3]), band)
+        unfamiliar = ood > self.card.get("ood", {}).get("threshold", np.inf)
+        band = np.where(type_unsure | unfamiliar, np.maximum(band, 1), band)  # never reassured
+        return Scores(logits, probabilities, malignant, top, sigmoid(-lesion),
+                      np.where(is_clinical, "clinical", "dermoscopy"), ood, cam, np.asarray(RISK_BANDS)[band],
+                      unfamiliar, type_unsure)
 
-    def band(self, p_malignant: float, image_type: str) -> str:
-        return risk_band(p_malignant, self.per_type("thresholds", image_type, {"low": 0.0, "high": 1.0}))
+    def read_as(self, logits: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every photo read as `kind`: class probabilities, P(malignant), the named type and the band index."""
+        probabilities, malignant = recalibrate_malignant(calibrate(logits, self.per_type("calibration", kind, {})),
+                                                         self.per_type("malignant_calibration", kind, {}))
+        priors = np.asarray(self.per_type("priors", kind, [1.0] * len(CLASSES)), np.float32)
+        top = named_type(probabilities, priors, self.per_type("naming_power", kind, 1.0))
+        bands = band_index(malignant, self.per_type("thresholds", kind, {"low": 0.0, "high": 1.0}))
+        return probabilities, malignant, top, bands
 
     def scope(self, not_lesion: float) -> str:
         """"lesion" (assess it), "unclear" (cannot tell: ask for a retake) or "not_a_lesion" (surely not)."""
@@ -116,7 +148,3 @@ class Model:
         if not_lesion >= scope.get("threshold", 1.0):
             return "not_a_lesion"
         return "unclear" if not_lesion >= scope.get("unclear", 1.0) else "lesion"
-
-    def unfamiliar(self, ood_score: float) -> bool:
-        threshold = self.card.get("ood", {}).get("threshold")
-        return threshold is not None and ood_score > threshold

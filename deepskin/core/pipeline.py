@@ -95,9 +95,9 @@ def answer(scores: Scores, j: int, model: Model, patient: PatientInfo, timings: 
     lap = Laps(timings)
     p_malignant = float(scores.malignant[j])
     image_type = str(scores.image_type[j])
-    risk = model.band(p_malignant, image_type)
+    risk = str(scores.risk[j])
     top = int(scores.top_class[j])
-    caveats = ["unfamiliar_photo"] if model.unfamiliar(ood) else []
+    caveats = ["unfamiliar_photo"] if scores.unfamiliar[j] else []
     png = heatmap_png(scores.cam[j, top]) if heatmap else None
     lap("heatmap")
     return Assessment(

@@ -1,9 +1,12 @@
 """Calibration math on synthetic data whose true answer is known."""
 
 import numpy as np
+import pytest
 
-from deepskin.core.model import calibrate
-from training.calibrate import band_thresholds, expected_calibration_error, fit_temperature
+from deepskin.core.labels import CLASSES, MALIGNANT_INDEX
+from deepskin.core.model import calibrate, recalibrate_malignant, softmax
+from training.calibrate import (band_thresholds, expected_calibration_error, fit_binary, fit_temperature, low_cutoff,
+                                missed_upper_bound)
 
 
 def test_temperature_recovers_known_overconfidence():
@@ -23,14 +26,49 @@ def test_prior_correction_undoes_class_weighting():
     np.testing.assert_allclose(corrected, [[0.2, 0.8]], atol=1e-6)
 
 
-def test_band_thresholds_hold_sensitivity_on_the_fitting_set():
+def test_clopper_pearson_upper_bound_matches_known_values():
+    assert missed_upper_bound(0, 299) < 0.01 < missed_upper_bound(0, 298)  # the "rule of three": 3 / n
+    assert missed_upper_bound(5, 1000) == pytest.approx(0.01051, abs=1e-4)
+    assert missed_upper_bound(3, 3) == 1.0
+
+
+def test_low_cutoff_allows_only_misses_whose_upper_bound_stays_within_the_limit():
+    scores = np.arange(1, 1001) / 1000  # 1000 malignant scores 0.001 ... 1.0
+    cut, info = low_cutoff(scores, 0.01)
+    assert info["missed"] == (scores < cut).sum() == 4  # 5 misses would have an upper bound of 1.05%
+    assert info["shown"] and info["upper_bound"] <= 0.01
+    cut, info = low_cutoff(scores[:100], 0.01)  # too few to show 1% even with none missed
+    assert cut == scores[0] and info["missed"] == 0 and not info["shown"]
+    assert info["upper_bound"] == pytest.approx(0.0295, abs=1e-3)
+
+
+def test_every_malignant_type_has_its_own_floor_and_high_takes_a_fifth_of_benign():
     rng = np.random.default_rng(1)
-    p = rng.uniform(0, 1, 1000)
-    y = rng.uniform(0, 1, 1000) < p
-    t = band_thresholds(p, y)
-    assert (p[y] >= t["high"]).mean() >= 0.95
-    assert (p[y] < t["low"]).mean() <= 0.01
-    assert t["low"] <= t["high"]
+    targets = rng.choice(len(CLASSES), 6000)
+    malignant = np.isin(targets, MALIGNANT_INDEX)
+    p = np.where(malignant, rng.beta(5, 2, targets.size), rng.beta(2, 5, targets.size))
+    mel = targets == CLASSES.index("mel")
+    p[np.flatnonzero(mel)[:10]] = 0.001  # ten of ~860 melanomas score lowest of all: more than 1% allows
+    thresholds, bands = band_thresholds(p, targets)
+    # All malignancies together (~2600) would allow more than ten misses; melanoma's own floor keeps them out.
+    assert bands["floors"]["malignant"]["missed"] > 10
+    assert thresholds["low"] == 0.001 and (p[mel] < thresholds["low"]).sum() == 0
+    assert all(f["upper_bound"] <= f["limit"] for f in bands["floors"].values())
+    assert (p[~malignant] >= thresholds["high"]).mean() <= 0.20
+    assert (p[~malignant] >= thresholds["high"]).mean() > 0.19
+
+
+def test_binary_recalibration_recovers_a_known_distortion_and_keeps_classes_consistent():
+    rng = np.random.default_rng(3)
+    true = rng.uniform(0.02, 0.98, 20000)
+    y = rng.uniform(0, 1, true.size) < true
+    distorted = 1 / (1 + np.exp(-(0.5 * np.log(true / (1 - true)) - 1.0)))  # underconfident and shifted
+    binary = fit_binary(distorted, y)
+    assert binary["slope"] == pytest.approx(2.0, abs=0.15) and binary["intercept"] == pytest.approx(2.0, abs=0.15)
+    probabilities = softmax(rng.normal(0, 1, (50, len(CLASSES))))
+    rescaled, p = recalibrate_malignant(probabilities, binary)
+    np.testing.assert_allclose(rescaled.sum(1), 1, atol=1e-6)
+    np.testing.assert_allclose(rescaled[:, list(MALIGNANT_INDEX)].sum(1), p, atol=1e-6)
 
 
 def test_ece_is_zero_when_calibrated_and_large_when_not():

@@ -55,5 +55,6 @@ def test_committed_non_lesion_split_is_what_the_command_makes_and_has_every_cate
 def test_folder_arguments_hand_on_the_folders_they_were_given():
     parser = argparse.ArgumentParser()
     add_folder_arguments(parser)
-    folders = {"ham10000": "/data/ham", "pad_ufes20": "/data/pad", "non_lesion": None}
+    folders = {"ham10000": "/data/ham", "pad_ufes20": "/data/pad", "non_lesion": None, "isic_archive": "/data/isic",
+               "bcn20000_84px": None, "dermnet": "/data/dermnet"}
     assert folders_from(parser.parse_args(folder_arguments(folders))) == folders
