@@ -91,7 +91,7 @@ def test_lesion_flow_feedback_and_delete(page: Page, stack, axe_source, screensh
     expect(page.locator("#band")).to_have_class(re.compile(rf"\bband-{risk}\b"))
     expect(page.locator("#band-advice")).to_contain_text("not a diagnosis")
     expect(page.locator("#odds")).to_have_text(re.compile(r"^(About \d+ in \d+|Fewer than 1 in 200|More than 9 in 10) "
-                                                          r"lesions like this are malignant"))
+                                                          r"lesions like this were malignant"))
     expect(page.locator("#classes-body tr")).to_have_count(7)
     # The named type is marked in the table, and the sentence says it is relative, not the largest chance.
     expect(page.locator("#classes-body tr.named")).to_have_count(1)
