@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Self
+from urllib.parse import urlsplit
 
 from deepskin.services.config import settings
 from local.bridge import Bridge, pubsub_route, storage_route
@@ -132,11 +133,24 @@ def answers(url: str, timeout: float = 2.0) -> bool:
     return True
 
 
+def page_headers(config: dict[str, str]) -> dict[str, str]:
+    """The security headers of everything served from web/. The pages run only their own files (no inline
+    script or style), show images from themselves, data: URLs (the heatmap) and blob: URLs (the photo's
+    preview, the operator's plots), talk only to themselves and to the functions their /config.json names, and
+    may not be framed (clickjacking). A referrer would carry the page's URL to the functions; the camera is the
+    photo input's."""
+    functions = sorted({"://".join(urlsplit(url)[:2]) for url in config.values()})  # their origins
+    policy = ["default-src 'self'", "img-src 'self' data: blob:", f"connect-src 'self' {' '.join(functions)}",
+              "frame-ancestors 'none'", "base-uri 'none'", "form-action 'self'"]
+    return {"Content-Security-Policy": "; ".join(policy), "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer", "Permissions-Policy": "camera=(self), microphone=(), geolocation=()"}
+
+
 class WebHandler(SimpleHTTPRequestHandler):
     """Static files from web/ (the user page, index.html, and the operator page, ops.html), plus /config.json
-    telling the pages where the functions are."""
+    telling the pages where the functions are; every answer with `page_headers`."""
 
-    def __init__(self, *args, config: bytes, **kwargs):
+    def __init__(self, *args, config: dict[str, str], **kwargs):
         self.config = config
         super().__init__(*args, **kwargs)
 
@@ -144,15 +158,28 @@ class WebHandler(SimpleHTTPRequestHandler):
         if self.path.split("?")[0] != "/config.json":
             super().do_GET()
             return
+        body = json.dumps(self.config).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(self.config)))
+        self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
-        self.wfile.write(self.config)
+        self.wfile.write(body)
+
+    def end_headers(self) -> None:
+        for name, value in page_headers(self.config).items():
+            self.send_header(name, value)
+        super().end_headers()
 
     def log_message(self, format: str, *args: object) -> None:  # pylint: disable=redefined-builtin
         pass  # one line per static file drowns the stack's own output
+
+
+def web_server(web_dir: Path, port: int, config: dict[str, str]) -> ThreadingHTTPServer:
+    """web/ on `port` of the loopback interface (0: any free port), serving in a thread of its own."""
+    server = ThreadingHTTPServer((HOST, port), functools.partial(WebHandler, directory=str(web_dir), config=config))
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="web", daemon=True).start()
+    return server
 
 
 @dataclass
@@ -228,11 +255,8 @@ class Stack:
         if not (self.web_dir / "index.html").exists():
             self.notes.append(f"web: skipped, {self.web_dir}/index.html does not exist yet")
             return
-        config = json.dumps({"predict_url": self.url("predict"), "feedback_url": self.url("feedback"),
-                             "ops_url": self.url("ops")}).encode()
-        handler = functools.partial(WebHandler, directory=str(self.web_dir), config=config)
-        self.web = ThreadingHTTPServer((HOST, self.ports.web), handler)
-        threading.Thread(target=self.web.serve_forever, kwargs={"poll_interval": 0.1}, name="web", daemon=True).start()
+        config = {"predict_url": self.url("predict"), "feedback_url": self.url("feedback"), "ops_url": self.url("ops")}
+        self.web = web_server(self.web_dir, self.ports.web, config)
 
     def start_bridge(self) -> None:
         config = settings()

@@ -7,7 +7,8 @@
 
 Exit codes scripts can trust: 0 done (or accepted), 2 usage error, 3 image rejected or unusable, 4 not found,
 5 service unavailable, 1 anything else. `--json` prints one JSON object on stdout: the result's fields,
-or for an error {"error": code, "message": text}.
+or for any error (a command line that does not parse and an unreadable tokens file included)
+{"error": code, "message": text}.
 Capability tokens received here are kept in ~/.deepskin/tokens.json (mode 0600), so `result`, `feedback` and
 `delete` work without --token.
 """
@@ -25,6 +26,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 from deepskin.clients.client import Client, NotFound, Unavailable, use_local_emulators
 from deepskin.core.labels import CLASS_NAMES, CLASSES, COARSE_LABELS, NOT_A_DIAGNOSIS
@@ -36,7 +38,21 @@ STATUS_EXIT = {"done": OK, "pending": OK, "rejected": REFUSED_IMAGE, "unusable":
 
 
 class UsageError(Exception):
+    def __init__(self, message: str, usage: str = ""):
+        super().__init__(message)
+        self.usage = usage  # argparse's usage line, for a person
+
+
+class TokensFileError(Exception):
     pass
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, except that a usage error is raised for `main` to report like any other error (with --json, as
+    the one JSON object) instead of being printed here before exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message, self.format_usage())
 
 
 # --- capability tokens ------------------------------------------------------------------------------------
@@ -47,9 +63,16 @@ def tokens_path() -> Path:
 
 def load_tokens() -> dict[str, str]:
     try:
-        return json.loads(tokens_path().read_text())
+        tokens = json.loads(tokens_path().read_text())
     except FileNotFoundError:
         return {}
+    except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not JSON
+        raise TokensFileError(f"{tokens_path()} cannot be read ({type(exc).__name__}): fix or remove it, or pass "
+                              "--token") from None
+    if not isinstance(tokens, dict):
+        raise TokensFileError(f"{tokens_path()} is not a JSON object of result ids and tokens: fix or remove it, "
+                              "or pass --token")
+    return tokens
 
 
 def save_tokens(tokens: dict[str, str]) -> None:
@@ -61,10 +84,6 @@ def save_tokens(tokens: dict[str, str]) -> None:
     with os.fdopen(descriptor, "w") as out:
         json.dump(tokens, out, indent=1)
     os.replace(partial, path)
-
-
-def remember(id_: str, token: str) -> None:
-    save_tokens({**load_tokens(), id_: token})
 
 
 def token_for(id_: str, given: str | None) -> str:
@@ -156,9 +175,10 @@ def patient_info(args: argparse.Namespace) -> PatientInfo:
 def cmd_upload(client: Client, args: argparse.Namespace) -> int:
     path = image_path(args.image)
     patient = patient_info(args)
+    tokens = load_tokens()  # before anything is sent: a tokens file that cannot take the new token fails here
     with spinner("waiting for the result"):
         result = client.upload(path, wait=args.wait, timeout=args.timeout, patient=patient)
-    remember(result["id"], result["token"])
+    save_tokens({**tokens, result["id"]: result["token"]})
     if not args.wait and not args.json:
         print(f"Uploaded as {result['id']}; `deepskin result {result['id']}` once it is assessed.")
         return OK
@@ -168,6 +188,7 @@ def cmd_upload(client: Client, args: argparse.Namespace) -> int:
 def cmd_predict(client: Client, args: argparse.Namespace) -> int:
     path = image_path(args.image)
     patient = patient_info(args)
+    tokens = load_tokens()  # (as for upload)
     with spinner("assessing"):
         try:
             result = client.predict(path, patient)
@@ -175,7 +196,7 @@ def cmd_predict(client: Client, args: argparse.Namespace) -> int:
             # The service refuses an empty, oversize or non-image body before assessing it.
             report_error(args.json, refused.code, f"the image was refused: {refused}")
             return REFUSED_IMAGE
-    remember(result["id"], result["token"])
+    save_tokens({**tokens, result["id"]: result["token"]})
     heatmap = result.pop("heatmap_png_base64", None)
     if args.heatmap and heatmap:
         Path(args.heatmap).write_bytes(base64.b64decode(heatmap))
@@ -263,9 +284,8 @@ def describe_models(view: dict, number) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="deepskin", description=__doc__.split("\n\n")[0],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter,
-                                   epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    root = Parser(prog="deepskin", description=__doc__.split("\n\n")[0],
+                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog="\n\n".join(__doc__.split("\n\n")[1:]))
     commands = root.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print the fields as JSON")
@@ -309,8 +329,21 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+def wants_json(argv: list[str]) -> bool:
+    """--json anywhere on a command line that did not parse (argparse would also take --j, --js or --jso)."""
+    return any(len(arg) > 2 and "--json".startswith(arg) for arg in argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)  # exits 2 on a usage error
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = parser().parse_args(argv)
+    except UsageError as exc:
+        as_json = wants_json(argv)
+        if not as_json:
+            sys.stderr.write(exc.usage)  # a person gets argparse's usage line first
+        report_error(as_json, "usage", str(exc))
+        return USAGE
     client = Client(clinician_key=getattr(args, "clinician_key", None))
     use_local_emulators(client.urls)
     try:
@@ -318,6 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         report_error(args.json, "usage", str(exc))
         return USAGE
+    except TokensFileError as exc:
+        report_error(args.json, "tokens_file", str(exc))
+        return OTHER
     except NotFound as exc:
         report_error(args.json, "not_found", str(exc))
         return NOT_FOUND
@@ -329,6 +365,11 @@ def main(argv: list[str] | None = None) -> int:
         return USAGE if exc.status in (400, 422) else OTHER
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # (a file that cannot be written, a bug): a script still gets JSON
+        if not args.json:
+            raise
+        report_error(True, "unexpected", f"{type(exc).__name__}: {exc}")
+        return OTHER
 
 
 if __name__ == "__main__":

@@ -13,10 +13,16 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from deepskin.core import chunks
+
 MAX_BYTES = 20 * 1024 * 1024  # a 12 MP phone JPEG is 3-8 MB; PNGs of the same can reach ~20 MB
 MAX_PIXELS = 50_000_000  # above any phone or dermatoscope; protects memory from decompression bombs
-# A full-size decode may allocate this much (a 50 MP RGBA PNG); with the model loaded an instance then peaks
-# under 450 MB of its 1 GiB (benchmarks/decode_memory.py). What would need more is refused from its header.
+MAX_SIDE = 12_000  # a 50 MP phone photo is 8160 px long
+MAX_ASPECT = 8  # a panorama is about 4:1; a thin strip is never shrunk (shrinking goes by the short side)
+MAX_SCANS = 20  # a progressive JPEG has about 10 scans; each extra one costs a pass over every block
+# A full-size decode may allocate this much (a 50 MP RGBA PNG, or a progressive JPEG's coefficients); with the
+# model loaded an instance then peaks under 450 MB of its 1 GiB (benchmarks/decode_memory.py). What would need
+# more is refused from its header.
 MAX_DECODED_BYTES = 200_000_000
 SHRINK_SHORT_SIDE = 600  # decoded images are box-averaged to this shorter side: 4x the canonical 150
 MIN_SIDE = 64  # below this there is no lesion detail to assess
@@ -72,9 +78,9 @@ def sniff(data: bytes) -> str:
 def decode(data: bytes) -> Image.Image:
     """Bytes -> a decoded PIL image, or a `Refusal` that says why not.
 
-    The header is checked before any pixel is decoded, and a large image is shrunk as it is decoded (a
-    JPEG by its decoder's own scaling) or straight after (by whole-pixel averaging in its own mode), so
-    that what the later steps convert and copy is small: see `decoded_bytes` and `shrunk`.
+    The file's layout and header are checked before any pixel is decoded, and a large image is shrunk as it
+    is decoded (a JPEG by its decoder's own scaling) or straight after (by whole-pixel averaging in its own
+    mode), so that what the later steps convert and copy is small: see `decoded_bytes` and `shrunk`.
     """
     if not data:
         raise reject("empty", "The file is empty.")
@@ -88,12 +94,13 @@ def decode(data: bytes) -> Image.Image:
             f"This file is {shown}. Please send a JPEG, PNG or WebP photo"
             + (" (on an iPhone: Settings > Camera > Formats > Most Compatible)." if kind == "heic" else "."),
         )
+    scans = check_layout(kind, data)  # before Pillow walks the same parts, in Python
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             width, height = image.size
-            check_header(image)
+            check_header(image, scans)
             if image.format == "JPEG":
                 # Decode a JPEG at the smallest power-of-two scale that still covers the model's needs.
                 image.draft("RGB", (max(150, width // 8), max(150, height // 8)))
@@ -110,25 +117,58 @@ def decode(data: bytes) -> Image.Image:
     return image
 
 
-def check_header(image: Image.Image) -> None:
-    """Refuse, from the header alone, what would not fit the decoding budget or is not one photo."""
+def check_layout(kind: str, data: bytes) -> int:
+    """Refuse a file split into more parts than a photo has, or a JPEG in more scans; the JPEG's scan count."""
+    parts = chunks.parts(kind, data)
+    if len(parts) > chunks.MAX_PARTS:
+        raise reject("too_many_chunks", f"The file is split into more than {chunks.MAX_PARTS:,} parts; a photo has "
+                                        "a few dozen. Please send the photo as the camera saved it.")
+    scans = sum(part.kind == chunks.JPEG_SOS for part in parts) if kind == "jpeg" else 0
+    if scans > MAX_SCANS:
+        raise reject("too_many_scans", f"The JPEG is stored in {scans} scans; a photo has about 10 (at most "
+                                       f"{MAX_SCANS} are accepted). Please send the photo as the camera saved it.")
+    return scans
+
+
+def check_header(image: Image.Image, scans: int = 0) -> None:
+    """Refuse, from the header alone, what would not fit the decoding budget or is not one photo. `scans`: how
+    many scans a JPEG is stored in (see `decoded_bytes`)."""
     width, height = image.size
     if width * height > MAX_PIXELS:
         raise reject("too_many_pixels", f"The image is {width}x{height} pixels; the limit is 50 megapixels.")
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise reject("extreme_aspect_ratio", f"The image is {width}x{height} pixels, more than {MAX_ASPECT} times "
+                                             "as long as it is wide: not a photo. Please send a photo of the lesion.")
+    if max(width, height) > MAX_SIDE:
+        raise reject("side_too_long", f"The image is {width}x{height} pixels; no side may be longer than "
+                                      f"{MAX_SIDE:,}. Please send a photo of the lesion.")
     if image.format in ("PNG", "WEBP") and getattr(image, "n_frames", 1) > 1:
         # (A JPEG's extra frames are a phone's multi-picture previews: only its first picture is decoded.)
         raise reject("animated", "This is an animation. Please send a single photo.")
-    if decoded_bytes(image) > MAX_DECODED_BYTES:
+    if decoded_bytes(image, scans) > MAX_DECODED_BYTES:
+        advice = "save it as an ordinary (baseline) JPEG" if scans > 1 else "send it as a JPEG"
         raise reject("too_many_pixels", f"The image is {width}x{height} pixels in {image.mode} mode: too large "
-                                        "to decode. Please send it as a JPEG.")
+                                        f"to decode. Please {advice}.")
 
 
-def decoded_bytes(image: Image.Image) -> int:
+def decoded_bytes(image: Image.Image, scans: int = 0) -> int:
     """What decoding `image` at full size would allocate: Pillow keeps 3- and 4-channel pixels in 4 bytes,
-    and its WebP decoder holds libwebp's output beside the image. A JPEG is decoded at 1/8 scale."""
+    and its WebP decoder holds libwebp's output beside the image. A JPEG is decoded at 1/8 scale, but one
+    stored in more than one scan (progressive) first collects all its DCT coefficients at full size."""
     per_pixel = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2}.get(image.mode, 4)
-    copies = {"WEBP": 4, "JPEG": 1 / 64}.get(image.format, 1)  # WebP: measured by the benchmark
-    return int(image.width * image.height * per_pixel * copies)
+    pixels = image.width * image.height * per_pixel
+    if image.format == "JPEG":
+        return pixels // 64 + (jpeg_coefficient_bytes(image) if scans > 1 else 0)
+    return pixels * (4 if image.format == "WEBP" else 1)  # WebP: measured by the benchmark
+
+
+def jpeg_coefficient_bytes(image: Image.Image) -> int:
+    """A JPEG's DCT coefficients: 2 bytes each, 64 per 8x8 block of each component at its own sampling (a
+    subsampled chroma component has a quarter of the luma's blocks; a CMYK image four full-size components)."""
+    sampling = [(max(h, 1), max(v, 1)) for _, h, v, _ in image.layer]  # per component: (id, h, v, table)
+    h_max, v_max = max((h for h, _ in sampling), default=1), max((v for _, v in sampling), default=1)
+    return sum(-(-image.width * h // (h_max * 8)) * -(-image.height * v // (v_max * 8)) * 64 * 2
+               for h, v in sampling)
 
 
 def shrunk(image: Image.Image) -> Image.Image:

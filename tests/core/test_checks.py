@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deepskin.core import checks
+from benchmarks.decode_memory import flooded_jpeg, flooded_png, flooded_webp, with_extra_scans
+from deepskin.core import checks, chunks
 from deepskin.core.preprocess import Preprocess, model_input, to_rgb
 
 
@@ -144,3 +145,93 @@ def test_an_animation_is_refused_by_name():
     with pytest.raises(checks.Refusal) as refusal:
         checks.decode(data)
     assert refusal.value.reason == "animated"
+
+
+# --- what cannot be a photo, refused from its header or its layout before a pixel is decoded ------------------
+# Whole files of each kind, up to 20 MB, are measured (peak RSS and CPU) by benchmarks/decode_memory.py.
+
+def progressive_jpeg(mode: str = "RGB", size=(400, 300)) -> bytes:
+    return encode(lesion_like(size).convert(mode), "JPEG", progressive=True)
+
+
+def declaring(jpeg: bytes, width: int, height: int) -> bytes:
+    """`jpeg` with its start-of-frame (baseline or progressive) declaring width x height over the same data."""
+    sof = next(part.start for part in chunks.jpeg_segments(jpeg) if part.kind in (0xC0, 0xC2))
+    return jpeg[:sof + 5] + struct.pack(">HH", height, width) + jpeg[sof + 9:]
+
+
+def refusal_of(data: bytes) -> checks.Refusal:
+    with pytest.raises(checks.Refusal) as refusal:
+        checks.decode(data)
+    assert refusal.value.status == "rejected" and refusal.value.message
+    return refusal.value
+
+
+@pytest.mark.parametrize("width,height,reason", [
+    (1199, 41700, "extreme_aspect_ratio"),  # 50 MP, but never shrunk: shrinking goes by the short side
+    (41700, 1199, "extreme_aspect_ratio"),
+    (100, 801, "extreme_aspect_ratio"),
+    (12_001, 3_000, "side_too_long"),
+])
+def test_a_shape_no_photo_has_is_refused_from_its_header(width, height, reason):
+    assert refusal_of(png_header_only(width, height)).reason == reason
+
+
+def test_the_most_elongated_shape_accepted_decodes():
+    image = lesion_like((checks.MIN_SIDE, checks.MIN_SIDE * checks.MAX_ASPECT))
+    assert checks.decode(encode(image, "PNG")).size == image.size
+
+
+def test_a_progressive_jpeg_whose_coefficients_exceed_the_budget_is_refused_from_its_header():
+    # Progressive decoding keeps every DCT coefficient at full size: 49 MP in CMYK is 392 MB of them.
+    data = declaring(progressive_jpeg("CMYK"), 7000, 7000)
+    refusal = refusal_of(data)
+    assert refusal.reason == "too_many_pixels" and "baseline" in refusal.message
+    assert checks.jpeg_coefficient_bytes(Image.open(io.BytesIO(data))) == 7000 * 7000 * 4 * 2
+
+
+def test_coefficients_follow_the_chroma_subsampling_and_count_only_for_several_scans():
+    image = Image.open(io.BytesIO(declaring(progressive_jpeg(), 7000, 7000)))  # 4:2:0: chroma at a quarter
+    assert checks.jpeg_coefficient_bytes(image) == pytest.approx(7000 * 7000 * 2 * 3 / 2, rel=0.01)
+    assert checks.decoded_bytes(image, scans=10) < checks.MAX_DECODED_BYTES
+    assert checks.decoded_bytes(image, scans=1) == 7000 * 7000 * 4 // 64  # baseline: decoded at 1/8 scale
+
+
+@pytest.mark.parametrize("extra,accepted", [(checks.MAX_SCANS - 10, True), (checks.MAX_SCANS - 9, False)])
+def test_a_jpeg_in_more_scans_than_a_photo_has_is_refused(extra, accepted):
+    data = with_extra_scans(progressive_jpeg(), count=extra)  # the encoder writes 10 scans
+    if accepted:
+        checks.decode(data)
+    else:
+        assert refusal_of(data).reason == "too_many_scans"
+
+
+@pytest.mark.parametrize("make", [
+    lambda: with_extra_scans(progressive_jpeg(), size=1_000_000),  # thousands of scans: minutes to decode
+    lambda: flooded_jpeg(encode(lesion_like(), "JPEG")),  # 4.7 million empty comments
+    lambda: flooded_png(encode(lesion_like(), "PNG"), b"prVt"),
+    lambda: flooded_png(encode(lesion_like(), "PNG"), b"IDAT"),
+    lambda: flooded_webp(encode(lesion_like(), "WEBP")),
+], ids=["jpeg-scans", "jpeg-comments", "png-private-chunks", "png-idat-chunks", "webp-chunks"])
+def test_a_file_of_millions_of_parts_is_refused_before_they_are_walked(make):
+    data = make()
+    assert len(data) > 900_000
+    assert refusal_of(data).reason in ("too_many_chunks", "too_many_scans")
+
+
+def test_a_scans_stuffed_bytes_restarts_and_fill_bytes_are_not_segments():
+    jpeg = encode(lesion_like(), "JPEG")
+    sos = next(part for part in chunks.jpeg_segments(jpeg) if part.kind == chunks.JPEG_SOS)
+    header_end = sos.start + 2 + int.from_bytes(jpeg[sos.start + 2:sos.start + 4], "big")
+    scan = b"\x12\xff\x00\x34\xff\xd3\x56\xff\xff"  # a stuffed FF, a restart marker, a fill byte
+    segments = list(chunks.jpeg_segments(jpeg[:header_end] + scan + b"\xd9"))
+    assert segments[-2] == (chunks.JPEG_SOS, sos.start, header_end + len(scan) - 1)
+    assert segments[-1].kind == chunks.JPEG_EOI
+
+
+def test_a_stray_byte_between_segments_hides_no_scans():
+    # The decoder skips stray bytes before a marker (it warns and goes on), so the count must too.
+    jpeg = progressive_jpeg()
+    end = len(jpeg) - 2  # the end-of-image marker
+    data = with_extra_scans(jpeg[:end] + b"\xff\xfe\x00\x02" + b"\x00" + jpeg[end:], count=checks.MAX_SCANS)
+    assert refusal_of(data).reason == "too_many_scans"
