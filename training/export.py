@@ -215,7 +215,7 @@ def main() -> None:
 
     net, ckpt = load_model(args.checkpoint)
     config = TrainConfig.from_dict(ckpt["config"])
-    spec = config.preprocess()
+    spec = config.served()
     table = sources.table(config.sources, sources.folders_from(args))
     fit = ood_fit_rows(table, args.limit or OOD_FIT_PER_CLASS)
     val = table[table.split == "val"]

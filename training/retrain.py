@@ -59,7 +59,7 @@ def starting_point(config: TrainConfig, record: dict, work: Path) -> tuple[Effic
         net = pretrained(LiteConfig(**shape["net"])) if "net" in shape else pretrained(config.net)
         init = f"ImageNet backbone (model {record['version']} has no checkpoint, only ONNX)"
     config = replace(config, net=LiteConfig(**shape.get("net", vars(config.net))),
-                     image_size=shape.get("image_size", config.image_size))
+                     image_size=shape.get("image_size", config.image_size), serve_size=shape.get("serve_size", 0))
     return net, config, init
 
 

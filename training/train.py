@@ -50,6 +50,9 @@ class TrainConfig:
     name: str = "cpu"
     net: LiteConfig = field(default_factory=LiteConfig)
     image_size: int = 192
+    # The exported model's input size (0: image_size), chosen on validation: random crops show the network
+    # lesions larger than a centre view of the same size does, so serving a little larger matches their scale.
+    serve_size: int = 0
     freeze_blocks: int = 8  # stem + this many MBConv blocks stay at their ImageNet weights (CPU budget)
     epochs: int = 7
     batch_size: int = 32
@@ -94,6 +97,9 @@ class TrainConfig:
 
     def preprocess(self) -> Preprocess:
         return Preprocess(image_size=self.image_size)
+
+    def served(self) -> Preprocess:
+        return Preprocess(image_size=self.serve_size or self.image_size)
 
 
 def seed_everything(seed: int) -> None:
