@@ -44,12 +44,11 @@ OOD_FIT_PER_CLASS = 250  # training images per source and class whose features d
 OOD_VAL_KEEP = 0.98  # 98% of validation lesions are familiar; the rest get the "unfamiliar_photo" caveat
 # Telling a person their lesion is not a lesion may keep them from a doctor: "not a lesion" only when the head
 # is sure (SCOPE_MIN_THRESHOLD) and at most SCOPE_LESIONS_REFUSED of any source's validation lesions score that
-# high; "cannot tell" (a retake request in honest words) from UNCLEAR_MIN, or past SCOPE_LESIONS_UNCLEAR of
-# any source's validation lesions, up to that threshold.
+# high; from UNCLEAR (the head finds "not a lesion" as likely as not) up to that threshold, "cannot tell", a
+# retake request in honest words.
 SCOPE_LESIONS_REFUSED = 0.005
 SCOPE_MIN_THRESHOLD = 0.8
-SCOPE_LESIONS_UNCLEAR = 0.01
-UNCLEAR_MIN = 0.5
+UNCLEAR = 0.5
 TYPE_UNSURE = (0.2, 0.8)  # P(clinical) between these: both types' bands are read, and never "low"
 NAMING_POWERS = np.linspace(0, 1, 11)
 PARITY_TOLERANCE = 1e-4
@@ -194,7 +193,7 @@ def fit_card(model: Model, val: pd.DataFrame, train: pd.DataFrame, config: Train
             card[key].setdefault(kind, next(iter(card[key].values())))
     of_source = {s: not_lesion[lesion & (val.source == s).to_numpy()] for s in sorted(set(val.source[lesion]))}
     threshold = max(SCOPE_MIN_THRESHOLD, *(np.quantile(v, 1 - SCOPE_LESIONS_REFUSED) for v in of_source.values()))
-    unclear = min(threshold, max(UNCLEAR_MIN, *(np.quantile(v, 1 - SCOPE_LESIONS_UNCLEAR) for v in of_source.values())))
+    unclear = min(threshold, UNCLEAR)
     card["scope"] = {"threshold": float(threshold), "unclear": float(unclear),
                      "val_lesions_refused": {s: float((v >= unclear).mean()) for s, v in of_source.items()},
                      "val_lesions_not_a_lesion": {s: float((v >= threshold).mean()) for s, v in of_source.items()}}
