@@ -218,14 +218,20 @@ def losses(outputs: dict, batch: Split, idx: torch.Tensor, config: TrainConfig, 
 
 
 @torch.no_grad()
-def evaluate_split(model: EfficientNetLite, data: Split, spec: Preprocess, batch_size: int) -> dict:
-    """Validation in serving's view (centre square), per source: AUC, balanced accuracy, the scope gate."""
+def evaluate_split(model: EfficientNetLite, data: Split, spec: Preprocess, batch_size: int,
+                   mirrored: bool = False) -> dict:
+    """Validation in serving's view (centre square), per source: AUC, balanced accuracy, the scope gate.
+    `mirrored` averages every output with the mirror image's (a test-time flip, training.sweep weighs it)."""
     model.eval()
     outs = []
     for start in range(0, len(data), batch_size):
         idx = torch.arange(start, min(start + batch_size, len(data)), device=data.images.device)
         x = normalise(centre_view(data.images[idx], data.valid[idx], spec.image_size), spec)
-        outs.append(head_outputs(model, x, data.meta[idx]))
+        out = head_outputs(model, x, data.meta[idx])
+        if mirrored:
+            flipped = head_outputs(model, x.flip(3), data.meta[idx])
+            out = {k: (v + flipped[k]) / 2 for k, v in out.items()}
+        outs.append(out)
     logits = torch.cat([o["logits"] for o in outs]).cpu().numpy()
     targets = data.targets.cpu().numpy()
     metrics = {}
