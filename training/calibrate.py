@@ -14,9 +14,8 @@
   floors, the lowest wins); with too few lesions of a group to show its limit even with none missed, the
   cut-off sits at that group's lowest score and the card says the bound it reaches. "high" (urgent) when
   p >= t_high, the cut-off above which at most HIGH_MAX_BENIGN of benign validation lesions lie. The floors
-  hold for the type's validation photos pooled *and for each source's* with at least MIN_SOURCE_LESIONS of a
-  group (a clinic's melanomas can sit lower than the pool's: HAM10000's did), so that reassurance is safe
-  for every clinic the model was checked on.
+  hold for the type's validation photos pooled *and for each source's* (a clinic's melanomas can sit lower
+  than the pool's: HAM10000's did), so reassurance is safe for every clinic the model was checked on.
 """
 
 from __future__ import annotations
@@ -31,9 +30,6 @@ from deepskin.core.model import calibrate, logit, recalibrate_malignant, sigmoid
 LOW_MAX_MISSED = {"malignant": 0.01, "mel": 0.01, "bcc": 0.02, "akiec": 0.03}
 CONFIDENCE = 0.95
 HIGH_MAX_BENIGN = 0.20
-# A source's own floor for a group counts from this many of its lesions: a handful of another source's photos
-# routed to this type say nothing of that source's rate (the pool still covers them).
-MIN_SOURCE_LESIONS = 20
 ECE_BINS = 10  # equal-mass bins
 
 
@@ -71,12 +67,11 @@ def low_cutoff(scores: np.ndarray, limit: float) -> tuple[float, dict]:
                                    "limit": limit, "shown": bound <= limit}
 
 
-def floors(p_malignant: np.ndarray, targets: np.ndarray, at_least: int = 1) -> dict[str, tuple[float, dict]]:
-    """Each malignant group's low cut-off (low_cutoff) among these lesions, for groups of `at_least` lesions."""
+def floors(p_malignant: np.ndarray, targets: np.ndarray) -> dict[str, tuple[float, dict]]:
+    """Each malignant group's low cut-off (low_cutoff) among these lesions."""
     groups = {"malignant": np.isin(targets, MALIGNANT_INDEX),
               **{c: targets == CLASSES.index(c) for c in MALIGNANT}}
-    return {g: low_cutoff(p_malignant[rows], LOW_MAX_MISSED[g]) for g, rows in groups.items()
-            if rows.sum() >= at_least}
+    return {g: low_cutoff(p_malignant[rows], LOW_MAX_MISSED[g]) for g, rows in groups.items() if rows.any()}
 
 
 def band_thresholds(p_malignant: np.ndarray, targets: np.ndarray,
@@ -87,8 +82,7 @@ def band_thresholds(p_malignant: np.ndarray, targets: np.ndarray,
     if "malignant" not in pooled:
         raise ValueError("no malignant cases to set the risk bands on")
     sources = np.full(len(targets), "all") if sources is None else np.asarray(sources)
-    by_source = {s: floors(p_malignant[sources == s], targets[sources == s], MIN_SOURCE_LESIONS)
-                 for s in sorted(set(sources))}
+    by_source = {s: floors(p_malignant[sources == s], targets[sources == s]) for s in sorted(set(sources))}
     low = min(cut for found in (pooled, *by_source.values()) for cut, _ in found.values())
     benign = np.sort(p_malignant[~np.isin(targets, MALIGNANT_INDEX)])
     urgent = int(HIGH_MAX_BENIGN * len(benign))  # the most benign lesions "high" may take
