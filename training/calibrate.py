@@ -13,9 +13,7 @@
   95% Clopper-Pearson upper bound*, for all malignancies and for melanoma, BCC and akiec each (their own
   floors, the lowest wins); with too few lesions of a group to show its limit even with none missed, the
   cut-off sits at that group's lowest score and the card says the bound it reaches. "high" (urgent) when
-  p >= t_high, the cut-off above which at most HIGH_MAX_BENIGN of benign validation lesions lie. The floors
-  hold for the type's validation photos pooled *and for each source's* (a clinic's melanomas can sit lower
-  than the pool's: HAM10000's did), so reassurance is safe for every clinic the model was checked on.
+  p >= t_high, the cut-off above which at most HIGH_MAX_BENIGN of benign validation lesions lie.
 """
 
 from __future__ import annotations
@@ -67,29 +65,19 @@ def low_cutoff(scores: np.ndarray, limit: float) -> tuple[float, dict]:
                                    "limit": limit, "shown": bound <= limit}
 
 
-def floors(p_malignant: np.ndarray, targets: np.ndarray) -> dict[str, tuple[float, dict]]:
-    """Each malignant group's low cut-off (low_cutoff) among these lesions."""
+def band_thresholds(p_malignant: np.ndarray, targets: np.ndarray) -> tuple[dict, dict]:
+    """(thresholds {low, high}, how each floor was set) from validation P(malignant) and class indices."""
     groups = {"malignant": np.isin(targets, MALIGNANT_INDEX),
               **{c: targets == CLASSES.index(c) for c in MALIGNANT}}
-    return {g: low_cutoff(p_malignant[rows], LOW_MAX_MISSED[g]) for g, rows in groups.items() if rows.any()}
-
-
-def band_thresholds(p_malignant: np.ndarray, targets: np.ndarray,
-                    sources: np.ndarray | None = None) -> tuple[dict, dict]:
-    """(thresholds {low, high}, how each floor was set) from validation P(malignant), class indices and each
-    photo's source: "low" sits under every floor, pooled and per source."""
-    pooled = floors(p_malignant, targets)
-    if "malignant" not in pooled:
+    if not groups["malignant"].any():
         raise ValueError("no malignant cases to set the risk bands on")
-    sources = np.full(len(targets), "all") if sources is None else np.asarray(sources)
-    by_source = {s: floors(p_malignant[sources == s], targets[sources == s]) for s in sorted(set(sources))}
-    low = min(cut for found in (pooled, *by_source.values()) for cut, _ in found.values())
-    benign = np.sort(p_malignant[~np.isin(targets, MALIGNANT_INDEX)])
+    floors = {g: low_cutoff(p_malignant[rows], LOW_MAX_MISSED[g]) for g, rows in groups.items() if rows.any()}
+    low = min(cut for cut, _ in floors.values())
+    benign = np.sort(p_malignant[~groups["malignant"]])
     urgent = int(HIGH_MAX_BENIGN * len(benign))  # the most benign lesions "high" may take
     high = float(benign[len(benign) - urgent]) if urgent else 1.0
     return {"low": low, "high": max(high, low)}, {
-        "floors": {g: info for g, (_, info) in pooled.items()},
-        "floors_by_source": {s: {g: info for g, (_, info) in found.items()} for s, found in by_source.items() if found},
+        "floors": {g: info for g, (_, info) in floors.items()},
         "benign_high": float((benign >= max(high, low)).mean()) if len(benign) else None,
         "benign_low": float((benign < low).mean()) if len(benign) else None}
 
@@ -132,9 +120,8 @@ def prior_shift(type_prior: np.ndarray, training_prior: np.ndarray) -> list[floa
     return [float(b) for b in np.log(type_prior) - np.log(training_prior)]
 
 
-def fit(logits: np.ndarray, targets: np.ndarray, prior_bias: list[float], sources: np.ndarray | None = None) -> dict:
-    """Everything the model card's `calibration` and `thresholds` need, from validation logits (and each
-    photo's source, for the bands' per-source floors)."""
+def fit(logits: np.ndarray, targets: np.ndarray, prior_bias: list[float]) -> dict:
+    """Everything the model card's `calibration` and `thresholds` need, from validation logits."""
     candidates = []
     for bias in ([0.0] * len(prior_bias), prior_bias):
         candidate = {"logit_bias": bias, "temperature": fit_temperature(logits, targets, bias)}
@@ -144,7 +131,7 @@ def fit(logits: np.ndarray, targets: np.ndarray, prior_bias: list[float], source
     binary = fit_binary(malignant_probability(calibrate(logits, calibration)), is_malignant)
     p = recalibrate_malignant(calibrate(logits, calibration), binary)[1]
     raw = malignant_probability(softmax(logits))
-    thresholds, bands = band_thresholds(p, targets, sources)
+    thresholds, bands = band_thresholds(p, targets)
     return {
         "calibration": calibration,
         "malignant_calibration": binary,

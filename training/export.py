@@ -181,8 +181,7 @@ def fit_card(model: Model, val: pd.DataFrame, train: pd.DataFrame, config: Train
         counts = np.bincount([CLASSES.index(d) for d in of_kind.dx], minlength=len(CLASSES)) + 1.0
         prior = counts / counts.sum()
         fitted = calibrate.fit(logits[rows], targets[rows],
-                               calibrate.prior_shift(prior, training_prior / training_prior.sum()),
-                               val.source.to_numpy()[rows])
+                               calibrate.prior_shift(prior, training_prior / training_prior.sum()))
         for key in ("calibration", "malignant_calibration", "thresholds", "bands"):
             card[key][kind] = fitted[key]
         card["priors"][kind] = prior.round(6).tolist()
