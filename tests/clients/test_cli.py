@@ -18,7 +18,8 @@ def deepskin(tmp_path, monkeypatch, capsys):
     """Run the command in this process, with a private HOME (its tokens file); (exit code, stdout, stderr)."""
     monkeypatch.setenv("HOME", str(tmp_path))
     for name in LOCAL_EMULATORS:  # main points the Google clients at the local emulators: undone after the test
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "")  # recorded even when unset, so teardown removes what main sets
+        monkeypatch.delenv(name)
 
     def run(*args: str) -> tuple[int, str, str]:
         code = cli.main(list(args))
