@@ -48,9 +48,20 @@ def malignant_probability(probabilities: np.ndarray) -> np.ndarray:
     return probabilities[:, list(MALIGNANT_INDEX)].sum(axis=1)
 
 
+def clopper_pearson(successes: int, n: int, level: float = 0.95) -> list[float]:
+    """Exact (Clopper-Pearson) two-sided interval of a proportion."""
+    if n == 0:
+        return [float("nan"), float("nan")]
+    alpha = 1 - level
+    low = beta.ppf(alpha / 2, successes, n - successes + 1) if successes > 0 else 0.0
+    high = beta.ppf(1 - alpha / 2, successes + 1, n - successes) if successes < n else 1.0
+    return [float(low), float(high)]
+
+
 def missed_upper_bound(missed: int, lesions: int, confidence: float = CONFIDENCE) -> float:
-    """One-sided Clopper-Pearson upper bound on a share seen as missed of lesions."""
-    return 1.0 if missed >= lesions else float(beta.ppf(confidence, missed + 1, lesions - missed))
+    """One-sided Clopper-Pearson upper bound on a share seen as missed of lesions: the upper end of the
+    two-sided interval whose each tail holds 1 - confidence."""
+    return clopper_pearson(missed, lesions, 2 * confidence - 1)[1]
 
 
 def low_cutoff(scores: np.ndarray, limit: float) -> tuple[float, dict]:

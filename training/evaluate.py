@@ -34,7 +34,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from scipy.stats import beta
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score, roc_curve
 
 from deepskin.core.bundle import BUNDLED_MODEL, card_path
@@ -43,7 +42,7 @@ from deepskin.core.model import IMAGE_TYPES, Model
 from deepskin.core.patient import UNKNOWN, PatientInfo
 from training import sources
 from training.batch_predict import COLUMNS, score_items, write_csv
-from training.calibrate import bin_means, equal_mass_bins, expected_calibration_error
+from training.calibrate import bin_means, clopper_pearson, equal_mass_bins, expected_calibration_error
 
 REPORTS = Path(__file__).parent / "reports"
 BOOTSTRAP = 1000
@@ -98,16 +97,6 @@ def bootstrap_ci(statistic, groups: np.ndarray, seed: int = 0):
 def auc(y: np.ndarray, score: np.ndarray) -> float:
     """ROC-AUC, NaN when only one class is present."""
     return float(roc_auc_score(y, score)) if 0 < y.sum() < len(y) else float("nan")
-
-
-def clopper_pearson(successes: int, n: int, level: float = 0.95) -> list[float]:
-    """Exact (Clopper-Pearson) interval of a proportion."""
-    if n == 0:
-        return [float("nan"), float("nan")]
-    alpha = 1 - level
-    low = beta.ppf(alpha / 2, successes, n - successes + 1) if successes > 0 else 0.0
-    high = beta.ppf(1 - alpha / 2, successes + 1, n - successes) if successes < n else 1.0
-    return [float(low), float(high)]
 
 
 def share(hits: np.ndarray) -> float | None:

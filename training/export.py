@@ -193,8 +193,8 @@ def fit_card(model: Model, val: pd.DataFrame, train: pd.DataFrame, config: Train
             card[key].setdefault(kind, next(iter(card[key].values())))
     of_source = {s: not_lesion[lesion & (val.source == s).to_numpy()] for s in sorted(set(val.source[lesion]))}
     threshold = max(SCOPE_MIN_THRESHOLD, *(np.quantile(v, 1 - SCOPE_LESIONS_REFUSED) for v in of_source.values()))
-    unclear = min(threshold, UNCLEAR)
-    card["scope"] = {"threshold": float(threshold), "unclear": float(unclear),
+    unclear = UNCLEAR  # below SCOPE_MIN_THRESHOLD, so under the threshold too
+    card["scope"] = {"threshold": float(threshold), "unclear": unclear,
                      "val_lesions_refused": {s: float((v >= unclear).mean()) for s, v in of_source.items()},
                      "val_lesions_not_a_lesion": {s: float((v >= threshold).mean()) for s, v in of_source.items()}}
     if (~lesion).any():

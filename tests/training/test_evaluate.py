@@ -39,17 +39,17 @@ def test_band_shares_count_refusals_as_an_outcome(told):
 def test_told_shares_with_exact_intervals(told):
     out = evaluate.told_shares(told, told.dx.isin(["mel", "bcc", "akiec"]).to_numpy())
     assert (out["malignant_low"], out["melanoma_low"], out["benign_low"], out["benign_high"]) == (0.25, 0.5, 0.5, 0.25)
-    assert out["malignant_low_ci95"] == evaluate.clopper_pearson(1, 4)
-    assert out["benign_low_ci95"] == evaluate.clopper_pearson(2, 4)
+    assert out["malignant_low_ci95"] == calibrate.clopper_pearson(1, 4)
+    assert out["benign_low_ci95"] == calibrate.clopper_pearson(2, 4)
 
 
 def test_clopper_pearson_bounds():
     n = 10
     # At 0 and n successes the exact interval has a closed form: 1 - (alpha/2)^(1/n).
-    assert evaluate.clopper_pearson(0, n) == pytest.approx([0.0, 1 - 0.025 ** (1 / n)], abs=1e-12)
-    assert evaluate.clopper_pearson(n, n) == pytest.approx([0.025 ** (1 / n), 1.0], abs=1e-12)
-    assert evaluate.clopper_pearson(5, 10) == pytest.approx([0.187086, 0.812914], abs=1e-6)  # textbook values
-    assert np.isnan(evaluate.clopper_pearson(0, 0)).all()
+    assert calibrate.clopper_pearson(0, n) == pytest.approx([0.0, 1 - 0.025 ** (1 / n)], abs=1e-12)
+    assert calibrate.clopper_pearson(n, n) == pytest.approx([0.025 ** (1 / n), 1.0], abs=1e-12)
+    assert calibrate.clopper_pearson(5, 10) == pytest.approx([0.187086, 0.812914], abs=1e-6)  # textbook values
+    assert np.isnan(calibrate.clopper_pearson(0, 0)).all()
 
 
 def test_equal_mass_bins_hold_equal_counts():
