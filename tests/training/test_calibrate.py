@@ -5,8 +5,14 @@ import pytest
 
 from deepskin.core.labels import CLASSES, MALIGNANT_INDEX
 from deepskin.core.model import calibrate, recalibrate_malignant, softmax
-from training.calibrate import (band_thresholds, expected_calibration_error, fit_binary, fit_temperature, low_cutoff,
-                                missed_upper_bound)
+from training.calibrate import (
+    band_thresholds,
+    expected_calibration_error,
+    fit_binary,
+    fit_temperature,
+    low_cutoff,
+    missed_upper_bound,
+)
 
 
 def test_temperature_recovers_known_overconfidence():
