@@ -7,22 +7,30 @@
 
 Gate rule: the candidate is compared with the PINNED BASELINE (models/baseline in Firestore: the first
 model the registry served, until an operator pins another with --pin-baseline), never with the previous
-candidate, so small losses cannot add up over promotions. Both are scored image by image on the frozen
-gate set (training.gate_set: HAM10000 and PAD-UFES-20 validation lesions no training run selects or
-calibrates on, plus non-lesion validation photos), through the serving pipeline with each model's own
-card, image only, a refusal counting as a referral. Every check is a paired bootstrap (the same resampled
-lesions or patients for both models, 1000 draws) of candidate minus baseline, and passes only if its 95%
-interval clears the margin:
-  auc                  malignant-vs-benign ROC-AUC                lower bound > -0.02
-  sensitivity_high     malignant referred ("high" or refused)     lower bound > -0.03
-  specificity_high     benign not referred                        lower bound > -0.05
-  ece                  calibration error of P(malignant), answers upper bound < +0.02
-  lesions_refused      lesions refused as "not assessable"        upper bound < +0.02
-  non_lesions_refused  non-lesion photos refused                  lower bound > -0.05
-A difference that cannot be computed (NaN: one class missing) fails its check. Each model's own numbers
-come with their 95% intervals too (Wilson for the proportions). With $DEEPSKIN_PROMOTION_APPROVAL=required
-(Google Cloud) a passing candidate is uploaded and recorded "approved_pending"; `--approve ID` promotes it.
-Every decision is stored in Firestore models/decisions/jobs/{id} (and, for a retraining job, in jobs/{id}).
+candidate, so small losses cannot add up over promotions; and, when another version is current, with the
+current model too: it must pass against both. All are scored image by image on the frozen gate set
+(training.gate_set: HAM10000 and PAD-UFES-20 validation lesions no training run selects or calibrates on,
+plus non-lesion validation photos), through the serving pipeline with each model's own card, image only, a
+refusal counting as a referral. Every check is a paired bootstrap (the same resampled lesions or patients
+for both models, 1000 draws) of candidate minus reference, and passes only if its 95% interval clears the
+margin:
+  auc                         malignant-vs-benign ROC-AUC                                lower bound > -0.02
+  specificity_matched         benign not referred, at the reference's sensitivity         lower bound > -0.05
+  melanoma_sensitivity_matched  melanomas referred, at the reference's specificity         lower bound > -0.08
+  malignant_low               malignant lesions the model's own bands call "low"          upper bound < +0.02
+  ece                         calibration error of P(malignant), answers                 upper bound < +0.02
+  lesions_refused             lesions refused as "not assessable"                        upper bound < +0.02
+  non_lesions_refused         non-lesion photos refused                                  lower bound > -0.05
+The two matched checks read both ROC curves at the reference's own operating point ("high" or refused):
+each model's "high" cut-off is set on its own validation sample, so comparing the two models' own "high"
+shares would mostly measure that sample's noise, or a change of what "high" means, not a better or worse
+model. What a person is told is guarded where it can hurt: malignant lesions reassured ("low"). A
+difference that cannot be computed (NaN: one class missing, or in over a tenth of the resamples) fails.
+Each model's own numbers come with their 95% intervals too (Wilson for the proportions), also per image type (HAM10000 is
+dermoscopy, PAD-UFES-20 phone photos): those are reported, not checks, since 78 phone photos cannot show a
+margin of a few points. With $DEEPSKIN_PROMOTION_APPROVAL=required (Google Cloud) a passing candidate is
+uploaded and recorded "approved_pending"; `--approve ID` promotes it. Every decision is stored in Firestore
+models/decisions/jobs/{id} (and, for a retraining job, in jobs/{id}).
 """
 
 from __future__ import annotations
@@ -52,12 +60,15 @@ from training.gate_set import gate_lesions, gate_non_lesions
 # The PyTorch weights of models shipped in models/, by version: the first retrain's starting point.
 SHIPPED_CHECKPOINTS = Path(__file__).parent / "checkpoints"
 # check -> (margin, direction): +1 a higher value is better, -1 a lower one.
-CHECKS = {"auc": (0.02, +1), "sensitivity_high": (0.03, +1), "specificity_high": (0.05, +1),
-          "ece": (0.02, -1), "lesions_refused": (0.02, -1), "non_lesions_refused": (0.05, +1)}
-RULE = ("promote only if, against the pinned baseline on the frozen gate set (paired grouped bootstrap, 95%): "
-        + "; ".join(f"{c} difference {'lower bound > -' if d > 0 else 'upper bound < +'}{m}"
-                    for c, (m, d) in CHECKS.items()))
+CHECKS = {"auc": (0.02, +1), "specificity_matched": (0.05, +1), "melanoma_sensitivity_matched": (0.08, +1),
+          "malignant_low": (0.02, -1), "ece": (0.02, -1), "lesions_refused": (0.02, -1),
+          "non_lesions_refused": (0.05, +1)}
+RULE = ("promote only if, against the pinned baseline and the current model on the frozen gate set (paired grouped "
+        "bootstrap, 95%): " + "; ".join(f"{c} difference {'lower bound > -' if d > 0 else 'upper bound < +'}{m}"
+                                         for c, (m, d) in CHECKS.items()))
 Z95 = 1.959964
+MIN_DEFINED = 0.9  # the share of bootstrap resamples in which a check must be defined
+IMAGE_TYPES = {"dermoscopy": False, "clinical": True}  # the gate table's `clinical` column
 
 
 def wilson(successes: int, n: int) -> list[float]:
@@ -69,73 +80,141 @@ def wilson(successes: int, n: int) -> list[float]:
     return [round(float(centre - half), 12), round(float(centre + half), 12)]  # 1.0, not 0.9999999999999999
 
 
-def statistics(scored: pd.DataFrame, take: np.ndarray) -> dict:
-    """The lesion checks' values for rows `take` of one model's scores (NaN where one is undefined)."""
-    frame = scored.iloc[take]
-    y = frame.dx.isin(MALIGNANT).to_numpy()
+def outcomes(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(malignant, melanoma, ranking score, referred, told "low") per row: a refusal ranks above every answer
+    and counts as referred, never as "low"."""
     answered = (frame.status == "done").to_numpy()
     p = pd.to_numeric(frame.malignant, errors="coerce").to_numpy()
-    referred = ~answered | (frame.risk == "high").to_numpy()
-    both = 0 < y.sum() < len(y)
-    return {"auc": roc_auc_score(y, np.where(answered, p, 2.0)) if both else np.nan,  # refusal ranks first
-            "sensitivity_high": referred[y].mean() if y.any() else np.nan,
-            "specificity_high": (~referred[~y]).mean() if (~y).any() else np.nan,
+    return (frame.dx.isin(MALIGNANT).to_numpy(), (frame.dx == "mel").to_numpy(), np.where(answered, p, 2.0),
+            ~answered | (frame.risk == "high").to_numpy(), answered & (frame.risk == "low").to_numpy())
+
+
+def share(flags: np.ndarray) -> float:
+    return float(flags.mean()) if len(flags) else np.nan
+
+
+def statistics(scored: pd.DataFrame, take: np.ndarray) -> dict:
+    """One model's own values on rows `take` of its scores, at its own bands (NaN where one is undefined)."""
+    frame = scored.iloc[take]
+    y, mel, score, referred, low = outcomes(frame)
+    answered = (frame.status == "done").to_numpy()
+    p = pd.to_numeric(frame.malignant, errors="coerce").to_numpy()
+    return {"auc": roc_auc_score(y, score) if 0 < y.sum() < len(y) else np.nan,
+            "sensitivity_high": share(referred[y]), "specificity_high": share(~referred[~y]),
+            "melanoma_sensitivity_high": share(referred[mel]), "malignant_low": share(low[y]),
             "ece": expected_calibration_error(p[answered], y[answered].astype(int)) if answered.any() else np.nan,
-            "lesions_refused": (~answered).mean()}
+            "lesions_refused": share(~answered)}
 
 
-def model_numbers(model: Model, lesions: pd.DataFrame, non_lesions: pd.DataFrame) -> dict:
-    """One model's scores on the gate set and its own numbers with their intervals."""
-    scored = score_set(lesions, model, with_metadata=False)
-    refused = (score_set(non_lesions, model, with_metadata=False).status != "done").to_numpy()
+def specificity_at(score: np.ndarray, malignant: np.ndarray, sensitivity: float) -> float:
+    """Share of benign rows below the cut-off that refers `sensitivity` of the malignant ones."""
+    if np.isnan(sensitivity) or not malignant.any() or malignant.all():
+        return np.nan
+    referred = round(sensitivity * malignant.sum())
+    cut = np.sort(score[malignant])[::-1][referred - 1] if referred else np.inf
+    return share(score[~malignant] < cut)
+
+
+def sensitivity_at(score: np.ndarray, benign: np.ndarray, positives: np.ndarray, specificity: float) -> float:
+    """Share of `positives` at or above the cut-off that keeps `specificity` of the benign rows unreferred."""
+    if np.isnan(specificity) or not benign.any() or not positives.any():
+        return np.nan
+    kept = round(specificity * benign.sum())
+    ordered = np.sort(score[benign])
+    cut = ordered[kept] if kept < len(ordered) else np.nextafter(ordered[-1], np.inf)
+    return share(score[positives] >= cut)
+
+
+def check_values(candidate: pd.DataFrame, reference: pd.DataFrame, take: np.ndarray) -> tuple[dict, dict]:
+    """Every lesion check's value for the candidate and for the reference on the same rows `take`. The matched
+    checks read both models' ROC curves at the reference's own operating point (its "high" band or a refusal):
+    the specificity where each refers as many malignant lesions, the melanoma sensitivity where each refers
+    as few benign ones. A candidate that ranks the lesions alike scores alike, whatever its cut-offs."""
+    ours, theirs = statistics(candidate, take), statistics(reference, take)
+    sensitivity, specificity = theirs["sensitivity_high"], theirs["specificity_high"]
+    for values, frame in ((ours, candidate), (theirs, reference)):
+        y, mel, score, _, _ = outcomes(frame.iloc[take])
+        values["specificity_matched"] = specificity_at(score, y, sensitivity)
+        values["melanoma_sensitivity_matched"] = sensitivity_at(score, ~y, mel, specificity)
+    return ours, theirs
+
+
+def own_numbers(scored: pd.DataFrame) -> dict:
+    """A model's own values with 95% intervals for its proportions."""
+    y, mel, _, referred, low = outcomes(scored)
     values = statistics(scored, np.arange(len(scored)))
-    y = scored.dx.isin(MALIGNANT).to_numpy()
-    referred = (scored.status != "done").to_numpy() | (scored.risk == "high").to_numpy()
-    return {"version": model.version, "images": len(scored), "malignant": int(y.sum()),
+    return {"images": len(scored), "malignant": int(y.sum()), "melanoma": int(mel.sum()),
             **{k: float(v) for k, v in values.items()},
             "sensitivity_high_ci95": wilson(int(referred[y].sum()), int(y.sum())),
             "specificity_high_ci95": wilson(int((~referred[~y]).sum()), int((~y).sum())),
+            "melanoma_sensitivity_high_ci95": wilson(int(referred[mel].sum()), int(mel.sum())),
+            "malignant_low_ci95": wilson(int(low[y].sum()), int(y.sum()))}
+
+
+def model_numbers(model: Model, lesions: pd.DataFrame, non_lesions: pd.DataFrame) -> dict:
+    """One model's scores on the gate set and its own numbers with their intervals, overall and per image type."""
+    scored = score_set(lesions, model, with_metadata=False)
+    refused = (score_set(non_lesions, model, with_metadata=False).status != "done").to_numpy()
+    by_type = {kind: own_numbers(scored[scored.clinical == clinical]) for kind, clinical in IMAGE_TYPES.items()
+               if (scored.clinical == clinical).any()}
+    return {"version": model.version, **own_numbers(scored), "by_image_type": by_type,
             "non_lesion_images": len(refused), "non_lesions_refused": float(refused.mean()),
             "non_lesions_refused_ci95": wilson(int(refused.sum()), len(refused)),
             "scores": scored, "refused": refused}
 
 
-def paired_differences(candidate: dict, baseline: dict) -> dict:
-    """check -> (point difference, 95% interval), candidate minus baseline, resampling the same groups."""
+def paired_differences(candidate: dict, reference: dict) -> dict:
+    """check -> (candidate value, reference value, 95% interval of the difference), resampling the same groups."""
     lesion_groups = candidate["scores"].group.astype(str).to_numpy()
-    draws = [(statistics(candidate["scores"], take), statistics(baseline["scores"], take))
+    draws = [check_values(candidate["scores"], reference["scores"], take)
              for take in group_resamples(lesion_groups)]
     # Non-lesion photos are independent: each is its own group.
-    draws_non_lesion = [candidate["refused"][take].mean() - baseline["refused"][take].mean()
+    draws_non_lesion = [candidate["refused"][take].mean() - reference["refused"][take].mean()
                         for take in group_resamples(np.arange(len(candidate["refused"])))]
+    ours, theirs = check_values(candidate["scores"], reference["scores"], np.arange(len(candidate["scores"])))
+    ours["non_lesions_refused"], theirs["non_lesions_refused"] = (candidate["non_lesions_refused"],
+                                                                  reference["non_lesions_refused"])
     out = {}
     for check in CHECKS:
         if check == "non_lesions_refused":
             diffs = np.array(draws_non_lesion)
         else:
-            diffs = np.array([c[check] - b[check] for c, b in draws], dtype=float)
-        point = candidate[check] - baseline[check]
-        interval = ([float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))]
-                    if len(diffs) and np.isfinite(diffs).all() else [float("nan"), float("nan")])
-        out[check] = (float(point), interval)
+            diffs = np.array([c[check] - r[check] for c, r in draws], dtype=float)
+        # A resample without, say, any melanoma says nothing of melanomas: it is left out, but a check undefined
+        # in more than a tenth of them is undefined (and fails).
+        defined = diffs[np.isfinite(diffs)]
+        interval = ([float(np.percentile(defined, 2.5)), float(np.percentile(defined, 97.5))]
+                    if len(diffs) and len(defined) >= MIN_DEFINED * len(diffs) else [float("nan"), float("nan")])
+        out[check] = (float(ours[check]), float(theirs[check]), interval)
     return out
 
 
-def decide(candidate: dict, baseline: dict) -> dict:
-    differences, checks, reasons = paired_differences(candidate, baseline), {}, []
+def decide(candidate: dict, baseline: dict, current: dict | None = None) -> dict:
+    """The gate's decision against the pinned baseline and, when given, against the current model as well."""
+    decision = compare(candidate, baseline, "baseline")
+    if current is not None:
+        versus_current = compare(candidate, current, "current")
+        decision["promoted"] = decision["promoted"] and versus_current["promoted"]
+        decision["reasons"] += versus_current["reasons"]
+        decision["versus_current"] = {k: versus_current[k] for k in ("checks", "differences", "current")}
+    return decision
+
+
+def compare(candidate: dict, reference: dict, name: str) -> dict:
+    differences, checks, reasons = paired_differences(candidate, reference), {}, []
     for check, (margin, direction) in CHECKS.items():
-        point, (low, high) = differences[check]
+        ours, theirs, (low, high) = differences[check]
         bound = low if direction > 0 else high
         checks[check] = bool(bound > -margin) if direction > 0 else bool(bound < margin)  # NaN fails both
-        reasons.append(f"{check}: candidate {candidate[check]:.3f} vs baseline {baseline[check]:.3f}, difference "
-                       f"{point:+.3f} (95% CI {low:+.3f} to {high:+.3f}), needs "
+        reasons.append(f"{check}: candidate {ours:.3f} vs {name} {theirs:.3f}, difference "
+                       f"{ours - theirs:+.3f} (95% CI {low:+.3f} to {high:+.3f}), needs "
                        f"{'lower bound > -' if direction > 0 else 'upper bound < +'}{margin}: "
                        f"{'passed' if checks[check] else 'failed'}")
     summary = {k: v for k, v in candidate.items() if k not in ("scores", "refused")}
-    base = {k: v for k, v in baseline.items() if k not in ("scores", "refused")}
+    theirs = {k: v for k, v in reference.items() if k not in ("scores", "refused")}
     return {"promoted": all(checks.values()), "checks": checks, "reasons": reasons, "rule": RULE,
-            "differences": {k: {"point": p, "ci95": ci} for k, (p, ci) in differences.items()},
-            "candidate": summary, "baseline": base}
+            "differences": {k: {"point": ours - ref, "ci95": ci} for k, (ours, ref, ci) in differences.items()},
+            "candidate": summary, name: theirs}
 
 
 def current_record() -> dict:
@@ -179,12 +258,16 @@ def approval_required() -> bool:
 
 
 def gate(candidate_dir: Path, decision_id: str, folders: dict, limit: int = 0, job_id: str | None = None) -> dict:
-    """Score candidate and pinned baseline on the gate set, decide, promote (or await approval), record it all."""
-    candidate = Model(candidate_dir / registry.ONNX)
+    """Score the candidate, the pinned baseline and (when it is another version) the current model on the gate
+    set, decide, promote (or await approval), record it all."""
     record = current_record()
-    baseline = Model(registry.fetch(pinned_baseline(record)))
+    pinned = pinned_baseline(record)
     lesions, non_lesions = gate_lesions(folders, limit), gate_non_lesions(folders)
-    decision = decide(model_numbers(candidate, lesions, non_lesions), model_numbers(baseline, lesions, non_lesions))
+    def numbers(onnx: Path) -> dict:
+        return model_numbers(Model(onnx), lesions, non_lesions)
+
+    current = None if record["version"] == pinned["version"] else numbers(registry.fetch(record))
+    decision = decide(numbers(candidate_dir / registry.ONNX), numbers(registry.fetch(pinned)), current)
     decision.update(job_id=job_id, current={"version": record["version"]}, status="refused",
                     gate_set={**lesions.source.value_counts().to_dict(), "non_lesion": len(non_lesions),
                               "limit": limit})

@@ -35,6 +35,7 @@ function facts(list, pairs) {
 function shown(value) {
   if (typeof value === "number") return Number.isInteger(value) ? String(value) : value.toFixed(3);
   if (Array.isArray(value)) return value.map(shown).join(" to ");
+  if (value && typeof value === "object") return `(${numbers(value)})`;  // e.g. the numbers per image type
   return value ?? "-";
 }
 

@@ -176,12 +176,12 @@ def test_clinician_labels_start_exactly_one_job_whose_gate_decision_holds_both_m
 
 
 def test_a_worse_candidate_is_refused(tmp_path):
-    # Its "high" band can never be reached: only refusals are referred, far fewer malignant lesions.
-    folder, version = candidate_from_served(tmp_path, thresholds=for_both_types(low=0.3, high=1.01))
+    # Its bands reassure nearly every lesion: "low" up to 0.99, and "high" can never be reached.
+    folder, version = candidate_from_served(tmp_path, thresholds=for_both_types(low=0.99, high=1.01))
     decision = promote.gate(folder, "worse", FOLDERS)
     assert not decision["promoted"] and decision["checks"] == {**dict.fromkeys(promote.CHECKS, True),
-                                                               "sensitivity_high": False}
-    assert decision["candidate"]["sensitivity_high"] < decision["baseline"]["sensitivity_high"]
+                                                               "malignant_low": False}
+    assert decision["candidate"]["malignant_low"] > decision["baseline"]["malignant_low"]
     assert registry.current()["version"] == SHIPPED_VERSION != version
     assert registry.decision_doc("worse").get().to_dict()["status"] == "refused"
 

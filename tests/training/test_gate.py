@@ -28,7 +28,7 @@ def lesions():
     rng = np.random.default_rng(7)
     n = 150
     malignant = rng.random(n) < 0.4
-    dx = np.repeat(np.where(malignant, MALIGNANT[0], BENIGN[0]), 2)
+    dx = np.repeat(np.where(malignant, rng.choice(MALIGNANT, n), BENIGN[0]), 2)
     informative = np.clip(np.repeat(malignant, 2) * 0.5 + rng.random(2 * n) * 0.5, 0, 1)
     return dx, np.repeat(np.arange(n), 2).astype(str), informative, rng
 
@@ -67,7 +67,53 @@ def test_an_undefined_difference_fails_closed(lesions):
     only_benign = np.full(len(dx), BENIGN[0])
     model = scored_model(p, only_benign, groups, np.zeros(len(p), bool), high=0.5)
     checks = promote.decide(model, model)["checks"]
-    assert not checks["auc"] and not checks["sensitivity_high"] and checks["specificity_high"]
+    assert checks["lesions_refused"] and not any(checks[c] for c in ("auc", "specificity_matched",
+                                                                       "melanoma_sensitivity_matched", "malignant_low"))
+
+
+def test_moving_the_own_high_cut_off_is_not_a_worse_model_but_reassuring_malignant_lesions_is(lesions):
+    dx, groups, p, _ = lesions
+    baseline = scored_model(p, dx, groups, np.zeros(len(p), bool), high=0.5)
+    fewer_urgent = scored_model(p, dx, groups, np.zeros(len(p), bool), high=0.7)  # the same ranking
+    decision = promote.decide(fewer_urgent, baseline)
+    assert fewer_urgent["sensitivity_high"] < baseline["sensitivity_high"] - 0.2  # its own "high" moved a lot
+    assert decision["checks"]["specificity_matched"] and decision["checks"]["melanoma_sensitivity_matched"]
+    assert decision["differences"]["specificity_matched"]["ci95"] == [0.0, 0.0]
+    # scored_model calls everything under `high` "low": now malignant lesions scored 0.5-0.7 are reassured.
+    assert not decision["checks"]["malignant_low"] and not decision["promoted"]
+
+
+def test_a_candidate_worse_at_the_reference_operating_point_fails_the_matched_checks(lesions):
+    dx, groups, p, rng = lesions
+    baseline = scored_model(p, dx, groups, np.zeros(len(p), bool), high=0.5)
+    benign = ~np.isin(dx, MALIGNANT)
+    confuses = np.where(benign & (rng.random(len(p)) < 0.3), p + 0.5, p)  # a third of benign lesions look malignant
+    checks = promote.decide(scored_model(np.clip(confuses, 0, 1), dx, groups, np.zeros(len(p), bool), high=0.5),
+                            baseline)["checks"]
+    assert not checks["specificity_matched"] and not checks["melanoma_sensitivity_matched"]
+
+
+def test_a_candidate_must_also_pass_against_the_current_model(lesions):
+    dx, groups, p, rng = lesions
+    noisier = np.clip(p + rng.normal(0, 0.3, len(p)), 0, 1)
+    baseline = candidate = scored_model(noisier, dx, groups, np.zeros(len(p), bool), high=0.5)
+    current = scored_model(p, dx, groups, np.zeros(len(p), bool), high=0.5)  # promoted since: better
+    assert promote.decide(candidate, baseline)["promoted"]
+    decision = promote.decide(candidate, baseline, current)
+    assert not decision["versus_current"]["checks"]["auc"] and not decision["promoted"]
+    assert any(r.startswith("auc: candidate") and "vs current" in r for r in decision["reasons"])
+
+
+def test_matched_operating_points_on_a_small_example():
+    score = np.array([0.1, 0.2, 0.3, 0.4, 0.6, 0.7, 0.8, 0.9])
+    malignant = np.array([0, 0, 1, 0, 1, 0, 1, 1], bool)
+    # referring 3 of 4 malignant lesions needs a cut at 0.6: benign 0.1, 0.2 and 0.4 stay below it
+    assert promote.specificity_at(score, malignant, 0.75) == 0.75
+    assert promote.specificity_at(score, malignant, 0.0) == 1.0
+    # keeping 3 of 4 benign lesions unreferred puts the cut at the 4th benign score, 0.7: 0.8 and 0.9 referred
+    assert promote.sensitivity_at(score, ~malignant, malignant, 0.75) == 0.5
+    assert promote.sensitivity_at(score, ~malignant, malignant, 1.0) == 0.5  # just above the top benign, 0.7
+    assert np.isnan(promote.specificity_at(score, np.zeros(8, bool), 0.5))
 
 
 def test_wilson_interval_brackets_the_proportion_stays_in_0_1_and_narrows_with_more_images():
