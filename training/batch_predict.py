@@ -5,7 +5,9 @@
 One row per image: image_id (file name without extension), status (done, or status:reason of a refusal),
 one column per class (akiec ... vasc), malignant, risk, then top_class (the type the page names first),
 image_type, caveats, not_lesion and ood. `--metadata` takes a CSV with columns image_id, age, sex,
-localization (HAM10000's vocabulary); missing values stay missing. Images go through
+localization (HAM10000's vocabulary) and, optionally, the answers about the lesion under PAD-UFES-20's names:
+itch, grew, hurt, changed, bleed, elevation (True/False, yes/no; blank or UNK for unknown); missing values
+stay missing. Images go through
 `deepskin.core.pipeline.assess_batch` exactly as uploads do, batched, with decoding spread over threads.
 """
 
@@ -22,7 +24,7 @@ import pandas as pd
 from deepskin.core.bundle import BUNDLED_MODEL
 from deepskin.core.labels import CLASSES
 from deepskin.core.model import Model
-from deepskin.core.patient import UNKNOWN, InvalidPatientInfo, PatientInfo
+from deepskin.core.patient import QUESTIONS, UNKNOWN, InvalidPatientInfo, PatientInfo
 from deepskin.core.pipeline import Assessment, assess_batch
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
@@ -58,17 +60,19 @@ def score_folder(images: list[Path], model: Model, patients: dict[str, PatientIn
 
 
 def read_patients(path: Path) -> dict[str, PatientInfo]:
-    """image_id -> PatientInfo from a CSV of image_id, age, sex, localization (any may be blank)."""
-    frame = pd.read_csv(path, dtype={"image_id": str})
+    """image_id -> PatientInfo from a CSV of image_id, age, sex, localization and any of the answer columns
+    (PAD-UFES-20's names, QUESTIONS' values); any value may be blank."""
+    frame = pd.read_csv(path, dtype={"image_id": str, **{column: str for column in QUESTIONS.values()}})
     missing = {"image_id", "age", "sex", "localization"} - set(frame.columns)
     if missing:
         raise SystemExit(f"{path}: missing columns {sorted(missing)}")
     patients = {}
-    for r in frame.itertuples():
+    for r in frame.to_dict("records"):
+        answers = {question: r.get(column) for question, column in QUESTIONS.items()}
         try:
-            patients[r.image_id] = PatientInfo.parse(r.age, r.sex, r.localization)
+            patients[r["image_id"]] = PatientInfo.parse(r["age"], r["sex"], r["localization"], **answers)
         except InvalidPatientInfo as exc:
-            raise SystemExit(f"{path}: image {r.image_id}: {exc}") from None
+            raise SystemExit(f"{path}: image {r['image_id']}: {exc}") from None
     return patients
 
 
@@ -92,7 +96,8 @@ def main() -> None:
     parser.add_argument("--out", required=True, type=Path, help="CSV to write")
     parser.add_argument("--model", default=str(BUNDLED_MODEL), help="ONNX file with its .card.json beside it")
     parser.add_argument("--ids", type=Path, help="optional text file of image_ids to score (one per line)")
-    parser.add_argument("--metadata", type=Path, help="optional CSV: image_id, age, sex, localization")
+    parser.add_argument("--metadata", type=Path, help="optional CSV: image_id, age, sex, localization "
+                                                         "[, itch, grew, hurt, changed, bleed, elevation]")
     args = parser.parse_args()
     ids = set(args.ids.read_text().split()) if args.ids else None
     images = list_images(args.images, ids)

@@ -37,6 +37,46 @@ const state = { config: null, file: null, photoUrl: null, result: null, token: n
 
 for (const site of SITES) $("site").add(new Option(site[0].toUpperCase() + site.slice(1), site));
 
+// The questions about the spot's history: deepskin/core/patient.py ASKED. The names are the predict
+// function's fields; "Not sure" sends nothing (unknown, which changes nothing).
+const QUESTIONS = [
+  ["changed", "Has it changed lately (size, shape or colour)?"],
+  ["grew", "Has it grown?"],
+  ["bled", "Has it bled (without being scratched or cut)?"],
+  ["itches", "Does it itch?"],
+  ["hurts", "Does it hurt?"],
+  ["raised", "Is it raised above the skin?"],
+];
+const ANSWERS = [["yes", "Yes"], ["no", "No"], ["", "Not sure"]];
+
+function buildQuestions() {
+  for (const [name, asked] of QUESTIONS) {
+    const group = document.createElement("fieldset");
+    group.className = "question";
+    const legend = document.createElement("legend");
+    legend.textContent = asked;
+    group.append(legend);
+    for (const [value, text] of ANSWERS) {
+      const label = document.createElement("label");
+      const input = document.createElement("input");
+      Object.assign(input, { type: "radio", name, value, id: `${name}-${value || "unsure"}`, checked: !value });
+      label.htmlFor = input.id;
+      label.append(input, ` ${text}`);
+      group.append(label);
+    }
+    $("history-questions").append(group);
+  }
+}
+
+function answersInto(params) {
+  for (const [name] of QUESTIONS) {
+    const value = document.querySelector(`input[name="${name}"]:checked`)?.value;
+    if (value) params.set(name, value);
+  }
+}
+
+buildQuestions();
+
 // The optional facts, as the predict function reads them: query parameters beside the image.
 function aboutQuery() {
   const params = new URLSearchParams();
@@ -44,6 +84,7 @@ function aboutQuery() {
     const value = $(field).value.trim();
     if (value) params.set(field, value);
   }
+  answersInto(params);
   const query = params.toString();
   return query ? `?${query}` : "";
 }
@@ -323,6 +364,10 @@ $("heatmap-toggle").addEventListener("change", () => setHeatmap($("heatmap-toggl
 $("again").addEventListener("click", () => {
   resetPhoto();
   show("step-photo");
+});
+// Answers are about one spot: another photo may show another.
+$("again").addEventListener("click", () => {
+  for (const [name] of QUESTIONS) $(`${name}-unsure`).checked = true;
 });
 
 // --- feedback ----------------------------------------------------------------------------------------------

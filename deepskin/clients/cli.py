@@ -30,7 +30,7 @@ from typing import NoReturn
 
 from deepskin.clients.client import Client, NotFound, Unavailable, use_local_emulators
 from deepskin.core.labels import CLASS_NAMES, CLASSES, COARSE_LABELS, NOT_A_DIAGNOSIS
-from deepskin.core.patient import SEXES, SITES, InvalidPatientInfo, PatientInfo
+from deepskin.core.patient import ASKED, QUESTIONS, SEXES, SITES, InvalidPatientInfo, PatientInfo
 from deepskin.core.refused import Refused
 
 OK, OTHER, USAGE, REFUSED_IMAGE, NOT_FOUND, UNAVAILABLE = 0, 1, 2, 3, 4, 5
@@ -167,7 +167,7 @@ def image_path(value: str) -> Path:
 
 def patient_info(args: argparse.Namespace) -> PatientInfo:
     try:
-        return PatientInfo.parse(args.age, args.sex, args.site)
+        return PatientInfo.parse(args.age, args.sex, args.site, **{q: getattr(args, q) for q in QUESTIONS})
     except InvalidPatientInfo as exc:
         raise UsageError(str(exc)) from None
 
@@ -302,6 +302,8 @@ def parser() -> argparse.ArgumentParser:
     about.add_argument("--age", help="age in years")
     about.add_argument("--sex", choices=SEXES)
     about.add_argument("--site", help=f"body site: {', '.join(SITES)}")
+    for question, asked in ASKED.items():
+        about.add_argument(f"--{question}", metavar="yes|no", help=asked)
 
     upload = command("upload", cmd_upload, "upload through the bucket (event path)", "image", extra=[about])
     upload.add_argument("--wait", action="store_true", help="wait for the result")

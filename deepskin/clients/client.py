@@ -116,7 +116,7 @@ class Client:
         path = Path(path)
         token = secrets.token_urlsafe(24)
         owner = {results.TOKEN_KEY: results.token_sha256(token)}  # the object keeps only the hash
-        owner.update({results.PATIENT_KEYS[k]: str(v) for k, v in patient.given().items()})
+        owner.update({results.patient_key(k): str(v) for k, v in patient.given().items()})
         try:
             upload = store.put_upload(f"uploads/{uuid.uuid4()}{path.suffix.lower()}",
                                       strip_metadata(path.read_bytes()), content_type(path), owner)

@@ -38,7 +38,7 @@ class Assessment:
     advice: str | None = None
     not_lesion_probability: float | None = None
     ood_score: float | None = None
-    patient: dict | None = None  # the optional facts that were given (age, sex, site)
+    patient: dict | None = None  # the optional facts that were given (age, sex, site, answers)
     heatmap_png: bytes | None = field(default=None, repr=False)
     timings_ms: dict[str, float] = field(default_factory=dict)
 
@@ -120,7 +120,8 @@ def assess_batch(items: Iterable[tuple[bytes, PatientInfo]], model: Model, heatm
     if not ready:
         return prepared
     started = time.perf_counter()
-    scores = model.score(np.stack([prepared[i] for i in ready]), np.stack([items[i][1].vector() for i in ready]))
+    scores = model.score(np.stack([prepared[i] for i in ready]), np.stack([items[i][1].vector() for i in ready]),
+                         np.stack([items[i][1].answer_codes() for i in ready]))
     inference_ms = round((time.perf_counter() - started) * 1000 / len(ready), 2)  # per image
     for j, i in enumerate(ready):
         timings[i]["inference"] = inference_ms

@@ -18,11 +18,11 @@ from google.api_core.exceptions import NotFound
 
 from deepskin.core import checks
 from deepskin.core.metadata import strip_metadata
-from deepskin.core.patient import UNKNOWN, InvalidPatientInfo, PatientInfo
+from deepskin.core.patient import FIELDS, UNKNOWN, InvalidPatientInfo, PatientInfo
 from deepskin.core.pipeline import assess
 from deepskin.services import store
 from deepskin.services.config import settings
-from deepskin.services.results import PATIENT_KEYS, TOKEN_KEY, token_sha256
+from deepskin.services.results import TOKEN_KEY, patient_key, token_sha256
 from deepskin.services.served_model import served_model
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def handle_upload(bucket: str, name: str, generation: int | str, size: int | str
             return record(id_, claim_id, {"status": refusal.status, "reason": refusal.reason,
                                           "message": refusal.message}, extra)
         try:
-            patient = PatientInfo.parse(**{field: metadata.get(key) for field, key in PATIENT_KEYS.items()})
+            patient = PatientInfo.parse(**{field: metadata.get(patient_key(field)) for field in FIELDS})
         except InvalidPatientInfo as exc:
             return record(id_, claim_id, {"status": "rejected", "reason": "invalid_patient_info",
                                           "message": str(exc)}, extra)

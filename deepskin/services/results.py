@@ -12,12 +12,17 @@ from datetime import datetime
 from deepskin.services import store
 
 TOKEN_KEY = "deepskin-token-sha256"  # object metadata: the owner's capability token, hashed
-# Object metadata an uploader may set: the optional facts the model can use (deepskin.core.patient).
-PATIENT_KEYS = {"age": "deepskin-age", "sex": "deepskin-sex", "site": "deepskin-site"}
 # What an owner may read back; internal fields (upload location, token hash, claim times) stay private.
 PUBLIC_FIELDS = ("status", "reason", "message", "probabilities", "malignant_probability", "risk", "top_class",
                  "image_type", "caveats", "caveat_text", "advice", "not_lesion_probability", "ood_score", "patient",
                  "model_version", "timings_ms", "source", "created_at", "expire_at")
+
+
+def patient_key(field: str) -> str:
+    """The object metadata an uploader may set for one of the optional facts the model can use
+    (deepskin.core.patient.FIELDS): deepskin-age, deepskin-bled ... (Named here, not imported from there, so
+    that the functions that need only tokens carry no numpy.)"""
+    return f"deepskin-{field}"
 
 
 def token_sha256(token: str) -> str:

@@ -2,7 +2,8 @@
 
 - on_upload: Eventarc `google.cloud.storage.object.v1.finalized` on the uploads bucket.
 - on_upload_dead: the dead-letter topic of on_upload's subscription: an upload whose deliveries ran out.
-- predict_http: POST an image (optional age, sex, site as form fields or query parameters), then GET or
+- predict_http: POST an image (optional age, sex, site and answers to the questions about the lesion,
+  deepskin.core.patient.FIELDS, as form fields or query parameters), then GET or
   DELETE its result with the returned capability token.
 The work is done in deepskin.services.predict_service; this file only translates events and HTTP.
 """
@@ -20,7 +21,7 @@ import functions_framework
 from cloudevents.http import CloudEvent
 
 from deepskin.core import checks
-from deepskin.core.patient import InvalidPatientInfo, PatientInfo
+from deepskin.core.patient import FIELDS, InvalidPatientInfo, PatientInfo
 from deepskin.core.refused import Refused
 from deepskin.services import predict_service, results, store
 from deepskin.services.http import body_limit, refusal, with_cors
@@ -96,10 +97,10 @@ def post_image(request: flask.Request) -> flask.Response:
 
 
 def read_patient(request: flask.Request) -> PatientInfo:
-    """Optional age, sex and site: multipart form fields, or query parameters beside a raw image body."""
+    """Optional age, sex, site and answers: multipart form fields, or query parameters beside a raw image body."""
     fields = request.form if request.mimetype == "multipart/form-data" else request.args
     try:
-        return PatientInfo.parse(fields.get("age"), fields.get("sex"), fields.get("site"))
+        return PatientInfo.parse(**{field: fields.get(field) for field in FIELDS})
     except InvalidPatientInfo as exc:
         raise Refused(400, "invalid_patient_info", str(exc)) from None
 

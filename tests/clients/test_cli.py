@@ -11,6 +11,7 @@ import pytest
 
 from deepskin.clients import cli
 from deepskin.clients.client import LOCAL_EMULATORS, Client
+from deepskin.core.patient import QUESTIONS, PatientInfo
 
 
 @pytest.fixture
@@ -83,3 +84,21 @@ def test_any_other_failure_is_one_json_object_with_json(deepskin, tmp_path, monk
     assert json.loads((tmp_path / ".deepskin" / "tokens.json").read_text()) == {answer["id"]: "t"}  # kept first
     with pytest.raises(FileNotFoundError):  # a person gets the traceback
         deepskin("predict", str(image), "--heatmap", str(tmp_path / "no-such-folder" / "h.png"))
+
+
+@pytest.mark.parametrize("command", ["predict", "upload"])
+@pytest.mark.parametrize("question", QUESTIONS)
+def test_a_bad_answer_is_a_usage_error_naming_its_question(deepskin, tmp_path, command, question):
+    """Refused on the device before anything is sent (no service runs here: a request would exit 5)."""
+    image = tmp_path / "lesion.jpg"
+    image.write_bytes(b"\xff\xd8\xff")
+    code, out, _ = deepskin(command, str(image), f"--{question}", "perhaps", "--json")
+    answer = one_json_object(out)
+    assert (code, answer["error"]) == (cli.USAGE, "usage")
+    assert answer["message"].startswith(f"{question} must be yes, no or not sure")
+
+
+def test_answers_on_the_command_line_are_the_cores_vocabulary():
+    args = cli.parser().parse_args(["predict", "p.jpg", "--age", "61", "--bled", "yes", "--itches", "no",
+                                    "--raised", "not sure"])
+    assert cli.patient_info(args) == PatientInfo.parse(age=61, bled="yes", itches="no")

@@ -29,6 +29,7 @@ from local.stack import Ports, StackProcess
 
 REPO = Path(__file__).resolve().parents[2]
 LESIONS = sorted((REPO / "tests" / "fixtures" / "lesions").glob("*.jpg"))
+PHONE = min((REPO / "tests" / "fixtures" / "phone").glob("*.jpg"))  # a clinical photo: the answers move its chance
 DEEPSKIN = Path(sys.executable).parent / "deepskin"
 NOT_AN_IMAGE = b"this is not an image\n" * 20
 RESULT_WITHIN_S = 2.0  # the issue's budget from upload to result document
@@ -148,6 +149,21 @@ def test_cli_patient_facts_on_both_paths(cli):
     code, text = cli("result", predicted["id"])
     assert code == 0 and "stands out most" in text
     assert cli("predict", str(LESIONS[2]), "--age", "300")[0] == 2  # a named usage error, nothing sent
+
+
+def test_cli_answers_on_both_paths(cli):
+    """The questions about the lesion through the client: object metadata (upload) and query (predict)."""
+    answers = ["--grew", "yes", "--itches", "no", "--raised", "not sure"]
+    code, uploaded = cli("upload", str(PHONE), "--wait", "--json", *answers)
+    assert code == 0, uploaded
+    code, predicted = cli("predict", str(PHONE), "--json", *answers)
+    assert code == 0, predicted
+    for result in (uploaded, predicted):
+        assert result["patient"] == {"grew": "yes", "itches": "no"} and result["risk"] != "low"
+    assert predicted["malignant_probability"] == pytest.approx(uploaded["malignant_probability"], abs=1e-6)
+    code, plain = cli("predict", str(PHONE), "--json")
+    assert code == 0 and plain["malignant_probability"] != predicted["malignant_probability"]
+    assert cli("upload", str(PHONE), "--bled", "often")[0] == 2  # a named usage error, nothing sent
 
 
 def test_cli_exit_codes_for_refused_and_missing(cli, tmp_path):

@@ -410,7 +410,7 @@ FACTS = {"age": 70.0, "sex": "male", "site": "face"}
 
 def test_upload_metadata_carries_patient_facts(event_client):
     data = PHONE[0].read_bytes()
-    obj = upload(data, metadata={results.PATIENT_KEYS[k]: str(v) for k, v in FACTS.items()})
+    obj = upload(data, metadata={results.patient_key(k): str(v) for k, v in FACTS.items()})
     assert send(event_client, storage_event(obj)) == 200
     doc = result_for(obj)
     assert doc["status"] == "done" and doc["patient"] == FACTS
@@ -419,7 +419,7 @@ def test_upload_metadata_carries_patient_facts(event_client):
 
 
 def test_bad_upload_metadata_is_a_named_refusal(event_client):
-    obj = upload(PHONE[0].read_bytes(), metadata={results.PATIENT_KEYS["age"]: "two hundred"})
+    obj = upload(PHONE[0].read_bytes(), metadata={results.patient_key("age"): "two hundred"})
     assert send(event_client, storage_event(obj)) == 200
     doc = result_for(obj)
     assert (doc["status"], doc["reason"]) == ("rejected", "invalid_patient_info") and "age" in doc["message"]
@@ -436,6 +436,42 @@ def test_http_patient_facts_as_fields_or_query(http_client):
     bad = http_client.post("/?sex=unknown-value", data=data, content_type="image/jpeg")
     assert bad.status_code == 400 and bad.get_json()["error"] == "invalid_patient_info"
     assert "sex" in bad.get_json()["detail"]
+
+
+ANSWERS = {"changed": "no", "grew": "yes", "bled": "no", "itches": "yes", "hurts": "no", "raised": "yes"}
+
+
+def test_answers_travel_as_upload_metadata_form_fields_or_query(http_client, event_client):
+    """The questions about the lesion on both ways in: the same answers, the same assessment as the core's."""
+    data = PHONE[2].read_bytes()
+    direct = assess(data, served_model(), PatientInfo.parse(**FACTS, **ANSWERS))
+    assert direct.malignant_probability != assess(data, served_model(), PatientInfo(**FACTS)).malignant_probability
+    obj = upload(data, metadata={results.patient_key(k): str(v) for k, v in {**FACTS, **ANSWERS}.items()})
+    assert send(event_client, storage_event(obj)) == 200
+    form = http_client.post("/", data={"image": (io.BytesIO(data), "p.jpg", "image/jpeg"), **ANSWERS,
+                                       "age": "70", "sex": "male", "site": "face"}, content_type="multipart/form-data")
+    query = http_client.post("/", query_string={**FACTS, **ANSWERS}, data=data, content_type="image/jpeg")
+    answers = [result_for(obj), form.get_json(), query.get_json()]
+    for answer in answers:
+        assert answer["status"] == "done" and answer["patient"] == {**FACTS, **ANSWERS}
+        assert answer["malignant_probability"] == pytest.approx(direct.malignant_probability, abs=1e-6)
+        assert answer["risk"] == direct.risk != "low"  # it grew: never "low"
+
+
+@pytest.mark.parametrize("question", list(ANSWERS))
+def test_a_bad_answer_is_a_named_refusal_on_every_way_in(http_client, event_client, question):
+    data = PHONE[0].read_bytes()
+    bad = http_client.post("/", query_string={question: "often"}, data=data, content_type="image/jpeg")
+    assert bad.status_code == 400 and bad.get_json()["error"] == "invalid_patient_info"
+    assert bad.get_json()["detail"].startswith(f"{question} must be yes, no or not sure")
+    form = http_client.post("/", data={"image": (io.BytesIO(data), "p.jpg", "image/jpeg"), question: "often"},
+                            content_type="multipart/form-data")
+    assert form.status_code == 400 and form.get_json()["error"] == "invalid_patient_info"
+    obj = upload(data, metadata={results.patient_key(question): "often"})
+    assert send(event_client, storage_event(obj)) == 200
+    doc = result_for(obj)
+    assert (doc["status"], doc["reason"]) == ("rejected", "invalid_patient_info")
+    assert doc["message"].startswith(f"{question} must be")
 
 
 def test_every_path_gives_the_same_answer_for_the_same_bytes(http_client, event_client):
