@@ -55,10 +55,12 @@ def result_id(bucket: str, name: str, generation: int | str) -> str:
     return hashlib.sha256(f"{bucket}/{name}#{generation}".encode()).hexdigest()[:32]
 
 
-def lifecycle_fields() -> dict[str, Any]:
-    """Every document carries its creation time and the Firestore TTL field that deletes it."""
-    now = datetime.now(UTC)
-    return {"created_at": firestore.SERVER_TIMESTAMP, "expire_at": now + timedelta(days=settings().retention_days)}
+def lifecycle_fields(expire_at: datetime | None = None, days: int | None = None) -> dict[str, Any]:
+    """Every document carries its creation time and the Firestore TTL field that deletes it (infra/firestore.tf):
+    `expire_at` when it must go with another document (a report with its prediction), else `days` from now
+    (by default the retention period of health data)."""
+    days = settings().retention_days if days is None else days
+    return {"created_at": firestore.SERVER_TIMESTAMP, "expire_at": expire_at or datetime.now(UTC) + timedelta(days=days)}
 
 
 def prediction(id_: str) -> firestore.DocumentReference:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import io
 import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from feedback_support import CLINICIAN_KEY, RETRAIN_SUBSCRIPTION, pull, report
 
 from deepskin.core.report import MAX_BODY
-from deepskin.services import identity, store
+from deepskin.services import feedback, identity, store
 from deepskin.services.config import settings
 
 ORIGIN = "http://localhost:8080"
@@ -90,10 +91,31 @@ def test_user_report_is_a_signal_stored_and_published_once(feedback_client, pred
     [doc] = feedback_docs()
     assert doc["comment"] == "my GP said it is a mole" and doc["published"] and doc["reporter"] is None
     assert "training_image" not in doc and doc["model_version"]
-    assert 29 <= (doc["expire_at"] - doc["created_at"]).days <= 30
 
     reused = post(feedback_client, {**body, "label": "mel"}, {"X-DeepSkin-Token": token})
     assert reused.status_code == 409 and pull(RETRAIN_SUBSCRIPTION) == []
+
+
+def test_a_report_expires_with_its_prediction(feedback_client, prediction):
+    id_, token = prediction
+    soon = datetime.now(UTC) + timedelta(days=3)  # a prediction made 27 days ago
+    store.prediction(id_).update({"expire_at": soon})
+    assert post(feedback_client, report(id_), {"X-DeepSkin-Token": token}).status_code == 202
+    assert post(feedback_client, report(id_, role="clinician"), CLINICIAN).status_code == 202
+    assert [doc["expire_at"] for doc in feedback_docs()] == [soon, soon]
+
+
+def test_a_prediction_takes_a_few_reports_per_role(feedback_client, prediction):
+    id_, token = prediction
+    owner = {"X-DeepSkin-Token": token}
+    accepted = [report(id_, idempotency_key=f"key-{i}") for i in range(feedback.REPORTS_PER_PREDICTION["user"])]
+    assert [post(feedback_client, body, owner).status_code for body in accepted] == [202] * len(accepted)
+    refused = post(feedback_client, report(id_, idempotency_key="one-too-many"), owner)
+    assert (refused.status_code, refused.get_json()["error"]) == (429, "too_many_reports")
+    assert post(feedback_client, accepted[0], owner).status_code == 202  # a retry is not a new report
+    assert post(feedback_client, report(id_, role="clinician"), CLINICIAN).status_code == 202  # its own share
+    assert len(feedback_docs()) == len(accepted) + 1
+    assert len(pull(RETRAIN_SUBSCRIPTION)) == len(accepted) + 1  # the refused report reached no ledger
 
 
 def test_clinician_report_is_a_training_label_with_its_image_copied(feedback_client, prediction):
