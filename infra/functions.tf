@@ -66,6 +66,8 @@ locals {
     DEEPSKIN_FEEDBACK_TOPIC      = google_pubsub_topic.feedback.name
     DEEPSKIN_FEEDBACK_DEAD_TOPIC = google_pubsub_topic.feedback_dead.name
     DEEPSKIN_RETENTION_DAYS      = tostring(var.retention_days)
+    # Jobs and gate decisions (Firestore TTL, firestore.tf).
+    DEEPSKIN_RECORD_RETENTION_DAYS = tostring(var.record_retention_days)
     # Exact browser origins allowed by CORS on the HTTP functions. Always set:
     # unset, config.py would fall back to the local stack's localhost origins;
     # an empty list allows no browser origin at all.

@@ -49,6 +49,17 @@ variable "retention_days" {
   }
 }
 
+variable "record_retention_days" {
+  description = "DEEPSKIN_RECORD_RETENTION_DAYS: days a retraining job's record and a promotion gate decision (both may name a clinician or operator; no image, no report text) are kept before the Firestore TTL on expire_at deletes them."
+  type        = number
+  default     = 365
+
+  validation {
+    condition     = var.record_retention_days >= 1 && var.record_retention_days <= 3650
+    error_message = "record_retention_days must be between 1 and 3650."
+  }
+}
+
 variable "training_data_retention_days" {
   description = "Days after which any other object in the training bucket (e.g. the copied public HAM10000 data set) is deleted. The training workflow re-syncs the data set when it is missing."
   type        = number

@@ -17,7 +17,8 @@ class Settings:
     training_bucket: str
     feedback_topic: str
     feedback_dead_topic: str
-    retention_days: int
+    retention_days: int  # health data: uploads, results, heatmaps, reports, the ledger's record of each report
+    record_retention_days: int  # what the learning loop did: training jobs and the gate's decisions
     allowed_origins: tuple[str, ...]
     model_path: str | None
 
@@ -34,6 +35,7 @@ def settings() -> Settings:
         feedback_topic=env("DEEPSKIN_FEEDBACK_TOPIC", "feedback"),
         feedback_dead_topic=env("DEEPSKIN_FEEDBACK_DEAD_TOPIC", "feedback-dead"),
         retention_days=int(env("DEEPSKIN_RETENTION_DAYS", "30")),
+        record_retention_days=int(env("DEEPSKIN_RECORD_RETENTION_DAYS", "365")),
         allowed_origins=tuple(o.strip() for o in env("DEEPSKIN_ALLOWED_ORIGINS", DEFAULT_ORIGINS).split(",")
                               if o.strip()),
         model_path=env("DEEPSKIN_MODEL_PATH") or None,

@@ -406,24 +406,66 @@ def _for_each_names(config: dict, body: dict) -> list[str]:
     return re.findall(r'"([A-Za-z0-9_-]+)"', str(expr).replace('\\"', '"'))
 
 
-def check_firestore(config: dict) -> list[str]:
-    problems = []
-    dbs = config["resource"].get("google_firestore_database", {})
-    if not any(b.get("type") == "FIRESTORE_NATIVE" for b in dbs.values()):
-        problems.append("no google_firestore_database in FIRESTORE_NATIVE mode")
-    ttl_collections = set()
+def ttl_collections(config: dict) -> set[str]:
+    """Collection groups with a Firestore TTL policy on expire_at."""
+    out = set()
     for body in config["resource"].get("google_firestore_field", {}).values():
         if body.get("field") != "expire_at" or "ttl_config" not in body:
             continue
         coll = body.get("collection", "")
         if "each." in coll:
-            ttl_collections.update(_for_each_names(config, body))
+            out.update(_for_each_names(config, body))
         else:
-            ttl_collections.add(coll)
+            out.add(coll)
+    return out
+
+
+def check_firestore(config: dict) -> list[str]:
+    problems = []
+    dbs = config["resource"].get("google_firestore_database", {})
+    if not any(b.get("type") == "FIRESTORE_NATIVE" for b in dbs.values()):
+        problems.append("no google_firestore_database in FIRESTORE_NATIVE mode")
     for coll in ("predictions", "feedback"):
-        if coll not in ttl_collections:
+        if coll not in ttl_collections(config):
             problems.append(f"no Firestore TTL policy on {coll}.expire_at")
     return problems
+
+
+# Collections the code writes that need no TTL: each holds single documents with no personal data.
+NO_TTL = {"ledger": "ledger/state: the counters and the active job's id",
+          "models": "models/baseline (the pinned baseline) and models/decisions, the parent of the decisions"}
+WRITERS = ("deepskin", "training", "functions")
+
+
+def code_collections(roots: tuple[Path, ...] = tuple(REPO / r for r in WRITERS)) -> set[str]:
+    """Collection ids named in the `.collection(...)` calls of the code, module constants (JOBS, store.FEEDBACK)
+    resolved; an argument that cannot be resolved is returned as its source text, so that it is flagged."""
+    constants, arguments = {}, []
+    for path in sorted(p for root in roots for p in root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) \
+                    and isinstance(node.value.value, str):
+                constants.update({target.id: node.value.value for target in node.targets
+                                  if isinstance(target, ast.Name)})
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                    and node.func.attr in ("collection", "collection_group") and node.args:
+                arguments.append(node.args[0])
+    names = set()
+    for argument in arguments:
+        name = argument.id if isinstance(argument, ast.Name) else \
+            argument.attr if isinstance(argument, ast.Attribute) else None
+        if isinstance(argument, ast.Constant):
+            names.add(argument.value)
+        else:
+            names.add(constants.get(name, ast.unparse(argument)))
+    return names
+
+
+def check_firestore_ttl(config: dict, written: set[str] | None = None) -> list[str]:
+    """Every collection the code writes is deleted by a TTL policy, or is listed in NO_TTL with its reason."""
+    written = code_collections() if written is None else written
+    return [f"collection {coll!r} is written by the code but has no Firestore TTL policy on expire_at"
+            for coll in sorted(written - ttl_collections(config) - set(NO_TTL))]
 
 
 def check_pubsub(config: dict) -> list[str]:
@@ -801,7 +843,7 @@ def check_entry_points(config: dict, repo: Path = REPO) -> list[str]:
 
 
 ALL_CHECKS = (check_no_public_members, check_buckets, check_function_service_accounts, check_triggers,
-              check_runtime_and_sizing, check_firestore, check_pubsub, check_iam, check_references,
+              check_runtime_and_sizing, check_firestore, check_firestore_ttl, check_pubsub, check_iam, check_references,
               check_required_settings, check_function_permissions, check_registry_pointer_writers,
               check_function_definition, check_moved, check_entry_points)
 
@@ -1003,6 +1045,25 @@ output "y" {
     assert check_descriptions(bad, "variable") == ["variable x has no description"]
     assert check_descriptions(bad, "output") == ["output y has no description"]
     assert "undeclared variable var.nope" in check_references(bad)
+
+
+def test_every_collection_the_code_writes_expires(tmp_path):
+    assert {"predictions", "feedback", "seen", "jobs", "ledger", "models"} <= code_collections()
+    (tmp_path / "writer.py").write_text('AUDIT = "audit"\n'
+                                       'def write(db, name):\n'
+                                       '    db.collection(AUDIT).add({})\n'
+                                       '    db.collection(name).add({})\n'
+                                       '    db.collection("predictions").add({})\n')
+    assert code_collections((tmp_path,)) == {"audit", "name", "predictions"}
+    only_results = parse_hcl('''
+resource "google_firestore_field" "ttl" {
+  collection = "predictions"
+  field      = "expire_at"
+  ttl_config {}
+}
+''')
+    assert check_firestore_ttl(only_results, {"predictions", "jobs", "ledger"}) == [
+        "collection 'jobs' is written by the code but has no Firestore TTL policy on expire_at"]
 
 
 def test_checker_flags_broad_project_roles():
