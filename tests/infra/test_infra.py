@@ -497,6 +497,41 @@ def check_pubsub(config: dict) -> list[str]:
     return problems
 
 
+MAX_MESSAGE_RETENTION_S = 86400  # messages name result and report ids and labels: a day at most
+
+
+def seconds(config: dict, duration) -> int | None:
+    """'86400s' -> 86400, following local.X; None when it is not a literal duration."""
+    if isinstance(duration, str) and (m := _LOCAL.fullmatch(duration)):
+        return seconds(config, config["locals"].get(m.group(1)))
+    m = re.fullmatch(r"(\d+)s", str(duration))
+    return int(m.group(1)) if m else None
+
+
+def check_pubsub_retention(config: dict) -> list[str]:
+    """Acknowledged messages are not kept anywhere, and unacknowledged ones for a day at most: no topic retention
+    (it keeps acknowledged messages for seek), no subscription retaining acked messages, every subscription
+    (the Eventarc ones through the gcloud policy) expiring its messages within MAX_MESSAGE_RETENTION_S."""
+    problems = [f"google_pubsub_topic.{name}: topic retention keeps acknowledged messages"
+                for name, body in config["resource"].get("google_pubsub_topic", {}).items()
+                if "message_retention_duration" in body]
+    retained = {f"google_pubsub_subscription.{name}": (body.get("retain_acked_messages"),
+                                                       body.get("message_retention_duration"))
+                for name, body in config["resource"].get("google_pubsub_subscription", {}).items()}
+    policy = config["locals"].get("feedback_subscription_policy", {})
+    command = str(first(config["resource"].get("terraform_data", {}).get("subscription_policy", {})
+                        .get("provisioner", [{}])[0].get("local-exec")).get("command", ""))
+    acked = False if "--no-retain-acked-messages" in command else None
+    retained["the Eventarc subscriptions' policy"] = (acked, policy.get("message_retention_duration")
+                                                      if "--message-retention-duration" in command else None)
+    for where, (keeps_acked, duration) in retained.items():
+        if keeps_acked is not False:
+            problems.append(f"{where}: retain_acked_messages must be false")
+        if (seconds(config, duration) or MAX_MESSAGE_RETENTION_S + 1) > MAX_MESSAGE_RETENTION_S:
+            problems.append(f"{where}: message_retention_duration {duration!r} is over {MAX_MESSAGE_RETENTION_S}s")
+    return problems
+
+
 # Who may call each HTTP function: users' clients the user-facing two, operators alone the operator page's data.
 HTTP_CALLERS = {"predict_http": "var.invoker_members", "feedback": "var.invoker_members", "ops": "var.operator_members"}
 
@@ -843,7 +878,7 @@ def check_entry_points(config: dict, repo: Path = REPO) -> list[str]:
 
 
 ALL_CHECKS = (check_no_public_members, check_buckets, check_function_service_accounts, check_triggers,
-              check_runtime_and_sizing, check_firestore, check_firestore_ttl, check_pubsub, check_iam, check_references,
+              check_runtime_and_sizing, check_firestore, check_firestore_ttl, check_pubsub, check_pubsub_retention, check_iam, check_references,
               check_required_settings, check_function_permissions, check_registry_pointer_writers,
               check_function_definition, check_moved, check_entry_points)
 
@@ -1064,6 +1099,20 @@ resource "google_firestore_field" "ttl" {
 ''')
     assert check_firestore_ttl(only_results, {"predictions", "jobs", "ledger"}) == [
         "collection 'jobs' is written by the code but has no Firestore TTL policy on expire_at"]
+
+
+def test_checker_flags_retained_messages(stack):
+    bad = copy.deepcopy(stack)
+    bad["resource"]["google_pubsub_topic"]["feedback"]["message_retention_duration"] = "604800s"
+    bad["resource"]["google_pubsub_subscription"]["feedback_dead"].update(
+        retain_acked_messages=True, message_retention_duration="604800s")
+    exec_ = bad["resource"]["terraform_data"]["subscription_policy"]["provisioner"][0]["local-exec"]
+    first(exec_)["command"] = first(exec_)["command"].replace("--no-retain-acked-messages", "")
+    assert check_pubsub_retention(bad) == [
+        "google_pubsub_topic.feedback: topic retention keeps acknowledged messages",
+        "google_pubsub_subscription.feedback_dead: retain_acked_messages must be false",
+        "google_pubsub_subscription.feedback_dead: message_retention_duration '604800s' is over 86400s",
+        "the Eventarc subscriptions' policy: retain_acked_messages must be false"]
 
 
 def test_checker_flags_broad_project_roles():
