@@ -44,8 +44,8 @@ output "feedback_http_url" {
 }
 
 output "ops_http_url" {
-  description = "HTTPS URL of the ops function (the operator page's data); only var.operator_members may invoke it, e.g. through `gcloud run services proxy`."
-  value       = google_cloudfunctions2_function.fn["ops"].url
+  description = "HTTPS URL of the ops function (the operator page's data), the audience its operators' ID tokens are minted for; only var.operator_members may invoke it, and only var.operator_emails are admitted."
+  value       = local.ops_audience
 }
 
 output "function_names" {

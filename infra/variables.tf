@@ -140,6 +140,23 @@ variable "allowed_origins" {
   }
 }
 
+variable "operator_emails" {
+  description = "DEEPSKIN_OPERATORS: Google account e-mails (verified) the ops function admits. Each must also be allowed to invoke it (operator_members, e.g. through a group). Their ID token must be minted for output ops_http_url or one of operator_token_audiences. Empty: nobody reads the operator page."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for e in var.operator_emails : can(regex("^[^@,\\s]+@[^@,\\s]+\\.[^@,\\s]+$", e))])
+    error_message = "operator_emails must be plain e-mail addresses (no commas or spaces)."
+  }
+}
+
+variable "operator_token_audiences" {
+  description = "Audiences accepted on operators' ID tokens besides the ops function's own URL (output ops_http_url), e.g. the OAuth client ID of the sign-in an operator's tool uses. Each one widens where a token minted for something else is accepted: keep it short."
+  type        = list(string)
+  default     = []
+}
+
 variable "clinician_emails" {
   description = "DEEPSKIN_CLINICIANS: Google account e-mails (verified) whose feedback counts as a training label and who may ask for a retrain (POST /retrain). Their ID token must be minted for output feedback_http_url, and they must also be allowed to invoke the feedback function (invoker_members, e.g. through a group). Empty: nobody is a clinician; user feedback still works."
   type        = list(string)

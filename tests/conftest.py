@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 from functions_framework import create_app
+from google.auth import crypt, jwt
 
 from deepskin.core.bundle import BUNDLED_MODEL
-from deepskin.services import jobs, registry, store
+from deepskin.services import identity, jobs, registry, store
 from deepskin.services.config import settings
 from local.emulators import DEFAULT_PROJECT, Emulators, create_resources
 
@@ -142,6 +143,41 @@ def clinician(monkeypatch) -> dict[str, str]:
     key = "test-clinician-key"
     monkeypatch.setenv("DEEPSKIN_LOCAL_CLINICIAN_KEYS", hashlib.sha256(key.encode()).hexdigest())
     return {"X-DeepSkin-Clinician": key}
+
+
+IDENTITY = Path(__file__).parent / "fixtures" / "identity"
+
+
+class GoogleTokens:
+    """Google-shaped ID tokens signed with the test key (tests/fixtures/identity), whose certificate stands in for
+    Google's in deepskin.services.identity: verification runs for real, without a network."""
+
+    KEY_ID = "test-key"
+
+    def __init__(self):
+        self.signer = crypt.RSASigner.from_string((IDENTITY / "signing-key.pem").read_text(), key_id=self.KEY_ID)
+        self.certs = {self.KEY_ID: (IDENTITY / "signing-cert.pem").read_text()}
+        self.fetches = 0
+
+    def fetch(self) -> dict[str, str]:
+        self.fetches += 1
+        return self.certs
+
+    def mint(self, email: str, audience: str, **claims) -> str:
+        now = int(time.time())
+        payload = {"iss": "https://accounts.google.com", "aud": audience, "email": email, "email_verified": True,
+                   "iat": now, "exp": now + 600, **claims}
+        return jwt.encode(self.signer, payload).decode()
+
+    def bearer(self, email: str, audience: str, **claims) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.mint(email, audience, **claims)}"}
+
+
+@pytest.fixture
+def google_tokens(monkeypatch) -> GoogleTokens:
+    tokens = GoogleTokens()
+    monkeypatch.setattr(identity, "google_certs", identity.Certificates(tokens.fetch))
+    return tokens
 
 
 def older_refusal(candidate: str, current: str, job_id: str) -> dict:

@@ -60,7 +60,8 @@ def lifecycle_fields(expire_at: datetime | None = None, days: int | None = None)
     `expire_at` when it must go with another document (a report with its prediction), else `days` from now
     (by default the retention period of health data)."""
     days = settings().retention_days if days is None else days
-    return {"created_at": firestore.SERVER_TIMESTAMP, "expire_at": expire_at or datetime.now(UTC) + timedelta(days=days)}
+    expire_at = expire_at or datetime.now(UTC) + timedelta(days=days)
+    return {"created_at": firestore.SERVER_TIMESTAMP, "expire_at": expire_at}
 
 
 def prediction(id_: str) -> firestore.DocumentReference:

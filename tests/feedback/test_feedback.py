@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -141,31 +142,54 @@ def test_clinician_report_is_a_training_label_with_its_image_copied(feedback_cli
 
 
 def test_on_google_cloud_only_a_verified_allowlisted_google_identity_is_a_clinician(feedback_client, prediction,
-                                                                                 monkeypatch):
+                                                                                 monkeypatch, google_tokens):
     id_, _ = prediction
+    audience = "https://feedback.example.run.app"
     monkeypatch.setenv("K_SERVICE", "deepskin-feedback")  # as on Cloud Run: the local key means nothing
-    monkeypatch.setenv("DEEPSKIN_FEEDBACK_AUDIENCE", "https://feedback.example.run.app")
+    monkeypatch.setenv("DEEPSKIN_FEEDBACK_AUDIENCE", audience)
     monkeypatch.setenv("DEEPSKIN_CLINICIANS", "derm@example.org, other@example.org")
-    tokens = {"good": {"email": "Derm@example.org", "email_verified": True},
-              "unverified": {"email": "derm@example.org", "email_verified": False},
-              "stranger": {"email": "someone@example.org", "email_verified": True}}
-
-    def verify(token, request, audience):
-        assert audience == "https://feedback.example.run.app"
-        if token not in tokens:
-            raise ValueError("bad signature")
-        return tokens[token]
-
-    monkeypatch.setattr(identity.id_token, "verify_oauth2_token", verify)
+    good = google_tokens.bearer("Derm@example.org", audience)
     as_clinician = report(id_, role="clinician")
-    for headers in (CLINICIAN, {"Authorization": "Bearer forged"}, {"Authorization": "Bearer unverified"},
-                    {"Authorization": "Bearer stranger"}, {"Authorization": "Basic good"}):
+    for headers in (CLINICIAN, {"Authorization": "Bearer forged"},
+                    google_tokens.bearer("derm@example.org", audience, email_verified=False),
+                    google_tokens.bearer("someone@example.org", audience),
+                    google_tokens.bearer("derm@example.org", "https://elsewhere.example"),
+                    google_tokens.bearer("derm@example.org", audience, iss="https://evil.example"),
+                    google_tokens.bearer("derm@example.org", audience, exp=int(time.time()) - 3600),
+                    {"Authorization": good["Authorization"].replace("Bearer", "Basic")}):
         assert post(feedback_client, as_clinician, headers).status_code == 403, headers
-    response = post(feedback_client, as_clinician, {"Authorization": "Bearer good"})
+    response = post(feedback_client, as_clinician, good)
     assert response.status_code == 202 and response.get_json()["counts_as"] == "training_label"
     assert feedback_docs()[0]["reporter"] == "google:derm@example.org"
     monkeypatch.delenv("DEEPSKIN_FEEDBACK_AUDIENCE")  # misconfigured: never an open door
-    assert post(feedback_client, report(id_, role="clinician"), {"Authorization": "Bearer good"}).status_code == 403
+    assert post(feedback_client, report(id_, role="clinician"), good).status_code == 403
+
+
+def test_a_failed_certificate_fetch_is_never_a_500(feedback_client, prediction, monkeypatch, google_tokens):
+    """Google's certificates are cached: a fetch that fails once is answered from the cache; with nothing cached
+    the clinician is told to try again (503), and the user's own report is unaffected."""
+    id_, token = prediction
+    audience = "https://feedback.example.run.app"
+    monkeypatch.setenv("K_SERVICE", "deepskin-feedback")
+    monkeypatch.setenv("DEEPSKIN_FEEDBACK_AUDIENCE", audience)
+    monkeypatch.setenv("DEEPSKIN_CLINICIANS", "derm@example.org")
+    clinician = google_tokens.bearer("derm@example.org", audience)
+
+    def unreachable():
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(identity, "google_certs", identity.Certificates(unreachable))
+    refused = post(feedback_client, report(id_, role="clinician"), clinician)
+    assert (refused.status_code, refused.get_json()["error"]) == (503, "identity_unavailable")
+    assert post(feedback_client, report(id_), {"X-DeepSkin-Token": token}).status_code == 202
+
+    fetches = iter([google_tokens.certs])
+    now = [0.0]
+    certs = identity.Certificates(lambda: next(fetches) if now[0] == 0 else unreachable(), clock=lambda: now[0])
+    monkeypatch.setattr(identity, "google_certs", certs)
+    assert post(feedback_client, report(id_, role="clinician"), clinician).status_code == 202
+    now[0] = identity.CERTS_REFRESH_S + 1  # due for a refresh, which fails: the cached certificates answer
+    assert post(feedback_client, report(id_, role="clinician", label="nv"), clinician).status_code == 202
 
 
 def test_manual_retrain_request_needs_a_clinician(feedback_client):

@@ -607,6 +607,13 @@ ENV_NAME = re.compile(r"\bDEEPSKIN_[A-Z0-9_]+\b")
 SAFE_DEFAULTS = {
     # Local stand-in for clinician identity: ignored on Cloud Run (K_SERVICE is set); unset admits nobody.
     "DEEPSKIN_LOCAL_CLINICIAN_KEYS": "local stack only",
+    # Who is a clinician or an operator, and for which audiences their tokens are minted (deepskin.services.config,
+    # which every function imports): unset admits nobody. The feedback and ops functions must set theirs
+    # (check_required_settings).
+    "DEEPSKIN_CLINICIANS": "nobody is a clinician",
+    "DEEPSKIN_FEEDBACK_AUDIENCE": "every clinician token refused",
+    "DEEPSKIN_OPERATORS": "nobody is an operator",
+    "DEEPSKIN_OPS_AUDIENCES": "every operator token refused",
     # Unset: the model registry is on wherever K_SERVICE is set (Cloud Run); only "off" disables it.
     "DEEPSKIN_MODEL_REGISTRY": "registry on in the cloud",
     # Unset: 0 = the promotion gate evaluates its whole frozen gate set (the strictest gate).
@@ -621,10 +628,9 @@ SAFE_DEFAULTS = {
 
 # Read by modules a function imports but never on that function's code path (per staged source).
 NOT_ON_CODE_PATH = {
-    # functions/ops checks a clinician only locally (the clinician key, deepskin.services.identity); on Cloud Run,
-    # IAM admits operators. It reads the ledger and job documents through deepskin.services.jobs, but never counts,
+    # functions/ops reads the ledger and job documents through deepskin.services.jobs, but never counts,
     # launches or gates a job.
-    "ops": {"DEEPSKIN_FEEDBACK_AUDIENCE", "DEEPSKIN_CLINICIANS", "DEEPSKIN_JOB_LAUNCHER", "DEEPSKIN_REGION",
+    "ops": {"DEEPSKIN_JOB_LAUNCHER", "DEEPSKIN_REGION",
             "DEEPSKIN_RETRAIN_CONFIG", "DEEPSKIN_RETRAIN_MIN_LABELS", "DEEPSKIN_TRAINING_ACCELERATOR",
             "DEEPSKIN_TRAINING_ACCELERATORS", "DEEPSKIN_TRAINING_IMAGE", "DEEPSKIN_TRAINING_MACHINE_TYPE",
             "DEEPSKIN_TRAINING_SERVICE_ACCOUNT", "DEEPSKIN_JOB_TIMEOUT_S"},
@@ -729,6 +735,14 @@ def check_required_settings(config: dict) -> list[str]:
     conditions = [str(c.get("condition")) for lc in feedback.get("lifecycle", []) for c in lc.get("postcondition", [])]
     if not any(refers_to(c, "self.url") and refers_to(c, "local.feedback_audience") for c in conditions):
         problems.append("feedback: no postcondition that its url is local.feedback_audience (the audience is computed)")
+    want("ops", "DEEPSKIN_OPERATORS", lambda v: refers_to(v, "var.operator_emails"),
+         "must come from var.operator_emails")
+    want("ops", "DEEPSKIN_OPS_AUDIENCES", lambda v: refers_to(v, "local.ops_audience"),
+         "must include the computed URL of the ops function (local.ops_audience)")
+    ops = functions(config).get("ops", {})
+    conditions = [str(c.get("condition")) for lc in ops.get("lifecycle", []) for c in lc.get("postcondition", [])]
+    if not any(refers_to(c, "self.url") and refers_to(c, "local.ops_audience") for c in conditions):
+        problems.append("ops: no postcondition that its url is local.ops_audience (the audience is computed)")
     want("retrain_trigger", "DEEPSKIN_JOB_LAUNCHER", lambda v: v == '"vertex"', 'must be "vertex"')
     want("retrain_trigger", "DEEPSKIN_RETRAIN_MIN_LABELS", lambda v: refers_to(v, "var.retrain_min_labels"),
          "must come from var.retrain_min_labels")
@@ -1223,11 +1237,11 @@ resource "google_cloudfunctions2_function" "retrain_trigger" {
 def test_checker_flags_unset_function_env():
     bad = parse_hcl(BAD_FUNCTIONS)
     assert set(function_env(bad)["feedback"][1]) == {"DEEPSKIN_UPLOADS_BUCKET", "DEEPSKIN_CLINICIANS"}
-    reads = {"feedback": {"DEEPSKIN_UPLOADS_BUCKET", "DEEPSKIN_FEEDBACK_AUDIENCE", "DEEPSKIN_LOCAL_CLINICIAN_KEYS"},
+    reads = {"feedback": {"DEEPSKIN_UPLOADS_BUCKET", "DEEPSKIN_RESULTS_BUCKET", "DEEPSKIN_LOCAL_CLINICIAN_KEYS"},
              "retrain_trigger": {"DEEPSKIN_RETRAIN_MIN_LABELS"}}
     problems = check_function_env(bad, reads)
     assert len(problems) == 2, problems
-    assert "feedback" in problems[0] and "DEEPSKIN_FEEDBACK_AUDIENCE" in problems[0]
+    assert "feedback" in problems[0] and "DEEPSKIN_RESULTS_BUCKET" in problems[0]
     assert "retrain_trigger" in problems[1] and "DEEPSKIN_RETRAIN_MIN_LABELS" in problems[1]
 
 
@@ -1235,7 +1249,8 @@ def test_checker_flags_wrong_function_settings():
     problems = "\n".join(check_required_settings(parse_hcl(BAD_FUNCTIONS)))
     for needle in ("DEEPSKIN_FEEDBACK_AUDIENCE = None", "DEEPSKIN_JOB_LAUNCHER = '\"local\"'",
                    "DEEPSKIN_RETRAIN_MIN_LABELS = None", "DEEPSKIN_TRAINING_IMAGE = None",
-                   "local.feedback_audience must be"):
+                   "local.feedback_audience must be", "DEEPSKIN_OPERATORS = None", "DEEPSKIN_OPS_AUDIENCES = None",
+                   "ops: no postcondition"):
         assert needle in problems, needle
     perms = "\n".join(check_function_permissions(parse_hcl('''
 resource "google_project_iam_member" "x" {
