@@ -184,7 +184,7 @@ locals {
       entry_point     = "predict_http"
       service_account = "predict_http"
       sizing          = local.predict_sizing
-      ingress         = "ALLOW_ALL" # reachable, but IAM still requires an identity token
+      ingress         = "ALLOW_INTERNAL_AND_GCLB" # through the edge's per-caller limits only (edge.tf); IAM still requires an identity token
       env             = local.predict_env
       trigger         = null
     }
@@ -213,7 +213,7 @@ locals {
       entry_point     = "feedback_http"
       service_account = "feedback"
       sizing          = { memory = "512Mi", cpu = "1", concurrency = 10, min_instances = 0, max_instances = var.feedback_max_instances, timeout = 30 }
-      ingress         = "ALLOW_ALL" # IAM still requires an identity token
+      ingress         = "ALLOW_INTERNAL_AND_GCLB" # through the edge's per-caller limits only (edge.tf); IAM still requires an identity token
       env             = local.feedback_env
       trigger         = null
     }

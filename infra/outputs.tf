@@ -112,3 +112,18 @@ output "vertex_training_spec" {
   description = "Settings for submitting Vertex AI custom training jobs (region, service account, image, machine, accelerator, /gcs data and runs paths)."
   value       = local.vertex_training_spec
 }
+
+output "edge_ip" {
+  description = "IP address of the edge load balancer (edge.tf): var.edge_domain's DNS A record must point here."
+  value       = google_compute_global_address.edge.address
+}
+
+output "edge_predict_url" {
+  description = "Where clients POST photos and read or delete results: predict_http behind the per-caller limits (edge.tf)."
+  value       = "https://${var.edge_domain}/predict"
+}
+
+output "edge_feedback_url" {
+  description = "Where clients POST reports: the feedback function behind the per-caller limits (edge.tf). Clinicians still mint their ID tokens for output feedback_http_url."
+  value       = "https://${var.edge_domain}/feedback"
+}

@@ -89,6 +89,33 @@ variable "invoker_members" {
   }
 }
 
+variable "edge_domain" {
+  description = "DNS name of the load balancer in front of predict_http and feedback (edge.tf), e.g. api.deepskin.example.org: Google issues its certificate, and its A record must point at output edge_ip. Clients call https://<edge_domain>/predict/ and /feedback/."
+  type        = string
+
+  validation {
+    condition     = can(regex("^([a-z0-9]([a-z0-9-]*[a-z0-9])?\\.)+[a-z]{2,}$", var.edge_domain))
+    error_message = "edge_domain must be a plain lower-case DNS name such as api.deepskin.example.org."
+  }
+}
+
+variable "edge_rate_limits" {
+  description = "Requests a minute that one caller (its ID token) may send through the edge to each function before Cloud Armor answers 429 (edge.tf). A person checks a photo or two a minute; a clinic's client that posts for many people needs a higher limit."
+  type = object({
+    predict_per_minute  = number
+    feedback_per_minute = number
+  })
+  default = {
+    predict_per_minute  = 30
+    feedback_per_minute = 30
+  }
+
+  validation {
+    condition     = var.edge_rate_limits.predict_per_minute >= 1 && var.edge_rate_limits.feedback_per_minute >= 1
+    error_message = "edge_rate_limits must allow at least one request a minute."
+  }
+}
+
 variable "operator_members" {
   description = "IAM members (e.g. group:deepskin-operators@example.com) granted roles/run.invoker on the ops function, the operator page's data (served model, gate decisions, feedback counts, ledger). allUsers and allAuthenticatedUsers are rejected."
   type        = list(string)

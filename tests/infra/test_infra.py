@@ -569,6 +569,42 @@ def check_iam(config: dict) -> list[str]:
     return problems
 
 
+def check_edge(config: dict) -> list[str]:
+    """Every HTTP function users call sits behind a per-caller limit (edge.tf): reachable only through the load
+    balancer, whose backend for it carries a Cloud Armor policy whose first rule throttles each caller's
+    Authorization header (its ID token) to var.edge_rate_limits a minute, answering 429 beyond."""
+    problems = []
+    fns = functions(config)
+    policies = instances(config, "google_compute_security_policy")
+    backends = instances(config, "google_compute_backend_service")
+    groups = instances(config, "google_compute_region_network_endpoint_group")
+    url_map = str(config["resource"].get("google_compute_url_map", {})).replace('\\"', '"')
+    for fn in (f for f, members in HTTP_CALLERS.items() if members == "var.invoker_members"):
+        ingress = first(fns.get(fn, {}).get("service_config")).get("ingress_settings")
+        if ingress != "ALLOW_INTERNAL_AND_GCLB":
+            problems.append(f"{fn}: ingress {ingress!r} lets callers around the edge (ALLOW_INTERNAL_AND_GCLB)")
+        if f'fn["{fn}"]' not in str(first(groups.get(fn, {}).get("cloud_run")).get("service")):
+            problems.append(f"{fn}: no serverless network endpoint group for it")
+        backend = backends.get(fn, {})
+        if f'network_endpoint_group.edge["{fn}"]' not in str(first(backend.get("backend")).get("group")):
+            problems.append(f"{fn}: no backend service on its network endpoint group")
+        if f'google_compute_security_policy.edge["{fn}"]' not in str(backend.get("security_policy")):
+            problems.append(f"{fn}: its backend service has no Cloud Armor policy")
+        if f'google_compute_backend_service.edge["{fn}"]' not in url_map:
+            problems.append(f"{fn}: the load balancer does not route to it")
+        rules = sorted(policies.get(fn, {}).get("rule", []), key=lambda rule: int(rule.get("priority", 0)))
+        limit = first(rules[0].get("rate_limit_options")) if rules and rules[0].get("action") == "throttle" else {}
+        if not (limit.get("enforce_on_key") == "HTTP_HEADER" and limit.get("enforce_on_key_name") == "Authorization"
+                and limit.get("exceed_action") == "deny(429)"
+                and refers_to(first(limit.get("rate_limit_threshold")).get("count"), "var.edge_rate_limits")):
+            problems.append(f"{fn}: the first rule of its Cloud Armor policy must throttle each caller's Authorization "
+                            "header to var.edge_rate_limits, with 429 beyond")
+    if not any("google_compute_target_https_proxy" in str(rule.get("target"))
+               for rule in config["resource"].get("google_compute_global_forwarding_rule", {}).values()):
+        problems.append("no HTTPS forwarding rule in front of the edge")
+    return problems
+
+
 def check_descriptions(config: dict, kind: str) -> list[str]:
     return [f"{kind} {name} has no description"
             for name, body in config[kind].items() if not str(body.get("description", "")).strip()]
@@ -892,9 +928,9 @@ def check_entry_points(config: dict, repo: Path = REPO) -> list[str]:
 
 
 ALL_CHECKS = (check_no_public_members, check_buckets, check_function_service_accounts, check_triggers,
-              check_runtime_and_sizing, check_firestore, check_firestore_ttl, check_pubsub, check_pubsub_retention, check_iam, check_references,
-              check_required_settings, check_function_permissions, check_registry_pointer_writers,
-              check_function_definition, check_moved, check_entry_points)
+              check_runtime_and_sizing, check_firestore, check_firestore_ttl, check_pubsub, check_pubsub_retention,
+              check_iam, check_edge, check_references, check_required_settings, check_function_permissions,
+              check_registry_pointer_writers, check_function_definition, check_moved, check_entry_points)
 
 
 # --------------------------------------------------------------------------------------
@@ -1127,6 +1163,20 @@ def test_checker_flags_retained_messages(stack):
         "google_pubsub_subscription.feedback_dead: retain_acked_messages must be false",
         "google_pubsub_subscription.feedback_dead: message_retention_duration '604800s' is over 86400s",
         "the Eventarc subscriptions' policy: retain_acked_messages must be false"]
+
+
+def test_checker_flags_a_way_around_the_edge_limits(stack):
+    bad = copy.deepcopy(stack)
+    bad["locals"]["functions"]["predict_http"]["ingress"] = "ALLOW_ALL"
+    rule = bad["resource"]["google_compute_security_policy"]["edge"]["rule"][0]
+    first(rule["rate_limit_options"])["enforce_on_key"] = "IP"  # one limit for a whole clinic behind one address
+    del bad["resource"]["google_compute_backend_service"]["edge"]["security_policy"]
+    problems = check_edge(bad)
+    assert "predict_http: ingress 'ALLOW_ALL' lets callers around the edge (ALLOW_INTERNAL_AND_GCLB)" in problems
+    for fn in ("predict_http", "feedback"):
+        assert f"{fn}: its backend service has no Cloud Armor policy" in problems
+        assert any(p.startswith(f"{fn}: the first rule of its Cloud Armor policy") for p in problems)
+    assert len(problems) == 5, problems
 
 
 def test_checker_flags_broad_project_roles():
