@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from functions_framework import create_app
 from google.auth import crypt, jwt
 
@@ -145,22 +147,22 @@ def clinician(monkeypatch) -> dict[str, str]:
     return {"X-DeepSkin-Clinician": key}
 
 
-IDENTITY = Path(__file__).parent / "fixtures" / "identity"
-
-
 class GoogleTokens:
-    """Google-shaped ID tokens signed with the test key (tests/fixtures/identity), whose certificate stands in for
-    Google's in deepskin.services.identity: verification runs for real, without a network."""
+    """Google-shaped ID tokens signed with a key made for this test, whose public half stands in for Google's
+    certificates in deepskin.services.identity: verification runs for real, without a network. (No key is kept
+    in the repository: tests/reliability forbids private keys there.)"""
 
     KEY_ID = "test-key"
 
     def __init__(self):
-        self.signer = crypt.RSASigner.from_string((IDENTITY / "signing-key.pem").read_text(), key_id=self.KEY_ID)
-        self.certs = {self.KEY_ID: (IDENTITY / "signing-cert.pem").read_text()}
-        self.fetches = 0
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption())
+        self.signer = crypt.RSASigner.from_string(private, key_id=self.KEY_ID)
+        self.certs = {self.KEY_ID: key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()}
 
     def fetch(self) -> dict[str, str]:
-        self.fetches += 1
         return self.certs
 
     def mint(self, email: str, audience: str, **claims) -> str:
