@@ -134,28 +134,21 @@ resource "google_compute_url_map" "edge" {
     name            = "functions"
     default_service = google_compute_backend_service.edge["predict_http"].id
 
-    route_rules {
-      priority = 1
-      service  = google_compute_backend_service.edge["predict_http"].id
-      match_rules {
-        prefix_match = local.edge_functions.predict_http.prefix
-      }
-      route_action {
-        url_rewrite {
-          path_prefix_rewrite = "/"
-        }
-      }
-    }
+    # One route a function: its prefix, cut off before the request reaches it.
+    dynamic "route_rules" {
+      for_each = local.edge_functions
+      content {
+        priority = index(keys(local.edge_functions), route_rules.key) + 1
+        service  = google_compute_backend_service.edge[route_rules.key].id
 
-    route_rules {
-      priority = 2
-      service  = google_compute_backend_service.edge["feedback"].id
-      match_rules {
-        prefix_match = local.edge_functions.feedback.prefix
-      }
-      route_action {
-        url_rewrite {
-          path_prefix_rewrite = "/"
+        match_rules {
+          prefix_match = route_rules.value.prefix
+        }
+
+        route_action {
+          url_rewrite {
+            path_prefix_rewrite = "/"
+          }
         }
       }
     }
