@@ -8,6 +8,7 @@ locals {
     "cloudbuild.googleapis.com",       # Cloud Functions builds
     "cloudfunctions.googleapis.com",   # 2nd gen functions
     "cloudscheduler.googleapis.com",   # the sweeper's schedule
+    "compute.googleapis.com",          # the edge: load balancer and Cloud Armor (edge.tf)
     "cloudresourcemanager.googleapis.com",
     "eventarc.googleapis.com",       # storage + Pub/Sub triggers
     "firestore.googleapis.com",      # predictions, feedback, models, ledger, jobs

@@ -1,8 +1,15 @@
-# Firestore in native mode. Collections used by the product: predictions,
-# feedback, models (promotion decisions), ledger, jobs. predictions and feedback carry personal health
-# data and have a TTL policy on `expire_at` (a timestamp the functions set to
-# creation time + var.retention_days). Firestore deletes expired documents
-# typically within 24 hours of expiry.
+# Firestore in native mode. Every collection the code writes has a TTL policy on
+# `expire_at`, set by the code (deepskin.services.store.lifecycle_fields), except
+# two single documents that hold no personal data (tests/infra check_firestore_ttl):
+#   predictions, feedback      health data: creation + var.retention_days; a report
+#                              expires with its prediction
+#   seen (ledger/state/seen)   the ledger's record of each counted message:
+#                              + var.retention_days, past its report's life
+#   jobs (top-level jobs/ and  retraining jobs and gate decisions, which name
+#   models/decisions/jobs/)    clinicians and operators: + var.record_retention_days
+#   ledger/state, models/baseline  counters and the pinned baseline: no TTL
+# A TTL policy applies to a collection group: "jobs" covers both collections of
+# that name. Firestore deletes expired documents typically within 24 hours.
 resource "google_firestore_database" "main" {
   project     = var.project_id
   name        = "(default)"
@@ -17,7 +24,7 @@ resource "google_firestore_database" "main" {
 }
 
 locals {
-  ttl_collections = toset(["predictions", "feedback"])
+  ttl_collections = toset(["predictions", "feedback", "seen", "jobs"])
 }
 
 resource "google_firestore_field" "expire_at_ttl" {

@@ -55,6 +55,8 @@ locals {
   # exactly the audience the function checks. (Domain-scoped project IDs such
   # as example.com:proj are not supported by this pattern.)
   feedback_audience = "https://${var.region}-${var.project_id}.cloudfunctions.net/${local.function_names.feedback}"
+  # The same for the ops function, whose operators' tokens it verifies (DEEPSKIN_OPS_AUDIENCES).
+  ops_audience = "https://${var.region}-${var.project_id}.cloudfunctions.net/${local.function_names.ops}"
 
   # Environment read by deepskin/services/config.py (every function imports it).
   common_env = {
@@ -66,6 +68,8 @@ locals {
     DEEPSKIN_FEEDBACK_TOPIC      = google_pubsub_topic.feedback.name
     DEEPSKIN_FEEDBACK_DEAD_TOPIC = google_pubsub_topic.feedback_dead.name
     DEEPSKIN_RETENTION_DAYS      = tostring(var.retention_days)
+    # Jobs and gate decisions (Firestore TTL, firestore.tf).
+    DEEPSKIN_RECORD_RETENTION_DAYS = tostring(var.record_retention_days)
     # Exact browser origins allowed by CORS on the HTTP functions. Always set:
     # unset, config.py would fall back to the local stack's localhost origins;
     # an empty list allows no browser origin at all.
@@ -88,6 +92,13 @@ locals {
   feedback_env = merge(local.common_env, {
     DEEPSKIN_FEEDBACK_AUDIENCE = local.feedback_audience
     DEEPSKIN_CLINICIANS        = join(",", var.clinician_emails)
+  })
+
+  # Ops: who is an operator (checked by the function itself, on top of IAM's
+  # operator_members), and the audiences their ID tokens may be minted for.
+  ops_env = merge(local.common_env, {
+    DEEPSKIN_OPERATORS     = join(",", var.operator_emails)
+    DEEPSKIN_OPS_AUDIENCES = join(",", concat([local.ops_audience], var.operator_token_audiences))
   })
 
   # Retrain trigger: when to train (ledger threshold) and how VertexLauncher
@@ -173,7 +184,7 @@ locals {
       entry_point     = "predict_http"
       service_account = "predict_http"
       sizing          = local.predict_sizing
-      ingress         = "ALLOW_ALL" # reachable, but IAM still requires an identity token
+      ingress         = "ALLOW_INTERNAL_AND_GCLB" # through the edge's per-caller limits only (edge.tf); IAM still requires an identity token
       env             = local.predict_env
       trigger         = null
     }
@@ -202,7 +213,7 @@ locals {
       entry_point     = "feedback_http"
       service_account = "feedback"
       sizing          = { memory = "512Mi", cpu = "1", concurrency = 10, min_instances = 0, max_instances = var.feedback_max_instances, timeout = 30 }
-      ingress         = "ALLOW_ALL" # IAM still requires an identity token
+      ingress         = "ALLOW_INTERNAL_AND_GCLB" # through the edge's per-caller limits only (edge.tf); IAM still requires an identity token
       env             = local.feedback_env
       trigger         = null
     }
@@ -240,8 +251,8 @@ locals {
     }
 
     # HTTP, operators only: the operator page's data (deepskin/services/ops.py), read-only.
-    # Only var.operator_members may invoke it (http_invoker); the function itself
-    # trusts that check on Cloud Run.
+    # Only var.operator_members may invoke it (http_invoker), and the function
+    # admits only a verified ID token of var.operator_emails (local.ops_env).
     # Concurrency 10: I/O-bound (Firestore + the models bucket).
     ops = {
       description     = "The served model, the promotion gate's decisions, feedback counts and the ledger, for operators (entry point ops_http)."
@@ -250,7 +261,7 @@ locals {
       service_account = "ops"
       sizing          = { memory = "512Mi", cpu = "1", concurrency = 10, min_instances = 0, max_instances = 2, timeout = 30 }
       ingress         = "ALLOW_ALL" # IAM still requires an operator's identity token
-      env             = local.common_env
+      env             = local.ops_env
       trigger         = null
     }
   }
@@ -316,6 +327,10 @@ resource "google_cloudfunctions2_function" "fn" {
     postcondition {
       condition     = each.key != "feedback" || self.url == local.feedback_audience
       error_message = "The feedback function's URL differs from DEEPSKIN_FEEDBACK_AUDIENCE (local.feedback_audience): clinician tokens would be refused."
+    }
+    postcondition {
+      condition     = each.key != "ops" || self.url == local.ops_audience
+      error_message = "The ops function's URL differs from local.ops_audience (DEEPSKIN_OPS_AUDIENCES): operator tokens would be refused."
     }
   }
 

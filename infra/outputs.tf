@@ -44,8 +44,8 @@ output "feedback_http_url" {
 }
 
 output "ops_http_url" {
-  description = "HTTPS URL of the ops function (the operator page's data); only var.operator_members may invoke it, e.g. through `gcloud run services proxy`."
-  value       = google_cloudfunctions2_function.fn["ops"].url
+  description = "HTTPS URL of the ops function (the operator page's data), the audience its operators' ID tokens are minted for; only var.operator_members may invoke it, and only var.operator_emails are admitted."
+  value       = local.ops_audience
 }
 
 output "function_names" {
@@ -111,4 +111,19 @@ output "serving_image_uri" {
 output "vertex_training_spec" {
   description = "Settings for submitting Vertex AI custom training jobs (region, service account, image, machine, accelerator, /gcs data and runs paths)."
   value       = local.vertex_training_spec
+}
+
+output "edge_ip" {
+  description = "IP address of the edge load balancer (edge.tf): var.edge_domain's DNS A record must point here."
+  value       = google_compute_global_address.edge.address
+}
+
+output "edge_predict_url" {
+  description = "Where clients POST photos and read or delete results: predict_http behind the per-caller limits (edge.tf)."
+  value       = "https://${var.edge_domain}/predict"
+}
+
+output "edge_feedback_url" {
+  description = "Where clients POST reports: the feedback function behind the per-caller limits (edge.tf). Clinicians still mint their ID tokens for output feedback_http_url."
+  value       = "https://${var.edge_domain}/feedback"
 }

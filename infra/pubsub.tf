@@ -2,13 +2,20 @@
 # it through an Eventarc trigger (functions.tf). Messages that fail
 # var.max_delivery_attempts times go to `feedback-dead`, which keeps them in a
 # pull subscription for inspection and replay.
+#
+# Retention: messages name result and report ids and labels, so nothing keeps
+# them past their use. No topic sets message_retention_duration (topic
+# retention keeps messages even once acknowledged, for seek); no subscription
+# retains acknowledged messages; an unacknowledged one is dropped after
+# local.message_retention (a day: the retries take under an hour, and a dead
+# letter is inspected within a day).
+locals {
+  message_retention = "86400s"
+}
 
 resource "google_pubsub_topic" "feedback" {
   name    = var.feedback_topic_name
   project = var.project_id
-
-  # Messages only reference Firestore document IDs; keep them no longer than a week.
-  message_retention_duration = "604800s"
 
   depends_on = [google_project_service.apis]
 }
@@ -16,8 +23,6 @@ resource "google_pubsub_topic" "feedback" {
 resource "google_pubsub_topic" "feedback_dead" {
   name    = var.feedback_dead_letter_topic_name
   project = var.project_id
-
-  message_retention_duration = "604800s"
 
   depends_on = [google_project_service.apis]
 }
@@ -29,8 +34,6 @@ resource "google_pubsub_topic" "uploads_dead" {
   project = var.project_id
 
   # The forwarded notification names the object only; the image stays in its bucket.
-  message_retention_duration = "604800s"
-
   depends_on = [google_project_service.apis]
 }
 
@@ -38,8 +41,6 @@ resource "google_pubsub_topic" "uploads_dead" {
 resource "google_pubsub_topic" "sweep" {
   name    = "${var.name_prefix}-sweep"
   project = var.project_id
-
-  message_retention_duration = "3600s" # a missed tick is replaced by the next one
 
   depends_on = [google_project_service.apis]
 }
@@ -67,7 +68,7 @@ resource "google_pubsub_subscription" "feedback_dead" {
   topic   = google_pubsub_topic.feedback_dead.id
 
   ack_deadline_seconds       = 60
-  message_retention_duration = "604800s" # 7 days, the Pub/Sub maximum
+  message_retention_duration = local.message_retention
   retain_acked_messages      = false
 
   expiration_policy {
@@ -83,10 +84,11 @@ resource "google_pubsub_subscription" "feedback_dead" {
 # terraform_data.subscription_policy below.
 locals {
   feedback_subscription_policy = {
-    min_retry_delay       = "10s"  # exponential backoff from 10 s ...
-    max_retry_delay       = "600s" # ... up to 10 min between attempts
-    max_delivery_attempts = var.max_delivery_attempts
-    dead_letter_topic     = google_pubsub_topic.feedback_dead.id
+    min_retry_delay            = "10s"  # exponential backoff from 10 s ...
+    max_retry_delay            = "600s" # ... up to 10 min between attempts
+    max_delivery_attempts      = var.max_delivery_attempts
+    dead_letter_topic          = google_pubsub_topic.feedback_dead.id
+    message_retention_duration = local.message_retention
   }
 
   upload_subscription_policy = merge(local.feedback_subscription_policy, {
@@ -141,7 +143,9 @@ resource "terraform_data" "subscription_policy" {
         --dead-letter-topic="${each.value.policy.dead_letter_topic}" \
         --max-delivery-attempts="${each.value.policy.max_delivery_attempts}" \
         --min-retry-delay="${each.value.policy.min_retry_delay}" \
-        --max-retry-delay="${each.value.policy.max_retry_delay}"
+        --max-retry-delay="${each.value.policy.max_retry_delay}" \
+        --message-retention-duration="${each.value.policy.message_retention_duration}" \
+        --no-retain-acked-messages
       gcloud pubsub subscriptions add-iam-policy-binding "$sub" \
         --member="${local.pubsub_service_agent}" \
         --role="roles/pubsub.subscriber" >/dev/null

@@ -49,6 +49,17 @@ variable "retention_days" {
   }
 }
 
+variable "record_retention_days" {
+  description = "DEEPSKIN_RECORD_RETENTION_DAYS: days a retraining job's record and a promotion gate decision (both may name a clinician or operator; no image, no report text) are kept before the Firestore TTL on expire_at deletes them."
+  type        = number
+  default     = 365
+
+  validation {
+    condition     = var.record_retention_days >= 1 && var.record_retention_days <= 3650
+    error_message = "record_retention_days must be between 1 and 3650."
+  }
+}
+
 variable "training_data_retention_days" {
   description = "Days after which any other object in the training bucket (e.g. the copied public HAM10000 data set) is deleted. The training workflow re-syncs the data set when it is missing."
   type        = number
@@ -75,6 +86,33 @@ variable "invoker_members" {
   validation {
     condition     = alltrue([for m in var.invoker_members : !contains(["allUsers", "allAuthenticatedUsers"], m)])
     error_message = "invoker_members must not contain allUsers or allAuthenticatedUsers: the HTTP functions handle health data."
+  }
+}
+
+variable "edge_domain" {
+  description = "DNS name of the load balancer in front of predict_http and feedback (edge.tf), e.g. api.deepskin.example.org: Google issues its certificate, and its A record must point at output edge_ip. Clients call https://<edge_domain>/predict/ and /feedback/."
+  type        = string
+
+  validation {
+    condition     = can(regex("^([a-z0-9]([a-z0-9-]*[a-z0-9])?\\.)+[a-z]{2,}$", var.edge_domain))
+    error_message = "edge_domain must be a plain lower-case DNS name such as api.deepskin.example.org."
+  }
+}
+
+variable "edge_rate_limits" {
+  description = "Requests a minute that one caller (its ID token) may send through the edge to each function before Cloud Armor answers 429 (edge.tf). A person checks a photo or two a minute; a clinic's client that posts for many people needs a higher limit."
+  type = object({
+    predict_per_minute  = number
+    feedback_per_minute = number
+  })
+  default = {
+    predict_per_minute  = 30
+    feedback_per_minute = 30
+  }
+
+  validation {
+    condition     = var.edge_rate_limits.predict_per_minute >= 1 && var.edge_rate_limits.feedback_per_minute >= 1
+    error_message = "edge_rate_limits must allow at least one request a minute."
   }
 }
 
@@ -127,6 +165,23 @@ variable "allowed_origins" {
     condition     = alltrue([for o in var.allowed_origins : can(regex("^https?://[^/*,\\s]+$", o))])
     error_message = "allowed_origins entries must look like https://host[:port] (no path, comma or wildcard)."
   }
+}
+
+variable "operator_emails" {
+  description = "DEEPSKIN_OPERATORS: Google account e-mails (verified) the ops function admits. Each must also be allowed to invoke it (operator_members, e.g. through a group). Their ID token must be minted for output ops_http_url or one of operator_token_audiences. Empty: nobody reads the operator page."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for e in var.operator_emails : can(regex("^[^@,\\s]+@[^@,\\s]+\\.[^@,\\s]+$", e))])
+    error_message = "operator_emails must be plain e-mail addresses (no commas or spaces)."
+  }
+}
+
+variable "operator_token_audiences" {
+  description = "Audiences accepted on operators' ID tokens besides the ops function's own URL (output ops_http_url), e.g. the OAuth client ID of the sign-in an operator's tool uses. Each one widens where a token minted for something else is accepted: keep it short."
+  type        = list(string)
+  default     = []
 }
 
 variable "clinician_emails" {

@@ -14,10 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from functions_framework import create_app
+from google.auth import crypt, jwt
 
 from deepskin.core.bundle import BUNDLED_MODEL
-from deepskin.services import jobs, registry, store
+from deepskin.services import identity, jobs, registry, store
 from deepskin.services.config import settings
 from local.emulators import DEFAULT_PROJECT, Emulators, create_resources
 
@@ -142,6 +145,41 @@ def clinician(monkeypatch) -> dict[str, str]:
     key = "test-clinician-key"
     monkeypatch.setenv("DEEPSKIN_LOCAL_CLINICIAN_KEYS", hashlib.sha256(key.encode()).hexdigest())
     return {"X-DeepSkin-Clinician": key}
+
+
+class GoogleTokens:
+    """Google-shaped ID tokens signed with a key made for this test, whose public half stands in for Google's
+    certificates in deepskin.services.identity: verification runs for real, without a network. (No key is kept
+    in the repository: tests/reliability forbids private keys there.)"""
+
+    KEY_ID = "test-key"
+
+    def __init__(self):
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption())
+        self.signer = crypt.RSASigner.from_string(private, key_id=self.KEY_ID)
+        self.certs = {self.KEY_ID: key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()}
+
+    def fetch(self) -> dict[str, str]:
+        return self.certs
+
+    def mint(self, email: str, audience: str, **claims) -> str:
+        now = int(time.time())
+        payload = {"iss": "https://accounts.google.com", "aud": audience, "email": email, "email_verified": True,
+                   "iat": now, "exp": now + 600, **claims}
+        return jwt.encode(self.signer, payload).decode()
+
+    def bearer(self, email: str, audience: str, **claims) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.mint(email, audience, **claims)}"}
+
+
+@pytest.fixture
+def google_tokens(monkeypatch) -> GoogleTokens:
+    tokens = GoogleTokens()
+    monkeypatch.setattr(identity, "google_certs", identity.Certificates(tokens.fetch))
+    return tokens
 
 
 def older_refusal(candidate: str, current: str, job_id: str) -> dict:

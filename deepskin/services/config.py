@@ -17,9 +17,16 @@ class Settings:
     training_bucket: str
     feedback_topic: str
     feedback_dead_topic: str
-    retention_days: int
+    retention_days: int  # health data: uploads, results, heatmaps, reports, the ledger's record of each report
+    record_retention_days: int  # what the learning loop did: training jobs and the gate's decisions
     allowed_origins: tuple[str, ...]
     model_path: str | None
+    # Who may do what (deepskin.services.identity); an empty list admits nobody.
+    clinicians: tuple[str, ...]  # verified Google e-mails
+    clinician_audience: str | None  # the feedback function's URL, which clinicians' ID tokens are minted for
+    operators: tuple[str, ...]  # verified Google e-mails that may read the operator page's data
+    operator_audiences: tuple[str, ...]  # audiences accepted on operators' ID tokens (the ops function's URL, ...)
+    local_clinician_keys: tuple[str, ...]  # sha256 of the local stand-in keys (emulators only)
 
 
 def settings() -> Settings:
@@ -34,7 +41,17 @@ def settings() -> Settings:
         feedback_topic=env("DEEPSKIN_FEEDBACK_TOPIC", "feedback"),
         feedback_dead_topic=env("DEEPSKIN_FEEDBACK_DEAD_TOPIC", "feedback-dead"),
         retention_days=int(env("DEEPSKIN_RETENTION_DAYS", "30")),
-        allowed_origins=tuple(o.strip() for o in env("DEEPSKIN_ALLOWED_ORIGINS", DEFAULT_ORIGINS).split(",")
-                              if o.strip()),
+        record_retention_days=int(env("DEEPSKIN_RECORD_RETENTION_DAYS", "365")),
+        allowed_origins=listed(env("DEEPSKIN_ALLOWED_ORIGINS", DEFAULT_ORIGINS)),
         model_path=env("DEEPSKIN_MODEL_PATH") or None,
+        clinicians=tuple(e.lower() for e in listed(env("DEEPSKIN_CLINICIANS", ""))),
+        clinician_audience=env("DEEPSKIN_FEEDBACK_AUDIENCE") or None,
+        operators=tuple(e.lower() for e in listed(env("DEEPSKIN_OPERATORS", ""))),
+        operator_audiences=listed(env("DEEPSKIN_OPS_AUDIENCES", "")),
+        local_clinician_keys=tuple(k.lower() for k in listed(env("DEEPSKIN_LOCAL_CLINICIAN_KEYS", ""))),
     )
+
+
+def listed(value: str) -> tuple[str, ...]:
+    """A comma-separated setting: its non-empty items, stripped."""
+    return tuple(item.strip() for item in value.split(",") if item.strip())

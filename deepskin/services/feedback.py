@@ -11,6 +11,9 @@ document, so a retry (whatever its idempotency key) is the same report and a lat
 earlier one; the ledger counts the document once, and retraining reads its latest label.
 A clinician's label on an assessed image also copies that image into the training bucket as
 `feedback/<report id>.<ext>` (the uploads bucket expires, and the training job may not read it).
+A report expires with its prediction (the same `expire_at`), and a prediction takes at most REPORTS_PER_PREDICTION
+reports of each role (counted on the prediction's document): past that, 429 too_many_reports, so that one token
+cannot fill Firestore and the ledger.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from google.api_core.exceptions import AlreadyExists, NotFound
+from google.api_core.exceptions import NotFound
+from google.cloud import firestore
 
 from deepskin.core.metadata import strip_metadata
 from deepskin.core.refused import Refused
@@ -31,6 +35,9 @@ from deepskin.services.pubsub import publish_message
 
 EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
 TRAINING_PREFIX = "feedback/"
+# Distinct reports a prediction takes from each role: a user may change their mind a few times; a clinician's
+# reports on one prediction are one document each (a later label replaces the earlier), so this caps clinicians.
+REPORTS_PER_PREDICTION = {"user": 3, "clinician": 10}
 
 
 def submit(report: Report, token: str | None, headers: Any) -> dict:
@@ -50,16 +57,16 @@ def submit(report: Report, token: str | None, headers: Any) -> dict:
     counts_as = TRAINING_LABEL if report.role == "clinician" else SIGNAL
     doc = store.firestore_client().collection(store.FEEDBACK).document(id_)
     fields = {**asdict(report), "counts_as": counts_as, "reporter": reporter, "published": False,
-              "model_version": result.get("model_version"), **store.lifecycle_fields()}
+              "model_version": result.get("model_version"), **store.lifecycle_fields(result.get("expire_at"))}
     fields.pop("idempotency_key")  # the id already encodes it; a client's key is not ours to keep
-    try:
-        doc.create(fields)
+    stored = create_within_cap(store.firestore_client().transaction(), doc, store.prediction(report.prediction_id),
+                               fields)
+    if stored is None:
         stored = fields
-    except AlreadyExists:
-        stored = doc.get().to_dict() or {}
+    else:
         changed = (stored.get("label"), stored.get("role")) != (report.label, report.role)
         if changed and reporter is None:
-            raise Refused(409, "idempotency_key_reused", "This idempotency_key was used for another report.") from None
+            raise Refused(409, "idempotency_key_reused", "This idempotency_key was used for another report.")
         if changed:  # the clinician's later word replaces the earlier; published again so the change is seen
             replaced = {k: fields[k] for k in ("label", "histopathology", "comment", "model_version")}
             doc.update({**replaced, "published": False})
@@ -73,6 +80,24 @@ def submit(report: Report, token: str | None, headers: Any) -> dict:
     publish(id_, report, counts_as)
     doc.update({"published": True})
     return {"report_id": id_, "counts_as": counts_as}
+
+
+@firestore.transactional
+def create_within_cap(transaction: firestore.Transaction, doc: firestore.DocumentReference,
+                      prediction: firestore.DocumentReference, fields: dict) -> dict | None:
+    """Create the report and count it on its prediction; the stored report instead when it exists already (a
+    retry, or a clinician's later word), and Refused(429) when the prediction has had its share of this role."""
+    existing = doc.get(transaction=transaction)
+    if existing.exists:
+        return existing.to_dict() or {}
+    role = fields["role"]
+    counted = ((prediction.get(transaction=transaction).to_dict() or {}).get("reports") or {}).get(role, 0)
+    if counted >= REPORTS_PER_PREDICTION[role]:
+        raise Refused(429, "too_many_reports",
+                      f"This prediction has had {counted} reports of this kind; no more are taken.")
+    transaction.create(doc, fields)
+    transaction.update(prediction, {f"reports.{role}": firestore.Increment(1)})
+    return None
 
 
 def copy_for_training(id_: str, label: str, upload: dict) -> str | None:

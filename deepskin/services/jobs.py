@@ -4,8 +4,10 @@ Firestore:
   ledger/state              {training_labels, signals, labels_at_last_job, active_job, active_job_expires_at,
                             last_job}
   ledger/state/seen/{key}   one per counted message (key: the report id, or the message id of a manual
-                            trigger), so a redelivered or republished message counts once
-  jobs/{id}                 {status: queued|running|done|failed, trigger, new_labels, launcher, handle, ...}
+                            trigger), so a redelivered or republished message counts once; it expires after the
+                            retention period, when its report (which expires with its prediction) is gone
+  jobs/{id}                 {status: queued|running|done|failed, trigger, new_labels, launcher, handle, ...},
+                            kept for $DEEPSKIN_RECORD_RETENTION_DAYS (Firestore TTL on `expire_at`, infra/firestore.tf)
 One transaction counts a message and, when the training labels since the last job reach
 $DEEPSKIN_RETRAIN_MIN_LABELS (default 50) or on a clinician's manual trigger, creates the queued job and
 marks it active; while a job is active no other starts. The launch happens after the commit (a
@@ -148,10 +150,10 @@ def count(transaction: firestore.Transaction, counted: Counted, threshold: int) 
         transaction.create(job_doc(job_id), {
             "status": "queued", "trigger": counted.kind, "requested_by": counted.requested_by,
             "new_labels": new_labels, "labels_at_previous_job": state.get("labels_at_last_job", 0),
-            "created_at": firestore.SERVER_TIMESTAMP})
+            **store.lifecycle_fields(days=settings().record_retention_days)})
         update.update(active_job=job_id, last_job=job_id, labels_at_last_job=labels,
                       active_job_expires_at=datetime.now(UTC) + job_timeout() + LEDGER_GRACE)
-    transaction.create(seen_ref, {"kind": counted.kind, "job": job_id, "at": firestore.SERVER_TIMESTAMP})
+    transaction.create(seen_ref, {"kind": counted.kind, "job": job_id, **store.lifecycle_fields()})
     transaction.set(state_ref, update, merge=True)
     return job_id
 
@@ -341,7 +343,8 @@ def custom_job(job_id: str) -> dict:
         machine.update(acceleratorType=accelerator,
                        acceleratorCount=int(env.get("DEEPSKIN_TRAINING_ACCELERATORS", "1")))
     passed = {"GOOGLE_CLOUD_PROJECT": config.project, "DEEPSKIN_MODELS_BUCKET": config.models_bucket,
-              "DEEPSKIN_TRAINING_BUCKET": config.training_bucket, "DEEPSKIN_RETENTION_DAYS": str(config.retention_days)}
+              "DEEPSKIN_TRAINING_BUCKET": config.training_bucket, "DEEPSKIN_RETENTION_DAYS": str(config.retention_days),
+              "DEEPSKIN_RECORD_RETENTION_DAYS": str(config.record_retention_days)}
     return {
         "displayName": f"deepskin-retrain-{job_id}",
         "jobSpec": {

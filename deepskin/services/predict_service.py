@@ -120,22 +120,29 @@ def claim_or_wait(id_: str, upload: dict, owner_token_sha256: str | None) -> str
 
 
 def predict_bytes(data: bytes, content_type: str, token: str, patient: PatientInfo = UNKNOWN) -> Outcome:
-    """An image sent over HTTP: store it as an upload (so delete and retention treat it alike), then score it.
+    """An image sent over HTTP: score it, then keep it as an upload (so delete and retention treat it alike)
+    only when it was answered.
 
+    A photo the checks (or the scope gate) refuse is never stored: only an answered photo can become training
+    data (deepskin.services.feedback), and a rejected POST must not leave up to 20 MB in the bucket for the
+    retention period. Its result document, which the caller's token reads and deletes, is kept either way.
     What is stored is the image without its metadata (EXIF, GPS, comments): the HTTP caller sent it to be
     assessed, not archived. The returned fields are the stored document's, as GET /results/<id> shows them.
     """
     owner = token_sha256(token)
-    upload = store.put_upload(f"http/{uuid.uuid4()}", strip_metadata(data), content_type,
-                              {SOURCE_KEY: "http", TOKEN_KEY: owner})
-    id_ = store.result_id(upload["bucket"], upload["name"], upload["generation"])
+    fields, heatmap_png = assessed(data, patient)
+    name = f"http/{uuid.uuid4()}"
+    upload = store.put_upload(name, strip_metadata(data), content_type, {SOURCE_KEY: "http", TOKEN_KEY: owner}) \
+        if fields["status"] == "done" else None
+    id_ = store.result_id(settings().uploads_bucket, name, upload["generation"] if upload else "not-kept")
+    extra = {"source": "http", "owner_token_sha256": owner, **({"upload": upload} if upload else {})}
     try:
         claim_id = store.claim(id_, upload, owner)  # a fresh object name: nobody else can hold this claim
         with released_on_error(id_, claim_id):
-            outcome = assess_and_record(id_, claim_id, data,
-                                        {"upload": upload, "source": "http", "owner_token_sha256": owner}, patient)
+            outcome = record_assessed(id_, claim_id, fields, heatmap_png, extra)
     except Exception:
-        discard_upload(upload)
+        if upload:
+            discard_upload(upload)
         raise
     outcome.fields = store.get_result(id_) or outcome.fields
     return outcome
@@ -174,6 +181,12 @@ def ignored_if_claim_lost(id_: str) -> Iterator[None]:
 
 
 def assess_and_record(id_: str, claim_id: str, data: bytes, extra: dict, patient: PatientInfo = UNKNOWN) -> Outcome:
+    fields, heatmap_png = assessed(data, patient)
+    return record_assessed(id_, claim_id, fields, heatmap_png, extra)
+
+
+def assessed(data: bytes, patient: PatientInfo) -> tuple[dict, bytes | None]:
+    """The result fields of an assessment and its heatmap; an internal error's fields when assess has a bug."""
     # Outside the try below: a missing or corrupt model is the service's fault, not this upload's; it must
     # fail the request (claim released, event retried) rather than record a permanent failure.
     model = served_model()
@@ -182,13 +195,16 @@ def assess_and_record(id_: str, claim_id: str, data: bytes, extra: dict, patient
     except Exception:  # pylint: disable=broad-except
         # A bug, not bad input (assess refuses bad input with a status): record it rather than crash-loop on
         # retries of the same bytes.
-        log.exception("assess failed for result %s", id_)
-        return record(id_, claim_id, dict(INTERNAL_ERROR), extra)
-    fields = assessment.fields()
-    if assessment.heatmap_png:
-        fields["heatmap"] = store.save_heatmap(id_, assessment.heatmap_png)
+        log.exception("assess failed")
+        return dict(INTERNAL_ERROR), None
+    return assessment.fields(), assessment.heatmap_png
+
+
+def record_assessed(id_: str, claim_id: str, fields: dict, heatmap_png: bytes | None, extra: dict) -> Outcome:
+    if heatmap_png:
+        fields["heatmap"] = store.save_heatmap(id_, heatmap_png)
     try:
-        return record(id_, claim_id, fields, extra, assessment.heatmap_png)
+        return record(id_, claim_id, fields, extra, heatmap_png)
     except store.ClaimLost:
         if store.get_result(id_) is None:  # deleted by its owner meanwhile: the heatmap must not outlive it
             store.delete_blob(store.heatmap_blob(id_))

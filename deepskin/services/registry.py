@@ -178,7 +178,9 @@ def rollback() -> dict:
 
 
 def record_decision(id_: str, decision: dict) -> None:
-    decision_doc(id_).set({**decision, "decided_at": firestore.SERVER_TIMESTAMP})
+    """Kept for $DEEPSKIN_RECORD_RETENTION_DAYS: a rollback's note names its operator."""
+    decision_doc(id_).set({**decision, "decided_at": firestore.SERVER_TIMESTAMP,
+                           **store.lifecycle_fields(days=settings().record_retention_days)})
 
 
 def decisions(limit: int = 5) -> list[dict]:

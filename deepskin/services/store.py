@@ -55,10 +55,13 @@ def result_id(bucket: str, name: str, generation: int | str) -> str:
     return hashlib.sha256(f"{bucket}/{name}#{generation}".encode()).hexdigest()[:32]
 
 
-def lifecycle_fields() -> dict[str, Any]:
-    """Every document carries its creation time and the Firestore TTL field that deletes it."""
-    now = datetime.now(UTC)
-    return {"created_at": firestore.SERVER_TIMESTAMP, "expire_at": now + timedelta(days=settings().retention_days)}
+def lifecycle_fields(expire_at: datetime | None = None, days: int | None = None) -> dict[str, Any]:
+    """Every document carries its creation time and the Firestore TTL field that deletes it (infra/firestore.tf):
+    `expire_at` when it must go with another document (a report with its prediction), else `days` from now
+    (by default the retention period of health data)."""
+    days = settings().retention_days if days is None else days
+    expire_at = expire_at or datetime.now(UTC) + timedelta(days=days)
+    return {"created_at": firestore.SERVER_TIMESTAMP, "expire_at": expire_at}
 
 
 def prediction(id_: str) -> firestore.DocumentReference:
@@ -69,14 +72,16 @@ class ClaimLost(Exception):
     """The claim an attempt held is gone: its result was deleted, swept as abandoned, or taken over."""
 
 
-def claim(id_: str, upload_info: dict, owner_token_sha256: str | None = None) -> str | None:
+def claim(id_: str, upload_info: dict | None, owner_token_sha256: str | None = None) -> str | None:
     """Create the `pending` document if absent, or take over a stale one; the claim's id when this caller now
     owns the work (finish and release need it), None when another attempt does or the result is final.
-    The owner, when known, can read and delete the result while it is pending."""
+    The owner, when known, can read and delete the result while it is pending. An HTTP photo that was not
+    kept (deepskin.services.predict_service) has no upload."""
     claim_id = uuid.uuid4().hex
     owner = {"owner_token_sha256": owner_token_sha256} if owner_token_sha256 else {}
+    upload = {"upload": upload_info} if upload_info else {}
     try:
-        prediction(id_).create({"status": "pending", "upload": upload_info, "claim_id": claim_id, **owner,
+        prediction(id_).create({"status": "pending", **upload, "claim_id": claim_id, **owner,
                                 "claimed_at": firestore.SERVER_TIMESTAMP, **lifecycle_fields()})
         return claim_id
     except AlreadyExists:

@@ -1,14 +1,12 @@
 """Operator function (entry point ops_http): GET / (the overview as JSON), GET /plots/<name>.png.
 
-Open to operators only. On Google Cloud that is IAM: only var.operator_members may invoke this function
-(infra/functions.tf), so a request that arrives is an operator's. Locally (emulators) the clinician key of
-deepskin.services.identity stands in. The data is deepskin.services.ops's: counts and model numbers, never a
-report's text.
+Open to operators only, checked twice: IAM lets only var.operator_members invoke this function
+(infra/functions.tf), and every request must carry an operator's verified identity
+(deepskin.services.identity.operator_identity: a Google ID token of an e-mail in var.operator_emails; locally the
+clinician key). The data is deepskin.services.ops's: counts and model numbers, never a report's text.
 """
 
 from __future__ import annotations
-
-import os
 
 import flask
 import functions_framework
@@ -33,7 +31,7 @@ def route(request: flask.Request) -> flask.Response:
 
 
 def answer(request: flask.Request) -> flask.Response:
-    if not operator(request.headers):
+    if identity.operator_identity(request.headers) is None:
         raise Refused(403, "operator_identity_required", "Only an operator may read this page.")
     if request.method != "GET":
         raise Refused(405, "method_not_allowed")
@@ -42,10 +40,3 @@ def answer(request: flask.Request) -> flask.Response:
     if request.path.startswith("/plots/") and (plot := ops.plot_path(request.path.removeprefix("/plots/"))):
         return flask.send_file(plot, mimetype="image/png")
     raise Refused(404, "not_found")
-
-
-def operator(headers) -> bool:
-    """Locally, a known clinician key; on Cloud Run, IAM has already admitted only operators; else nobody."""
-    if identity.local_stand_in():
-        return identity.clinician_identity(headers) is not None
-    return bool(os.environ.get("K_SERVICE"))

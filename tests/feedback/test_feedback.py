@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from feedback_support import CLINICIAN_KEY, RETRAIN_SUBSCRIPTION, pull, report
 
 from deepskin.core.report import MAX_BODY
-from deepskin.services import identity, store
+from deepskin.services import feedback, identity, store
 from deepskin.services.config import settings
 
 ORIGIN = "http://localhost:8080"
@@ -90,10 +92,31 @@ def test_user_report_is_a_signal_stored_and_published_once(feedback_client, pred
     [doc] = feedback_docs()
     assert doc["comment"] == "my GP said it is a mole" and doc["published"] and doc["reporter"] is None
     assert "training_image" not in doc and doc["model_version"]
-    assert 29 <= (doc["expire_at"] - doc["created_at"]).days <= 30
 
     reused = post(feedback_client, {**body, "label": "mel"}, {"X-DeepSkin-Token": token})
     assert reused.status_code == 409 and pull(RETRAIN_SUBSCRIPTION) == []
+
+
+def test_a_report_expires_with_its_prediction(feedback_client, prediction):
+    id_, token = prediction
+    soon = datetime.now(UTC) + timedelta(days=3)  # a prediction made 27 days ago
+    store.prediction(id_).update({"expire_at": soon})
+    assert post(feedback_client, report(id_), {"X-DeepSkin-Token": token}).status_code == 202
+    assert post(feedback_client, report(id_, role="clinician"), CLINICIAN).status_code == 202
+    assert [doc["expire_at"] for doc in feedback_docs()] == [soon, soon]
+
+
+def test_a_prediction_takes_a_few_reports_per_role(feedback_client, prediction):
+    id_, token = prediction
+    owner = {"X-DeepSkin-Token": token}
+    accepted = [report(id_, idempotency_key=f"key-{i}") for i in range(feedback.REPORTS_PER_PREDICTION["user"])]
+    assert [post(feedback_client, body, owner).status_code for body in accepted] == [202] * len(accepted)
+    refused = post(feedback_client, report(id_, idempotency_key="one-too-many"), owner)
+    assert (refused.status_code, refused.get_json()["error"]) == (429, "too_many_reports")
+    assert post(feedback_client, accepted[0], owner).status_code == 202  # a retry is not a new report
+    assert post(feedback_client, report(id_, role="clinician"), CLINICIAN).status_code == 202  # its own share
+    assert len(feedback_docs()) == len(accepted) + 1
+    assert len(pull(RETRAIN_SUBSCRIPTION)) == len(accepted) + 1  # the refused report reached no ledger
 
 
 def test_clinician_report_is_a_training_label_with_its_image_copied(feedback_client, prediction):
@@ -119,31 +142,54 @@ def test_clinician_report_is_a_training_label_with_its_image_copied(feedback_cli
 
 
 def test_on_google_cloud_only_a_verified_allowlisted_google_identity_is_a_clinician(feedback_client, prediction,
-                                                                                 monkeypatch):
+                                                                                 monkeypatch, google_tokens):
     id_, _ = prediction
+    audience = "https://feedback.example.run.app"
     monkeypatch.setenv("K_SERVICE", "deepskin-feedback")  # as on Cloud Run: the local key means nothing
-    monkeypatch.setenv("DEEPSKIN_FEEDBACK_AUDIENCE", "https://feedback.example.run.app")
+    monkeypatch.setenv("DEEPSKIN_FEEDBACK_AUDIENCE", audience)
     monkeypatch.setenv("DEEPSKIN_CLINICIANS", "derm@example.org, other@example.org")
-    tokens = {"good": {"email": "Derm@example.org", "email_verified": True},
-              "unverified": {"email": "derm@example.org", "email_verified": False},
-              "stranger": {"email": "someone@example.org", "email_verified": True}}
-
-    def verify(token, request, audience):
-        assert audience == "https://feedback.example.run.app"
-        if token not in tokens:
-            raise ValueError("bad signature")
-        return tokens[token]
-
-    monkeypatch.setattr(identity.id_token, "verify_oauth2_token", verify)
+    good = google_tokens.bearer("Derm@example.org", audience)
     as_clinician = report(id_, role="clinician")
-    for headers in (CLINICIAN, {"Authorization": "Bearer forged"}, {"Authorization": "Bearer unverified"},
-                    {"Authorization": "Bearer stranger"}, {"Authorization": "Basic good"}):
+    for headers in (CLINICIAN, {"Authorization": "Bearer forged"},
+                    google_tokens.bearer("derm@example.org", audience, email_verified=False),
+                    google_tokens.bearer("someone@example.org", audience),
+                    google_tokens.bearer("derm@example.org", "https://elsewhere.example"),
+                    google_tokens.bearer("derm@example.org", audience, iss="https://evil.example"),
+                    google_tokens.bearer("derm@example.org", audience, exp=int(time.time()) - 3600),
+                    {"Authorization": good["Authorization"].replace("Bearer", "Basic")}):
         assert post(feedback_client, as_clinician, headers).status_code == 403, headers
-    response = post(feedback_client, as_clinician, {"Authorization": "Bearer good"})
+    response = post(feedback_client, as_clinician, good)
     assert response.status_code == 202 and response.get_json()["counts_as"] == "training_label"
     assert feedback_docs()[0]["reporter"] == "google:derm@example.org"
     monkeypatch.delenv("DEEPSKIN_FEEDBACK_AUDIENCE")  # misconfigured: never an open door
-    assert post(feedback_client, report(id_, role="clinician"), {"Authorization": "Bearer good"}).status_code == 403
+    assert post(feedback_client, report(id_, role="clinician"), good).status_code == 403
+
+
+def test_a_failed_certificate_fetch_is_never_a_500(feedback_client, prediction, monkeypatch, google_tokens):
+    """Google's certificates are cached: a fetch that fails once is answered from the cache; with nothing cached
+    the clinician is told to try again (503), and the user's own report is unaffected."""
+    id_, token = prediction
+    audience = "https://feedback.example.run.app"
+    monkeypatch.setenv("K_SERVICE", "deepskin-feedback")
+    monkeypatch.setenv("DEEPSKIN_FEEDBACK_AUDIENCE", audience)
+    monkeypatch.setenv("DEEPSKIN_CLINICIANS", "derm@example.org")
+    clinician = google_tokens.bearer("derm@example.org", audience)
+
+    def unreachable():
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(identity, "google_certs", identity.Certificates(unreachable))
+    refused = post(feedback_client, report(id_, role="clinician"), clinician)
+    assert (refused.status_code, refused.get_json()["error"]) == (503, "identity_unavailable")
+    assert post(feedback_client, report(id_), {"X-DeepSkin-Token": token}).status_code == 202
+
+    fetches = iter([google_tokens.certs])
+    now = [0.0]
+    certs = identity.Certificates(lambda: next(fetches) if now[0] == 0 else unreachable(), clock=lambda: now[0])
+    monkeypatch.setattr(identity, "google_certs", certs)
+    assert post(feedback_client, report(id_, role="clinician"), clinician).status_code == 202
+    now[0] = identity.CERTS_REFRESH_S + 1  # due for a refresh, which fails: the cached certificates answer
+    assert post(feedback_client, report(id_, role="clinician", label="nv"), clinician).status_code == 202
 
 
 def test_manual_retrain_request_needs_a_clinician(feedback_client):

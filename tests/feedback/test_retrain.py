@@ -11,6 +11,7 @@ import json
 import secrets
 import shutil
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,7 @@ from torch import save as torch_save
 
 from deepskin.core.bundle import BUNDLED_MODEL, card_path, load_card
 from deepskin.services import jobs, ops, predict_service, registry, store
+from deepskin.services.config import settings
 from deepskin.services.served_model import served_model
 from training import promote, retrain
 from training.gate_set import gate_lesions
@@ -72,6 +74,23 @@ def test_user_reports_are_counted_as_signals_and_never_train(feedback_client, tr
     assert redeliver_pulled(trigger_client, messages) == [200] * 4
     assert (ledger()["signals"], ledger()["training_labels"]) == (4, 0)
     assert all_jobs() == {} and fake_launcher.launched == []
+
+
+def test_what_the_loop_records_expires(feedback_client, trigger_client, fake_launcher):
+    """The ledger's record of a message goes with the health data; a job and a gate decision (a rollback's names
+    its operator) after the longer record retention."""
+    assert feedback_client.post("/retrain", headers=CLINICIAN).status_code == 202
+    redeliver_pulled(trigger_client, pull(RETRAIN_SUBSCRIPTION))
+    [job_id] = fake_launcher.launched
+    registry.record_decision("rollback-1", {"kind": "rollback", "promoted": True, "job_id": None})
+    [seen] = jobs.state_doc().collection("seen").stream()
+
+    def days_kept(doc: dict) -> int:
+        return round((doc["expire_at"] - datetime.now(UTC)) / timedelta(days=1))
+
+    assert days_kept(seen.to_dict()) == settings().retention_days
+    assert days_kept(all_jobs()[job_id]) == settings().record_retention_days
+    assert days_kept(registry.decision_doc("rollback-1").get().to_dict()) == settings().record_retention_days
 
 
 def test_a_forged_user_training_label_and_undecodable_messages_go_to_the_dead_letter_topic(trigger_client,

@@ -319,6 +319,25 @@ def test_http_bad_image_is_a_valid_answer(http_client, name):
     assert (body["status"], body["reason"]) == (status, reason) and "heatmap_png_base64" not in body
 
 
+def http_uploads() -> set[str]:
+    return {blob.name for blob in store.storage_client().list_blobs(settings().uploads_bucket, prefix="http/")}
+
+
+@pytest.mark.parametrize("name", ["text", "png_1x1", "bomb_png"])
+def test_a_photo_the_checks_refuse_is_never_stored(http_client, name):
+    """Only an answered photo is kept: a refused POST leaves nothing in the uploads bucket, and its result (which
+    the token still reads and deletes) names no upload."""
+    before = http_uploads()
+    body = post_image(http_client, BAD_INPUTS[name][0]).get_json()
+    assert body["status"] == "rejected"
+    assert http_uploads() == before
+    assert "upload" not in store.get_result(body["id"])
+    assert http_client.delete(f"/results/{body['id']}", headers={"X-DeepSkin-Token": body["token"]}).get_json()[
+        "deleted"] == {"objects": [], "documents": [f"{store.PREDICTIONS}/{body['id']}"]}
+    answered = post_image(http_client, LESIONS[2].read_bytes()).get_json()
+    assert http_uploads() - before == {store.get_result(answered["id"])["upload"]["name"]}
+
+
 def test_http_refuses_what_is_not_an_image_upload(http_client):
     assert post_image(http_client, b"").status_code == 400
     assert post_image(http_client, b"hello", content_type="text/plain").status_code == 415

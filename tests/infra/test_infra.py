@@ -406,24 +406,66 @@ def _for_each_names(config: dict, body: dict) -> list[str]:
     return re.findall(r'"([A-Za-z0-9_-]+)"', str(expr).replace('\\"', '"'))
 
 
-def check_firestore(config: dict) -> list[str]:
-    problems = []
-    dbs = config["resource"].get("google_firestore_database", {})
-    if not any(b.get("type") == "FIRESTORE_NATIVE" for b in dbs.values()):
-        problems.append("no google_firestore_database in FIRESTORE_NATIVE mode")
-    ttl_collections = set()
+def ttl_collections(config: dict) -> set[str]:
+    """Collection groups with a Firestore TTL policy on expire_at."""
+    out = set()
     for body in config["resource"].get("google_firestore_field", {}).values():
         if body.get("field") != "expire_at" or "ttl_config" not in body:
             continue
         coll = body.get("collection", "")
         if "each." in coll:
-            ttl_collections.update(_for_each_names(config, body))
+            out.update(_for_each_names(config, body))
         else:
-            ttl_collections.add(coll)
+            out.add(coll)
+    return out
+
+
+def check_firestore(config: dict) -> list[str]:
+    problems = []
+    dbs = config["resource"].get("google_firestore_database", {})
+    if not any(b.get("type") == "FIRESTORE_NATIVE" for b in dbs.values()):
+        problems.append("no google_firestore_database in FIRESTORE_NATIVE mode")
     for coll in ("predictions", "feedback"):
-        if coll not in ttl_collections:
+        if coll not in ttl_collections(config):
             problems.append(f"no Firestore TTL policy on {coll}.expire_at")
     return problems
+
+
+# Collections the code writes that need no TTL: each holds single documents with no personal data.
+NO_TTL = {"ledger": "ledger/state: the counters and the active job's id",
+          "models": "models/baseline (the pinned baseline) and models/decisions, the parent of the decisions"}
+WRITERS = ("deepskin", "training", "functions")
+
+
+def code_collections(roots: tuple[Path, ...] = tuple(REPO / r for r in WRITERS)) -> set[str]:
+    """Collection ids named in the `.collection(...)` calls of the code, module constants (JOBS, store.FEEDBACK)
+    resolved; an argument that cannot be resolved is returned as its source text, so that it is flagged."""
+    constants, arguments = {}, []
+    for path in sorted(p for root in roots for p in root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) \
+                    and isinstance(node.value.value, str):
+                constants.update({target.id: node.value.value for target in node.targets
+                                  if isinstance(target, ast.Name)})
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                    and node.func.attr in ("collection", "collection_group") and node.args:
+                arguments.append(node.args[0])
+    names = set()
+    for argument in arguments:
+        name = argument.id if isinstance(argument, ast.Name) else \
+            argument.attr if isinstance(argument, ast.Attribute) else None
+        if isinstance(argument, ast.Constant):
+            names.add(argument.value)
+        else:
+            names.add(constants.get(name, ast.unparse(argument)))
+    return names
+
+
+def check_firestore_ttl(config: dict, written: set[str] | None = None) -> list[str]:
+    """Every collection the code writes is deleted by a TTL policy, or is listed in NO_TTL with its reason."""
+    written = code_collections() if written is None else written
+    return [f"collection {coll!r} is written by the code but has no Firestore TTL policy on expire_at"
+            for coll in sorted(written - ttl_collections(config) - set(NO_TTL))]
 
 
 def check_pubsub(config: dict) -> list[str]:
@@ -452,6 +494,41 @@ def check_pubsub(config: dict) -> list[str]:
               and b.get("role") == "roles/pubsub.publisher"]
     if not any("pubsub_service_agent" in str(b.get("member")) for b in dl_pub):
         problems.append("Pub/Sub service agent lacks publisher on the dead-letter topic")
+    return problems
+
+
+MAX_MESSAGE_RETENTION_S = 86400  # messages name result and report ids and labels: a day at most
+
+
+def seconds(config: dict, duration) -> int | None:
+    """'86400s' -> 86400, following local.X; None when it is not a literal duration."""
+    if isinstance(duration, str) and (m := _LOCAL.fullmatch(duration)):
+        return seconds(config, config["locals"].get(m.group(1)))
+    m = re.fullmatch(r"(\d+)s", str(duration))
+    return int(m.group(1)) if m else None
+
+
+def check_pubsub_retention(config: dict) -> list[str]:
+    """Acknowledged messages are not kept anywhere, and unacknowledged ones for a day at most: no topic retention
+    (it keeps acknowledged messages for seek), no subscription retaining acked messages, every subscription
+    (the Eventarc ones through the gcloud policy) expiring its messages within MAX_MESSAGE_RETENTION_S."""
+    problems = [f"google_pubsub_topic.{name}: topic retention keeps acknowledged messages"
+                for name, body in config["resource"].get("google_pubsub_topic", {}).items()
+                if "message_retention_duration" in body]
+    retained = {f"google_pubsub_subscription.{name}": (body.get("retain_acked_messages"),
+                                                       body.get("message_retention_duration"))
+                for name, body in config["resource"].get("google_pubsub_subscription", {}).items()}
+    policy = config["locals"].get("feedback_subscription_policy", {})
+    command = str(first(config["resource"].get("terraform_data", {}).get("subscription_policy", {})
+                        .get("provisioner", [{}])[0].get("local-exec")).get("command", ""))
+    acked = False if "--no-retain-acked-messages" in command else None
+    retained["the Eventarc subscriptions' policy"] = (acked, policy.get("message_retention_duration")
+                                                      if "--message-retention-duration" in command else None)
+    for where, (keeps_acked, duration) in retained.items():
+        if keeps_acked is not False:
+            problems.append(f"{where}: retain_acked_messages must be false")
+        if (seconds(config, duration) or MAX_MESSAGE_RETENTION_S + 1) > MAX_MESSAGE_RETENTION_S:
+            problems.append(f"{where}: message_retention_duration {duration!r} is over {MAX_MESSAGE_RETENTION_S}s")
     return problems
 
 
@@ -489,6 +566,47 @@ def check_iam(config: dict) -> list[str]:
         problems.append("http_invoker does not grant roles/run.invoker from local.http_invokers")
     if not any("google_service_account.eventarc" in str(b.get("member")) for b in invokers.values()):
         problems.append("Eventarc SA lacks run.invoker on the event functions")
+    return problems
+
+
+def check_edge(config: dict) -> list[str]:
+    """Every HTTP function users call sits behind a per-caller limit (edge.tf): reachable only through the load
+    balancer, whose backend for it carries a Cloud Armor policy whose first rule throttles each caller's
+    Authorization header (its ID token) to var.edge_rate_limits a minute, answering 429 beyond."""
+    problems = []
+    fns = functions(config)
+    policies = instances(config, "google_compute_security_policy")
+    backends = instances(config, "google_compute_backend_service")
+    groups = instances(config, "google_compute_region_network_endpoint_group")
+    url_map = str(config["resource"].get("google_compute_url_map", {}))
+    # Routes written out name their backends; a dynamic route_rules over local.edge_functions routes each of its keys.
+    routed = set(re.findall(r'google_compute_backend_service\.edge\[\\?"(\w+)\\?"\]', url_map))
+    if "route_rules" in url_map and "local.edge_functions" in url_map \
+            and "google_compute_backend_service.edge[route_rules.key]" in url_map:
+        routed |= set(config["locals"].get("edge_functions", {}))
+    for fn in (f for f, members in HTTP_CALLERS.items() if members == "var.invoker_members"):
+        ingress = first(fns.get(fn, {}).get("service_config")).get("ingress_settings")
+        if ingress != "ALLOW_INTERNAL_AND_GCLB":
+            problems.append(f"{fn}: ingress {ingress!r} lets callers around the edge (ALLOW_INTERNAL_AND_GCLB)")
+        if f'fn["{fn}"]' not in str(first(groups.get(fn, {}).get("cloud_run")).get("service")):
+            problems.append(f"{fn}: no serverless network endpoint group for it")
+        backend = backends.get(fn, {})
+        if f'network_endpoint_group.edge["{fn}"]' not in str(first(backend.get("backend")).get("group")):
+            problems.append(f"{fn}: no backend service on its network endpoint group")
+        if f'google_compute_security_policy.edge["{fn}"]' not in str(backend.get("security_policy")):
+            problems.append(f"{fn}: its backend service has no Cloud Armor policy")
+        if fn not in routed:
+            problems.append(f"{fn}: the load balancer does not route to it")
+        rules = sorted(policies.get(fn, {}).get("rule", []), key=lambda rule: int(rule.get("priority", 0)))
+        limit = first(rules[0].get("rate_limit_options")) if rules and rules[0].get("action") == "throttle" else {}
+        if not (limit.get("enforce_on_key") == "HTTP_HEADER" and limit.get("enforce_on_key_name") == "Authorization"
+                and limit.get("exceed_action") == "deny(429)"
+                and refers_to(first(limit.get("rate_limit_threshold")).get("count"), "var.edge_rate_limits")):
+            problems.append(f"{fn}: the first rule of its Cloud Armor policy must throttle each caller's Authorization "
+                            "header to var.edge_rate_limits, with 429 beyond")
+    if not any("google_compute_target_https_proxy" in str(rule.get("target"))
+               for rule in config["resource"].get("google_compute_global_forwarding_rule", {}).values()):
+        problems.append("no HTTPS forwarding rule in front of the edge")
     return problems
 
 
@@ -530,6 +648,13 @@ ENV_NAME = re.compile(r"\bDEEPSKIN_[A-Z0-9_]+\b")
 SAFE_DEFAULTS = {
     # Local stand-in for clinician identity: ignored on Cloud Run (K_SERVICE is set); unset admits nobody.
     "DEEPSKIN_LOCAL_CLINICIAN_KEYS": "local stack only",
+    # Who is a clinician or an operator, and for which audiences their tokens are minted (deepskin.services.config,
+    # which every function imports): unset admits nobody. The feedback and ops functions must set theirs
+    # (check_required_settings).
+    "DEEPSKIN_CLINICIANS": "nobody is a clinician",
+    "DEEPSKIN_FEEDBACK_AUDIENCE": "every clinician token refused",
+    "DEEPSKIN_OPERATORS": "nobody is an operator",
+    "DEEPSKIN_OPS_AUDIENCES": "every operator token refused",
     # Unset: the model registry is on wherever K_SERVICE is set (Cloud Run); only "off" disables it.
     "DEEPSKIN_MODEL_REGISTRY": "registry on in the cloud",
     # Unset: 0 = the promotion gate evaluates its whole frozen gate set (the strictest gate).
@@ -544,10 +669,9 @@ SAFE_DEFAULTS = {
 
 # Read by modules a function imports but never on that function's code path (per staged source).
 NOT_ON_CODE_PATH = {
-    # functions/ops checks a clinician only locally (the clinician key, deepskin.services.identity); on Cloud Run,
-    # IAM admits operators. It reads the ledger and job documents through deepskin.services.jobs, but never counts,
+    # functions/ops reads the ledger and job documents through deepskin.services.jobs, but never counts,
     # launches or gates a job.
-    "ops": {"DEEPSKIN_FEEDBACK_AUDIENCE", "DEEPSKIN_CLINICIANS", "DEEPSKIN_JOB_LAUNCHER", "DEEPSKIN_REGION",
+    "ops": {"DEEPSKIN_JOB_LAUNCHER", "DEEPSKIN_REGION",
             "DEEPSKIN_RETRAIN_CONFIG", "DEEPSKIN_RETRAIN_MIN_LABELS", "DEEPSKIN_TRAINING_ACCELERATOR",
             "DEEPSKIN_TRAINING_ACCELERATORS", "DEEPSKIN_TRAINING_IMAGE", "DEEPSKIN_TRAINING_MACHINE_TYPE",
             "DEEPSKIN_TRAINING_SERVICE_ACCOUNT", "DEEPSKIN_JOB_TIMEOUT_S"},
@@ -652,6 +776,14 @@ def check_required_settings(config: dict) -> list[str]:
     conditions = [str(c.get("condition")) for lc in feedback.get("lifecycle", []) for c in lc.get("postcondition", [])]
     if not any(refers_to(c, "self.url") and refers_to(c, "local.feedback_audience") for c in conditions):
         problems.append("feedback: no postcondition that its url is local.feedback_audience (the audience is computed)")
+    want("ops", "DEEPSKIN_OPERATORS", lambda v: refers_to(v, "var.operator_emails"),
+         "must come from var.operator_emails")
+    want("ops", "DEEPSKIN_OPS_AUDIENCES", lambda v: refers_to(v, "local.ops_audience"),
+         "must include the computed URL of the ops function (local.ops_audience)")
+    ops = functions(config).get("ops", {})
+    conditions = [str(c.get("condition")) for lc in ops.get("lifecycle", []) for c in lc.get("postcondition", [])]
+    if not any(refers_to(c, "self.url") and refers_to(c, "local.ops_audience") for c in conditions):
+        problems.append("ops: no postcondition that its url is local.ops_audience (the audience is computed)")
     want("retrain_trigger", "DEEPSKIN_JOB_LAUNCHER", lambda v: v == '"vertex"', 'must be "vertex"')
     want("retrain_trigger", "DEEPSKIN_RETRAIN_MIN_LABELS", lambda v: refers_to(v, "var.retrain_min_labels"),
          "must come from var.retrain_min_labels")
@@ -801,9 +933,9 @@ def check_entry_points(config: dict, repo: Path = REPO) -> list[str]:
 
 
 ALL_CHECKS = (check_no_public_members, check_buckets, check_function_service_accounts, check_triggers,
-              check_runtime_and_sizing, check_firestore, check_pubsub, check_iam, check_references,
-              check_required_settings, check_function_permissions, check_registry_pointer_writers,
-              check_function_definition, check_moved, check_entry_points)
+              check_runtime_and_sizing, check_firestore, check_firestore_ttl, check_pubsub, check_pubsub_retention,
+              check_iam, check_edge, check_references, check_required_settings, check_function_permissions,
+              check_registry_pointer_writers, check_function_definition, check_moved, check_entry_points)
 
 
 # --------------------------------------------------------------------------------------
@@ -1005,6 +1137,55 @@ output "y" {
     assert "undeclared variable var.nope" in check_references(bad)
 
 
+def test_every_collection_the_code_writes_expires(tmp_path):
+    assert {"predictions", "feedback", "seen", "jobs", "ledger", "models"} <= code_collections()
+    (tmp_path / "writer.py").write_text('AUDIT = "audit"\n'
+                                       'def write(db, name):\n'
+                                       '    db.collection(AUDIT).add({})\n'
+                                       '    db.collection(name).add({})\n'
+                                       '    db.collection("predictions").add({})\n')
+    assert code_collections((tmp_path,)) == {"audit", "name", "predictions"}
+    only_results = parse_hcl('''
+resource "google_firestore_field" "ttl" {
+  collection = "predictions"
+  field      = "expire_at"
+  ttl_config {}
+}
+''')
+    assert check_firestore_ttl(only_results, {"predictions", "jobs", "ledger"}) == [
+        "collection 'jobs' is written by the code but has no Firestore TTL policy on expire_at"]
+
+
+def test_checker_flags_retained_messages(stack):
+    bad = copy.deepcopy(stack)
+    bad["resource"]["google_pubsub_topic"]["feedback"]["message_retention_duration"] = "604800s"
+    bad["resource"]["google_pubsub_subscription"]["feedback_dead"].update(
+        retain_acked_messages=True, message_retention_duration="604800s")
+    exec_ = bad["resource"]["terraform_data"]["subscription_policy"]["provisioner"][0]["local-exec"]
+    first(exec_)["command"] = first(exec_)["command"].replace("--no-retain-acked-messages", "")
+    assert check_pubsub_retention(bad) == [
+        "google_pubsub_topic.feedback: topic retention keeps acknowledged messages",
+        "google_pubsub_subscription.feedback_dead: retain_acked_messages must be false",
+        "google_pubsub_subscription.feedback_dead: message_retention_duration '604800s' is over 86400s",
+        "the Eventarc subscriptions' policy: retain_acked_messages must be false"]
+
+
+def test_checker_flags_a_way_around_the_edge_limits(stack):
+    bad = copy.deepcopy(stack)
+    bad["locals"]["functions"]["predict_http"]["ingress"] = "ALLOW_ALL"
+    rule = bad["resource"]["google_compute_security_policy"]["edge"]["rule"][0]
+    first(rule["rate_limit_options"])["enforce_on_key"] = "IP"  # one limit for a whole clinic behind one address
+    del bad["resource"]["google_compute_backend_service"]["edge"]["security_policy"]
+    del bad["locals"]["edge_functions"]["feedback"]  # no route, group, backend or policy for it any more
+    problems = check_edge(bad)
+    assert "predict_http: ingress 'ALLOW_ALL' lets callers around the edge (ALLOW_INTERNAL_AND_GCLB)" in problems
+    for fn in ("predict_http", "feedback"):
+        assert f"{fn}: its backend service has no Cloud Armor policy" in problems
+        assert any(p.startswith(f"{fn}: the first rule of its Cloud Armor policy") for p in problems)
+    assert "feedback: the load balancer does not route to it" in problems
+    assert "predict_http: the load balancer does not route to it" not in problems
+
+
 def test_checker_flags_broad_project_roles():
     bad = parse_hcl('''
 resource "google_project_iam_member" "x" {
@@ -1113,11 +1294,11 @@ resource "google_cloudfunctions2_function" "retrain_trigger" {
 def test_checker_flags_unset_function_env():
     bad = parse_hcl(BAD_FUNCTIONS)
     assert set(function_env(bad)["feedback"][1]) == {"DEEPSKIN_UPLOADS_BUCKET", "DEEPSKIN_CLINICIANS"}
-    reads = {"feedback": {"DEEPSKIN_UPLOADS_BUCKET", "DEEPSKIN_FEEDBACK_AUDIENCE", "DEEPSKIN_LOCAL_CLINICIAN_KEYS"},
+    reads = {"feedback": {"DEEPSKIN_UPLOADS_BUCKET", "DEEPSKIN_RESULTS_BUCKET", "DEEPSKIN_LOCAL_CLINICIAN_KEYS"},
              "retrain_trigger": {"DEEPSKIN_RETRAIN_MIN_LABELS"}}
     problems = check_function_env(bad, reads)
     assert len(problems) == 2, problems
-    assert "feedback" in problems[0] and "DEEPSKIN_FEEDBACK_AUDIENCE" in problems[0]
+    assert "feedback" in problems[0] and "DEEPSKIN_RESULTS_BUCKET" in problems[0]
     assert "retrain_trigger" in problems[1] and "DEEPSKIN_RETRAIN_MIN_LABELS" in problems[1]
 
 
@@ -1125,7 +1306,8 @@ def test_checker_flags_wrong_function_settings():
     problems = "\n".join(check_required_settings(parse_hcl(BAD_FUNCTIONS)))
     for needle in ("DEEPSKIN_FEEDBACK_AUDIENCE = None", "DEEPSKIN_JOB_LAUNCHER = '\"local\"'",
                    "DEEPSKIN_RETRAIN_MIN_LABELS = None", "DEEPSKIN_TRAINING_IMAGE = None",
-                   "local.feedback_audience must be"):
+                   "local.feedback_audience must be", "DEEPSKIN_OPERATORS = None", "DEEPSKIN_OPS_AUDIENCES = None",
+                   "ops: no postcondition"):
         assert needle in problems, needle
     perms = "\n".join(check_function_permissions(parse_hcl('''
 resource "google_project_iam_member" "x" {
