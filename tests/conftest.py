@@ -120,6 +120,9 @@ class FakeLauncher:
         self.launched.append(job_id)
         return f"fake {job_id}"
 
+    def owns(self, handle: str, job_id: str) -> bool:
+        return handle == f"fake {job_id}"
+
     def running(self, handle: str) -> bool:
         return handle not in self.ended
 

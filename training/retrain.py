@@ -14,7 +14,10 @@ Started by deepskin.services.jobs: LocalLauncher runs it as a child process, Ver
   model does not forget them) plus every clinician-labelled image under gs://<training bucket>/feedback/
   whose report still exists (reports expire, and are deleted with their result), trained by
   training.train's own loop (`fit`). A coarse label (benign/malignant) trains the summed probability of
-  its classes. Those images are downloaded to the job's local scratch folder (deepskin.services.jobs.scratch_dir),
+  its classes. Reports are in Firestore, which every function may write: each is checked again here
+  (`trusted_label`: a known label, a reporter who is a clinician now, and the image the feedback function
+  copied for that very report, feedback/<report id>.<ext> in the training bucket, which only it may create);
+  the others are dropped and counted. Those images are downloaded to the job's local scratch folder (deepskin.services.jobs.scratch_dir),
   never to the run folder (on Vertex AI that is the training bucket's runs/<job>/, out of reach of an
   owner's delete), and removed when the job ends; so is a temporary run folder.
 - Other sources' folders: beside --data (the training bucket's layout), else their usual defaults.
@@ -39,8 +42,10 @@ from google.api_core.exceptions import NotFound
 from google.cloud import firestore
 
 from deepskin.core.bundle import card_path, load_card
-from deepskin.core.report import TRAINING_LABEL
-from deepskin.services import jobs, registry, store
+from deepskin.core.report import LABELS, TRAINING_LABEL
+from deepskin.services import identity, jobs, registry, store
+from deepskin.services.config import settings
+from deepskin.services.feedback import EXTENSIONS, OTHER_EXTENSION, TRAINING_PREFIX
 from training import promote, sources
 from training.data import FOLDER_ENV, data_root
 from training.net import EfficientNetLite, LiteConfig, pretrained
@@ -63,16 +68,20 @@ def starting_point(config: TrainConfig, record: dict, work: Path) -> tuple[Effic
     return net, config, init
 
 
-def feedback_images(folder: Path) -> pd.DataFrame:
-    """Download the clinician-labelled images whose report still exists; rows of (image_id, label, path)."""
+def feedback_images(folder: Path) -> tuple[pd.DataFrame, int]:
+    """Download the images of the trusted clinician labels whose report still exists; (rows of (image_id,
+    label, path), how many labels were dropped as untrusted)."""
     folder.mkdir(parents=True, exist_ok=True)
     reports = (store.firestore_client().collection(store.FEEDBACK)
                .where(filter=firestore.FieldFilter("counts_as", "==", TRAINING_LABEL)).stream())
-    rows = []
+    rows, dropped = [], 0
     for report in reports:
         data = report.to_dict()
         if not data.get("training_image"):
             continue  # the upload was gone, or never assessed, when the report came
+        if not trusted_label(report.id, data):
+            dropped += 1
+            continue
         path = folder / data["training_image"].rsplit("/", 1)[-1]
         try:
             store.blob_at(data["training_image"]).download_to_filename(str(path))
@@ -80,7 +89,17 @@ def feedback_images(folder: Path) -> pd.DataFrame:
             path.unlink(missing_ok=True)
             continue
         rows.append({"image_id": report.id, "label": data["label"], "path": path})
-    return pd.DataFrame(rows, columns=["image_id", "label", "path"])
+    return pd.DataFrame(rows, columns=["image_id", "label", "path"]), dropped
+
+
+def trusted_label(report_id: str, report: dict) -> bool:
+    """A label the feedback function could have stored: a known label from a clinician allowed now, on the
+    image copied for this report (gs://<training bucket>/feedback/<report id>.<ext>, nothing else)."""
+    copy = f"gs://{settings().training_bucket}/{TRAINING_PREFIX}{report_id}."
+    image = str(report.get("training_image"))
+    return (report.get("role") == "clinician" and report.get("label") in LABELS
+            and identity.still_clinician(report.get("reporter"))
+            and image.startswith(copy) and image.removeprefix(copy) in {*EXTENSIONS.values(), OTHER_EXTENSION})
 
 
 def with_feedback(rows: dict[str, pd.DataFrame], feedback: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -105,8 +124,8 @@ def run(job_id: str, config: TrainConfig, root: Path, work: Path, eval_limit: in
     candidate.mkdir(parents=True, exist_ok=True)
     record = promote.current_record()
     net, config, init = starting_point(config, record, work)
-    feedback = feedback_images(jobs.scratch_dir(job_id))
-    jobs.mark_running(job_id, init=init, feedback_images=len(feedback))
+    feedback, dropped = feedback_images(jobs.scratch_dir(job_id))
+    jobs.mark_running(job_id, init=init, feedback_images=len(feedback), feedback_labels_dropped=dropped)
     folders = source_folders(root)
     rows = with_feedback(split_rows(config, folders), feedback)
     best = candidate / registry.CHECKPOINT  # the EMA weights the ONNX is made of; uploaded if promoted

@@ -20,6 +20,8 @@ from google.oauth2 import id_token
 
 log = logging.getLogger(__name__)
 
+LOCAL_ID_CHARS = 12  # a local clinician is named by this much of their key's hash
+
 
 def local_stand_in() -> bool:
     """Emulators in use and not running on Cloud Run: only then is the local clinician key accepted."""
@@ -39,7 +41,7 @@ def clinician_identity(headers: Any) -> str | None:
         digest = hashlib.sha256(key.encode()).hexdigest()
         allowed = env_list("DEEPSKIN_LOCAL_CLINICIAN_KEYS")
         known = any(hmac.compare_digest(digest, key_hash.lower()) for key_hash in allowed)
-        return f"local:{digest[:12]}" if known else None
+        return f"local:{digest[:LOCAL_ID_CHARS]}" if known else None
     return google_clinician(headers.get("Authorization", ""))
 
 
@@ -58,3 +60,14 @@ def google_clinician(authorization: str) -> str | None:
     email = str(claims.get("email", "")).lower()
     allowed = {e.lower() for e in env_list("DEEPSKIN_CLINICIANS")}
     return f"google:{email}" if claims.get("email_verified") and email in allowed else None
+
+
+def still_clinician(reporter: str | None) -> bool:
+    """A stored reporter (as clinician_identity wrote it) who is a clinician now: the allow-lists may have
+    changed since, and the stored name may not be one clinician_identity wrote at all (training.retrain)."""
+    kind, _, who = str(reporter).partition(":")
+    if kind == "google":
+        return bool(who) and who.lower() in {e.lower() for e in env_list("DEEPSKIN_CLINICIANS")}
+    if kind == "local" and local_stand_in() and len(who) == LOCAL_ID_CHARS:
+        return any(key_hash.lower().startswith(who) for key_hash in env_list("DEEPSKIN_LOCAL_CLINICIAN_KEYS"))
+    return False
