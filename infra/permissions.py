@@ -63,7 +63,7 @@ STORAGE: dict[str, tuple[Grant, ...]] = {
 }
 
 FIRESTORE_READ, FIRESTORE_WRITE = "read", "write"
-R, RW = frozenset({FIRESTORE_READ}), frozenset({FIRESTORE_READ, FIRESTORE_WRITE})
+R, W, RW = frozenset({FIRESTORE_READ}), frozenset({FIRESTORE_WRITE}), frozenset({FIRESTORE_READ, FIRESTORE_WRITE})
 # identity -> {top-level collection: what its code does there}
 FIRESTORE: dict[str, dict[str, frozenset[str]]] = {
     "predict_event": {"predictions": RW},
@@ -73,7 +73,7 @@ FIRESTORE: dict[str, dict[str, frozenset[str]]] = {
     "retrain": {"ledger": RW, "jobs": RW},
     "sweeper": {"predictions": RW, "ledger": RW, "jobs": RW},
     "ops": {"models": R, "feedback": R, "ledger": R, "jobs": R},  # decisions, counts, the ledger and its job
-    "training": {"feedback": R, "ledger": RW, "jobs": RW, "models": RW},  # labels in; job state, decisions out
+    "training": {"feedback": R, "ledger": RW, "jobs": RW, "models": W},  # labels in; job state, decisions out
 }
 
 
