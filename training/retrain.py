@@ -17,8 +17,8 @@ Started by deepskin.services.jobs: LocalLauncher runs it as a child process, Ver
   its classes. Reports are in Firestore, which every function may write: each is checked again here
   (`trusted_label`: a known label, a reporter who is a clinician now, and the image the feedback function
   copied for that very report, feedback/<report id>.<ext> in the training bucket, which only it may create);
-  the others are dropped and counted. Those images are downloaded to the job's local scratch folder (deepskin.services.jobs.scratch_dir),
-  never to the run folder (on Vertex AI that is the training bucket's runs/<job>/, out of reach of an
+  the others are dropped and counted. Those images are downloaded to the job's local scratch folder
+  (deepskin.services.jobs.scratch_dir), never to the run folder (on Vertex AI that is the training bucket's runs/<job>/, out of reach of an
   owner's delete), and removed when the job ends; so is a temporary run folder.
 - Other sources' folders: beside --data (the training bucket's layout), else their usual defaults.
 - Then `python -m training.export` (ONNX + card calibrated on validation) and the gate, which uploads

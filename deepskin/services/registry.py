@@ -12,8 +12,9 @@
 The pointer, the baseline and the candidates awaiting approval (the trust anchors) live in the models bucket,
 not in Firestore, because Firestore's IAM is project-wide: the predict functions, which decode untrusted
 images, must write their results there, and could then rewrite an anchor too. The models bucket is writable
-by the training identity only (the promotion path); the functions read it (infra/permissions.py). The files' SHA-256 are recorded at upload and checked by `fetch`
-before a model is loaded, so a file changed in the bucket or the local cache is never served.
+by the training identity only (the promotion path); the functions read it (infra/permissions.py). The files'
+SHA-256 are recorded at upload and checked by `fetch` before a model is loaded, so a file changed in the
+bucket or the local cache is never served.
 
 deepskin.services.served_model asks `current()` every $DEEPSKIN_MODEL_CHECK_SECONDS, so a promotion or a
 rollback reaches every instance without a redeploy. This module only stores and finds files: it never loads

@@ -102,5 +102,5 @@ def candidate_from_served(tmp_path: Path, **card_changes) -> tuple[Path, str]:
     card = load_card(BUNDLED_MODEL)
     version = f"test-{uuid.uuid4().hex[:8]}"
     card.update(version=version, **card_changes)
-    card_path(folder / registry.ONNX).write_text(json.dumps(card))
+    card_path(folder / registry.ONNX).write_text(json.dumps(card), encoding="utf-8")
     return folder, version

@@ -10,6 +10,8 @@ A `cut` predicate stands for an instance that died just after the server acted: 
 carried out, then Died is raised instead of the answer coming back.
 """
 
+# pylint: disable=protected-access  # a reference's path: what Firestore's client knows of the collection
+
 from __future__ import annotations
 
 import json
@@ -145,7 +147,7 @@ def forbidden(method: str, url: str, identity: str, call: Call) -> requests.Resp
     response.request = requests.Request(method, url).prepare()
     response.headers["Content-Type"] = "application/json"
     message = f"{identity} does not have storage.objects {call.operation} access to {call.bucket}/{call.name}"
-    response._content = json.dumps({"error": {"code": 403, "message": message}}).encode()  # pylint: disable=protected-access
+    response._content = json.dumps({"error": {"code": 403, "message": message}}).encode()
     return response
 
 
@@ -172,7 +174,7 @@ def recording(calls: Calls, cls, name: str, mode: str, path_of):
     original = getattr(cls, name)
 
     def recorded(*args, **kwargs):
-        calls.firestore.add((top_collection(path_of(*args, **kwargs)), mode))  # pylint: disable=protected-access
+        calls.firestore.add((top_collection(path_of(*args, **kwargs)), mode))
         return original(*args, **kwargs)
 
     return mock.patch.object(cls, name, recorded)

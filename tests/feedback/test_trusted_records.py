@@ -6,6 +6,8 @@ the models bucket, the retraining job checks each label again, and the sweep che
 acting on it. Each test forges in Firestore what a compromised function could, and shows it changes nothing.
 """
 
+# pylint: disable=use-implicit-booleaness-not-comparison  # `== []` shows what was found in the diff
+
 from __future__ import annotations
 
 import subprocess
@@ -70,18 +72,17 @@ def test_the_job_trains_only_on_labels_it_can_verify(tmp_path, feedback_client, 
 def test_the_sweep_never_acts_on_a_handle_that_is_not_its_jobs(launcher, monkeypatch):
     monkeypatch.setenv("DEEPSKIN_JOB_TIMEOUT_S", "1")  # the forged job is long past it: the sweep would cancel
     monkeypatch.setattr(jobs.VertexLauncher, "request", lambda *_a, **_k: pytest.fail("a request was made"))
-    victim = subprocess.Popen(["sleep", "300"], start_new_session=True)  # someone else's process group
-    handles = {"local": f"pid {victim.pid}, log /tmp/x", "vertex": "projects/p/locations/r/customJobs/1"}
-    try:
-        jobs.state_doc().set({"active_job": "forged", "labels_at_last_job": 3})
-        jobs.job_doc("forged").set({"status": "running", "launcher": launcher, "handle": handles[launcher],
-                                    "created_at": datetime.now(UTC) - timedelta(hours=1)})
-        assert sweeper.sweep()["freed_job"] == "forged"
-        assert jobs.job_doc("forged").get().to_dict()["error"] == "invalid_handle"
-        assert victim.poll() is None
-    finally:
-        victim.kill()
-        victim.wait()
+    with subprocess.Popen(["sleep", "300"], start_new_session=True) as victim:  # someone else's process group
+        handles = {"local": f"pid {victim.pid}, log /tmp/x", "vertex": "projects/p/locations/r/customJobs/1"}
+        try:
+            jobs.state_doc().set({"active_job": "forged", "labels_at_last_job": 3})
+            jobs.job_doc("forged").set({"status": "running", "launcher": launcher, "handle": handles[launcher],
+                                        "created_at": datetime.now(UTC) - timedelta(hours=1)})
+            assert sweeper.sweep()["freed_job"] == "forged"
+            assert jobs.job_doc("forged").get().to_dict()["error"] == "invalid_handle"
+            assert victim.poll() is None
+        finally:
+            victim.kill()
 
 
 def test_a_vertex_handle_is_checked_before_any_request_is_made_with_it(monkeypatch):
@@ -94,7 +95,8 @@ def test_a_vertex_handle_is_checked_before_any_request_is_made_with_it(monkeypat
 
     monkeypatch.setattr(jobs.VertexLauncher, "request", staticmethod(request))
     vertex = jobs.VertexLauncher()
-    for forged in ("projects/p/locations/us-central1/customJobs/1", "projects/p/locations/europe-west4/customJobs/1:cancel",
+    for forged in ("projects/p/locations/us-central1/customJobs/1",
+                   "projects/p/locations/europe-west4/customJobs/1:cancel",
                    "projects/p/locations/europe-west4/customJobs/1/../../../other", "https://example.org/x",
                    "pid 1, log x"):
         assert not vertex.owns(forged, "j1"), forged

@@ -67,8 +67,8 @@ def check_storage_table(config: dict, table: dict[str, tuple[Grant, ...]]) -> li
     problems += [f"{identity}: {grant} is bound in iam.tf but not in infra/permissions.py"
                  for identity, grant in sorted(found - wanted, key=str)]
     role = config["resource"].get("google_project_iam_custom_role", {}).get("object_deleter", {})
-    if role.get("permissions") != ["storage.objects.delete"]:
-        problems.append(f"custom role object_deleter must allow storage.objects.delete alone: {role.get('permissions')}")
+    if (granted := role.get("permissions")) != ["storage.objects.delete"]:
+        problems.append(f"custom role object_deleter must allow storage.objects.delete alone: {granted}")
     return problems
 
 
