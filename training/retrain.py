@@ -15,8 +15,9 @@ Started by deepskin.services.jobs: LocalLauncher runs it as a child process, Ver
   whose report still exists (reports expire, and are deleted with their result), trained by
   training.train's own loop (`fit`). A coarse label (benign/malignant) trains the summed probability of
   its classes. Reports are in Firestore, which every function may write: each is checked again here
-  (`trusted_label`: a known label, a reporter who is a clinician now, and the image the feedback function
-  copied for that very report, feedback/<report id>.<ext> in the training bucket, which only it may create);
+  (`trusted_label`: a known label, a reporter who is a clinician now and whose report on that prediction it
+  is, and the image the feedback function copied for that very report, feedback/<report id>.<ext> in the
+  training bucket, which only it may create);
   the others are dropped and counted. Those images are downloaded to the job's local scratch folder
   (deepskin.services.jobs.scratch_dir), never to the run folder (on Vertex AI that is the training bucket's runs/<job>/, out of reach of an
   owner's delete), and removed when the job ends; so is a temporary run folder.
@@ -42,7 +43,7 @@ from google.api_core.exceptions import NotFound
 from google.cloud import firestore
 
 from deepskin.core.bundle import card_path, load_card
-from deepskin.core.report import LABELS, TRAINING_LABEL
+from deepskin.core.report import LABELS, TRAINING_LABEL, clinician_report_id
 from deepskin.services import identity, jobs, registry, store
 from deepskin.services.config import settings
 from deepskin.services.feedback import EXTENSIONS, OTHER_EXTENSION, TRAINING_PREFIX
@@ -93,12 +94,14 @@ def feedback_images(folder: Path) -> tuple[pd.DataFrame, int]:
 
 
 def trusted_label(report_id: str, report: dict) -> bool:
-    """A label the feedback function could have stored: a known label from a clinician allowed now, on the
-    image copied for this report (gs://<training bucket>/feedback/<report id>.<ext>, nothing else)."""
+    """A label the feedback function could have stored: a known label from a clinician allowed now, in the
+    report whose id is that clinician's on that prediction, on the image copied for this report
+    (gs://<training bucket>/feedback/<report id>.<ext>, nothing else)."""
     copy = f"gs://{settings().training_bucket}/{TRAINING_PREFIX}{report_id}."
-    image = str(report.get("training_image"))
+    image, reporter = str(report.get("training_image")), str(report.get("reporter"))
     return (report.get("role") == "clinician" and report.get("label") in LABELS
-            and identity.still_clinician(report.get("reporter"))
+            and identity.still_clinician(reporter)
+            and report_id == clinician_report_id(str(report.get("prediction_id")), reporter)
             and image.startswith(copy) and image.removeprefix(copy) in {*EXTENSIONS.values(), OTHER_EXTENSION})
 
 

@@ -60,9 +60,11 @@ def test_the_job_trains_only_on_labels_it_can_verify(tmp_path, feedback_client, 
     reports.document("f" * 32).set({**genuine, "training_image": f"gs://{training.name}/ham10000/forged.jpg"})
     reports.document("e" * 32).set({**demoted, "reporter": "google:someone@example.org"})  # not this report's copy
     reports.document("d" * 32).set({**genuine, "label": "not a label", "training_image": genuine["training_image"]})
+    # Not the id of this reporter's report on this prediction (so not a report the feedback function made).
+    reports.document("c" * 32).set({**genuine, "training_image": f"gs://{training.name}/feedback/{'c' * 32}.jpg"})
 
     images, dropped = retrain.feedback_images(tmp_path / "scratch")
-    assert (list(images.image_id), dropped) == ([ids[0]], 4)
+    assert (list(images.image_id), dropped) == ([ids[0]], 5)
 
     monkeypatch.setenv("DEEPSKIN_LOCAL_CLINICIAN_KEYS", "1" * 64)  # the clinician is no longer allowed
     assert retrain.feedback_images(tmp_path / "again")[0].empty
