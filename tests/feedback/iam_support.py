@@ -26,6 +26,7 @@ import permissions
 import requests
 from google.cloud import storage
 from google.cloud.firestore_v1 import base_batch, collection, document, query, transaction
+from permissions import FIRESTORE_READ, FIRESTORE_WRITE
 
 from deepskin.services import store
 from deepskin.services.config import settings
@@ -151,21 +152,17 @@ def forbidden(method: str, url: str, identity: str, call: Call) -> requests.Resp
     return response
 
 
-def top_collection(path: tuple[str, ...]) -> str:
-    return path[0]
-
-
-# (class, method, read or write, the path of the reference it acts on)
+# (class, method, read or write, the path of the document or collection it acts on)
 FIRESTORE_CALLS = [
-    *((document.DocumentReference, name, "write", lambda ref, *_a, **_k: ref._path)
+    *((document.DocumentReference, name, FIRESTORE_WRITE, lambda ref, *_a, **_k: ref._path)
       for name in ("create", "set", "update", "delete")),
-    *((base_batch.BaseWriteBatch, name, "write", lambda _b, ref, *_a, **_k: ref._path)
+    *((base_batch.BaseWriteBatch, name, FIRESTORE_WRITE, lambda _b, ref, *_a, **_k: ref._path)
       for name in ("create", "set", "update", "delete")),
-    (document.DocumentReference, "get", "read", lambda ref, *_a, **_k: ref._path),
-    *((query.Query, name, "read", lambda q, *_a, **_k: q._parent._path) for name in ("get", "stream")),
-    *((collection.CollectionReference, name, "read", lambda c, *_a, **_k: c._path)
+    (document.DocumentReference, "get", FIRESTORE_READ, lambda ref, *_a, **_k: ref._path),
+    *((query.Query, name, FIRESTORE_READ, lambda q, *_a, **_k: q._parent._path) for name in ("get", "stream")),
+    *((collection.CollectionReference, name, FIRESTORE_READ, lambda c, *_a, **_k: c._path)
       for name in ("get", "stream", "list_documents")),
-    (transaction.Transaction, "get", "read",
+    (transaction.Transaction, "get", FIRESTORE_READ,
      lambda _t, ref, *_a, **_k: ref._path if hasattr(ref, "_path") else ref._parent._path),
 ]
 
@@ -174,7 +171,7 @@ def recording(calls: Calls, cls, name: str, mode: str, path_of):
     original = getattr(cls, name)
 
     def recorded(*args, **kwargs):
-        calls.firestore.add((top_collection(path_of(*args, **kwargs)), mode))
+        calls.firestore.add((path_of(*args, **kwargs)[0], mode))  # its top-level collection
         return original(*args, **kwargs)
 
     return mock.patch.object(cls, name, recorded)
