@@ -16,8 +16,8 @@ Started by deepskin.services.jobs: LocalLauncher runs it as a child process, Ver
   training.train's own loop (`fit`). A coarse label (benign/malignant) trains the summed probability of
   its classes. Reports are in Firestore, which every function may write: each is checked again here
   (`trusted_label`: a known label, a reporter who is a clinician now and whose report on that prediction it
-  is, and the image the feedback function copied for that very report, feedback/<report id>.<ext> in the
-  training bucket, which only it may create);
+  is, and the image the feedback function copied for that very report and label,
+  feedback/<report id>.<label>.<ext> in the training bucket, which only it may create);
   the others are dropped and counted. Those images are downloaded to the job's local scratch folder
   (deepskin.services.jobs.scratch_dir), never to the run folder (on Vertex AI that is the training bucket's runs/<job>/, out of reach of an
   owner's delete), and removed when the job ends; so is a temporary run folder.
@@ -46,7 +46,7 @@ from deepskin.core.bundle import card_path, load_card
 from deepskin.core.report import LABELS, TRAINING_LABEL, clinician_report_id
 from deepskin.services import identity, jobs, registry, store
 from deepskin.services.config import settings
-from deepskin.services.feedback import EXTENSIONS, OTHER_EXTENSION, TRAINING_PREFIX
+from deepskin.services.feedback import EXTENSIONS, OTHER_EXTENSION, training_copy_name
 from training import promote, sources
 from training.data import FOLDER_ENV, data_root
 from training.net import EfficientNetLite, LiteConfig, pretrained
@@ -95,14 +95,13 @@ def feedback_images(folder: Path) -> tuple[pd.DataFrame, int]:
 
 def trusted_label(report_id: str, report: dict) -> bool:
     """A label the feedback function could have stored: a known label from a clinician allowed now, in the
-    report whose id is that clinician's on that prediction, on the image copied for this report
-    (gs://<training bucket>/feedback/<report id>.<ext>, nothing else)."""
-    copy = f"gs://{settings().training_bucket}/{TRAINING_PREFIX}{report_id}."
-    image, reporter = str(report.get("training_image")), str(report.get("reporter"))
-    return (report.get("role") == "clinician" and report.get("label") in LABELS
-            and identity.still_clinician(reporter)
-            and report_id == clinician_report_id(str(report.get("prediction_id")), reporter)
-            and image.startswith(copy) and image.removeprefix(copy) in {*EXTENSIONS.values(), OTHER_EXTENSION})
+    report whose id is that clinician's on that prediction, on the image copied for this report and this
+    label (gs://<training bucket>/feedback/<report id>.<label>.<ext>, nothing else)."""
+    image, reporter, label = str(report.get("training_image")), str(report.get("reporter")), report.get("label")
+    copies = {f"gs://{settings().training_bucket}/{training_copy_name(report_id, str(label), extension)}"
+              for extension in (*EXTENSIONS.values(), OTHER_EXTENSION)}
+    return (report.get("role") == "clinician" and label in LABELS and identity.still_clinician(reporter)
+            and report_id == clinician_report_id(str(report.get("prediction_id")), reporter) and image in copies)
 
 
 def with_feedback(rows: dict[str, pd.DataFrame], feedback: pd.DataFrame) -> dict[str, pd.DataFrame]:

@@ -10,7 +10,10 @@ A label counts once per (prediction, clinician): a clinician's reports on one pr
 document, so a retry (whatever its idempotency key) is the same report and a later label replaces the
 earlier one; the ledger counts the document once, and retraining reads its latest label.
 A clinician's label on an assessed image also copies that image into the training bucket as
-`feedback/<report id>.<ext>` (the uploads bucket expires, and the training job may not read it). Every step
+`feedback/<report id>.<label>.<ext>` (the uploads bucket expires, and the training job may not read it): the
+name holds the label, so that a report's label cannot be changed in Firestore, which every function may
+write, without a copy that only this function can make (training.retrain checks it). A later label makes
+another copy; the report lists them all (`training_images`) for the owner's delete. Every step
 can be retried after a failure at any point: the copy's name is recorded on the report before the copy is
 made (so an owner's delete that comes in between finds it), and the copy is created only if absent, which
 is all this function may do there (infra/permissions.py: create under feedback/, never replace).
@@ -23,6 +26,7 @@ from dataclasses import asdict
 from typing import Any
 
 from google.api_core.exceptions import AlreadyExists, NotFound, PreconditionFailed
+from google.cloud.firestore import ArrayUnion
 
 from deepskin.core.metadata import strip_metadata
 from deepskin.core.refused import Refused
@@ -78,8 +82,12 @@ def submit(report: Report, token: str | None, headers: Any) -> dict:
     return {"report_id": id_, "counts_as": counts_as}
 
 
+def training_copy_name(id_: str, label: str, extension: str) -> str:
+    return f"{TRAINING_PREFIX}{id_}.{label}.{extension}"
+
+
 def copy_for_training(doc: Any, id_: str, label: str, upload: dict) -> None:
-    """Copy the labelled upload to training/feedback/<id>.<ext> without its metadata (EXIF, GPS, comments:
+    """Copy the labelled upload to training/feedback/<id>.<label>.<ext> without its metadata (EXIF, GPS, comments:
     a training set keeps pixels and labels only), its name recorded on the report first; nothing when the
     upload is already gone. A copy already there is an earlier attempt's: done."""
     gcs = store.storage_client()
@@ -87,8 +95,9 @@ def copy_for_training(doc: Any, id_: str, label: str, upload: dict) -> None:
     if source is None:
         return
     copy = gcs.bucket(settings().training_bucket).blob(
-        f"{TRAINING_PREFIX}{id_}.{EXTENSIONS.get(source.content_type, OTHER_EXTENSION)}")
-    doc.update({"training_image": f"gs://{copy.bucket.name}/{copy.name}"})
+        training_copy_name(id_, label, EXTENSIONS.get(source.content_type, OTHER_EXTENSION)))
+    uri = f"gs://{copy.bucket.name}/{copy.name}"
+    doc.update({"training_image": uri, "training_images": ArrayUnion([uri])})
     try:
         data = source.download_as_bytes()
     except NotFound:  # deleted between the lookup and the download: the report keeps a name with no copy

@@ -49,22 +49,27 @@ def test_a_baseline_or_an_approval_forged_in_firestore_changes_nothing(tmp_path,
 
 def test_the_job_trains_only_on_labels_it_can_verify(tmp_path, feedback_client, monkeypatch):
     reports = store.firestore_client().collection(store.FEEDBACK)
+    made = predictions(3)
     ids = []
-    for id_, _ in predictions(2):
+    for id_, _ in made:
         answer = feedback_client.post("/feedback", json=report(id_, role="clinician"), headers=CLINICIAN)
         ids.append(answer.get_json()["report_id"])
-    genuine, demoted = (reports.document(id_).get().to_dict() for id_ in ids)
+    # The clinician's own correction: a new label, with a copy of its own.
+    assert feedback_client.post("/feedback", json=report(made[0][0], role="clinician", label="bcc"),
+                                headers=CLINICIAN).get_json()["report_id"] == ids[0]
+    genuine, demoted = (reports.document(id_).get().to_dict() for id_ in ids[:2])
     training = store.storage_client().bucket(settings().training_bucket)
     training.blob("ham10000/forged.jpg").upload_from_string(b"a data set image, relabelled")
     reports.document(ids[1]).update({"reporter": "local:000000000000"})  # nobody's key
+    reports.document(ids[2]).update({"label": "nv"})  # the clinician said mel: its copy says so
     reports.document("f" * 32).set({**genuine, "training_image": f"gs://{training.name}/ham10000/forged.jpg"})
     reports.document("e" * 32).set({**demoted, "reporter": "google:someone@example.org"})  # not this report's copy
-    reports.document("d" * 32).set({**genuine, "label": "not a label", "training_image": genuine["training_image"]})
+    reports.document("d" * 32).set({**genuine, "label": "not a label"})
     # Not the id of this reporter's report on this prediction (so not a report the feedback function made).
-    reports.document("c" * 32).set({**genuine, "training_image": f"gs://{training.name}/feedback/{'c' * 32}.jpg"})
+    reports.document("c" * 32).set({**genuine, "training_image": f"gs://{training.name}/feedback/{'c' * 32}.bcc.jpg"})
 
     images, dropped = retrain.feedback_images(tmp_path / "scratch")
-    assert (list(images.image_id), dropped) == ([ids[0]], 5)
+    assert (list(images.image_id), list(images.label), dropped) == ([ids[0]], ["bcc"], 6)
 
     monkeypatch.setenv("DEEPSKIN_LOCAL_CLINICIAN_KEYS", "1" * 64)  # the clinician is no longer allowed
     assert retrain.feedback_images(tmp_path / "again")[0].empty
