@@ -114,6 +114,8 @@ locals {
     DEEPSKIN_TRAINING_ACCELERATOR     = var.training_accelerator_type
     DEEPSKIN_TRAINING_ACCELERATORS    = tostring(var.training_accelerator_count)
     DEEPSKIN_JOB_TIMEOUT_S            = tostring(var.job_timeout_seconds)
+    # Passed on to the job, which keeps only labels whose reporter is a clinician now.
+    DEEPSKIN_CLINICIANS = join(",", var.clinician_emails)
   })
 
   staged = toset(["predict", "feedback", "retrain_trigger", "ops", "sweeper"])

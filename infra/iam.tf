@@ -51,29 +51,39 @@ resource "google_service_account" "build" {
 }
 
 # --- bucket-level bindings ----------------------------------------------------------
+# infra/permissions.py is the table of what each identity may do to each bucket
+# (and why); tests/infra/test_permissions.py fails when these bindings differ
+# from it. A prefix (null: none) limits a binding to the objects under it (an IAM
+# condition on the object name). The models bucket (the registry pointer, the
+# pinned baseline, candidates awaiting approval) is written by the training
+# identity alone: every function only reads it.
 locals {
   bucket_bindings = {
-    # The models bucket holds the registry pointer (current.json): every function
-    # only reads it; the training identity (the promotion path) alone writes it.
-    # predict (event): read the upload, write/overwrite heatmaps, read the model.
-    "uploads|predict_event|roles/storage.objectViewer" = { bucket = "uploads", sa = "predict_event", role = "roles/storage.objectViewer" }
-    "results|predict_event|roles/storage.objectUser"   = { bucket = "results", sa = "predict_event", role = "roles/storage.objectUser" }
-    "models|predict_event|roles/storage.objectViewer"  = { bucket = "models", sa = "predict_event", role = "roles/storage.objectViewer" }
-    # predict (HTTP): store posted images, write heatmaps, serve the delete path.
-    "uploads|predict_http|roles/storage.objectUser"  = { bucket = "uploads", sa = "predict_http", role = "roles/storage.objectUser" }
-    "results|predict_http|roles/storage.objectUser"  = { bucket = "results", sa = "predict_http", role = "roles/storage.objectUser" }
-    "models|predict_http|roles/storage.objectViewer" = { bucket = "models", sa = "predict_http", role = "roles/storage.objectViewer" }
-    # feedback: copy a labelled image into training/feedback/ (expires with retention_days).
-    "uploads|feedback|roles/storage.objectViewer"   = { bucket = "uploads", sa = "feedback", role = "roles/storage.objectViewer" }
-    "training|feedback|roles/storage.objectCreator" = { bucket = "training", sa = "feedback", role = "roles/storage.objectCreator" }
-    # retrain trigger: inspect the training data and the current model.
-    "training|retrain|roles/storage.objectViewer" = { bucket = "training", sa = "retrain", role = "roles/storage.objectViewer" }
-    "models|retrain|roles/storage.objectViewer"   = { bucket = "models", sa = "retrain", role = "roles/storage.objectViewer" }
-    # ops: read the served model's card.
-    "models|ops|roles/storage.objectViewer" = { bucket = "models", sa = "ops", role = "roles/storage.objectViewer" }
+    "uploads|predict_event|roles/storage.objectViewer" = { bucket = "uploads", sa = "predict_event", role = "roles/storage.objectViewer", prefix = null }
+    "results|predict_event|roles/storage.objectUser"   = { bucket = "results", sa = "predict_event", role = "roles/storage.objectUser", prefix = null }
+    "models|predict_event|roles/storage.objectViewer"  = { bucket = "models", sa = "predict_event", role = "roles/storage.objectViewer", prefix = null }
+    "uploads|predict_http|roles/storage.objectUser"    = { bucket = "uploads", sa = "predict_http", role = "roles/storage.objectUser", prefix = null }
+    "results|predict_http|roles/storage.objectUser"    = { bucket = "results", sa = "predict_http", role = "roles/storage.objectUser", prefix = null }
+    "models|predict_http|roles/storage.objectViewer"   = { bucket = "models", sa = "predict_http", role = "roles/storage.objectViewer", prefix = null }
+    # The owner's delete erases the training copy of a clinician-labelled upload: delete only, feedback/ only.
+    "training|predict_http|object_deleter"        = { bucket = "training", sa = "predict_http", role = google_project_iam_custom_role.object_deleter.id, prefix = "feedback/" }
+    "uploads|feedback|roles/storage.objectViewer" = { bucket = "uploads", sa = "feedback", role = "roles/storage.objectViewer", prefix = null }
+    # Create only (never replace), and only under feedback/ (expires with retention_days).
+    "training|feedback|roles/storage.objectCreator" = { bucket = "training", sa = "feedback", role = "roles/storage.objectCreator", prefix = "feedback/" }
+    "models|ops|roles/storage.objectViewer"         = { bucket = "models", sa = "ops", role = "roles/storage.objectViewer", prefix = null }
   }
 
   function_sa_emails = { for key, sa in google_service_account.fn : key => sa.email }
+}
+
+# Deleting an object needs no other right: a function that must erase objects it
+# may neither read nor write gets this role alone (bound with a prefix above).
+resource "google_project_iam_custom_role" "object_deleter" {
+  project     = var.project_id
+  role_id     = "${replace(var.name_prefix, "-", "_")}_object_deleter"
+  title       = "DeepSkin object deleter"
+  description = "Delete objects, nothing else: the owner's delete of a training copy (infra/permissions.py)."
+  permissions = ["storage.objects.delete"]
 }
 
 resource "google_storage_bucket_iam_member" "functions" {
@@ -82,6 +92,15 @@ resource "google_storage_bucket_iam_member" "functions" {
   bucket = google_storage_bucket.data[each.value.bucket].name
   role   = each.value.role
   member = "serviceAccount:${google_service_account.fn[each.value.sa].email}"
+
+  dynamic "condition" {
+    for_each = each.value.prefix[*]
+    content {
+      title       = "only-${trimsuffix(condition.value, "/")}"
+      description = "Only the objects under ${condition.value}"
+      expression  = "resource.name.startsWith(\"projects/_/buckets/${google_storage_bucket.data[each.value.bucket].name}/objects/${condition.value}\")"
+    }
+  }
 }
 
 # Training job: read HAM10000/feedback and write runs/ in the training bucket;
@@ -128,12 +147,18 @@ resource "google_service_account_iam_member" "predict_http_self_sign" {
 }
 
 # --- project-level bindings (no narrower resource exists) -------------------------------
-# Firestore IAM is per project/database: every runtime that reads or writes
-# predictions, feedback, models, ledger or jobs needs roles/datastore.user;
-# the ops function only reads, so it gets roles/datastore.viewer instead.
+# Firestore IAM is per project/database, never per collection: every runtime
+# that writes any collection gets roles/datastore.user (and so could write them
+# all); the ops function only reads, so it gets roles/datastore.viewer instead.
+# infra/permissions.py lists the collections each one uses, and why nothing that
+# decides what is served or trained is kept in Firestore.
+locals {
+  firestore_writers = ["predict_event", "predict_http", "predict_dead", "feedback", "retrain", "sweeper", "training"]
+  runtime_sa_emails = merge(local.function_sa_emails, { training = google_service_account.training.email })
+}
+
 resource "google_project_iam_member" "firestore_user" {
-  for_each = merge({ for key, email in local.function_sa_emails : key => email if key != "ops" },
-  { training = google_service_account.training.email })
+  for_each = { for key in local.firestore_writers : key => local.runtime_sa_emails[key] }
 
   project = var.project_id
   role    = "roles/datastore.user"

@@ -57,11 +57,14 @@ def emulators() -> Iterator[dict[str, str]]:
 @pytest.fixture
 def clean_firestore(emulators: dict[str, str]) -> None:
     """Each test starts from an empty database (the emulator's own reset endpoint) and an empty model
-    registry: its pointer lives in the models bucket (deepskin.services.registry), so it is removed too."""
+    registry: its pointer, baseline and pending candidates live in the models bucket
+    (deepskin.services.registry), so they are removed too."""
     url = (f"http://{emulators['FIRESTORE_EMULATOR_HOST']}/emulator/v1/projects/{settings().project}"
            "/databases/(default)/documents")
     urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=30).close()
-    store.delete_blob(registry.pointer_blob())
+    pending = store.storage_client().list_blobs(settings().models_bucket, prefix=registry.PENDING)
+    for blob in (registry.pointer_blob(), registry.anchor_blob(registry.BASELINE), *pending):
+        store.delete_blob(blob)
 
 
 @pytest.fixture(scope="session")
@@ -122,6 +125,9 @@ class FakeLauncher:
     def launch(self, job_id: str) -> str:
         self.launched.append(job_id)
         return f"fake {job_id}"
+
+    def owns(self, handle: str, job_id: str) -> bool:
+        return handle == f"fake {job_id}"
 
     def running(self, handle: str) -> bool:
         return handle not in self.ended

@@ -5,7 +5,7 @@
     python -m training.promote --rollback
     python -m training.promote --status
 
-Gate rule: the candidate is compared with the PINNED BASELINE (models/baseline in Firestore: the first
+Gate rule: the candidate is compared with the PINNED BASELINE (baseline.json in the models bucket: the first
 model the registry served, until an operator pins another with --pin-baseline), never with the previous
 candidate, so small losses cannot add up over promotions; and, when another version is current, with the
 current model too: it must pass against both. All are scored image by image on the frozen gate set
@@ -26,11 +26,14 @@ each model's "high" cut-off is set on its own validation sample, so comparing th
 shares would mostly measure that sample's noise, or a change of what "high" means, not a better or worse
 model. What a person is told is guarded where it can hurt: malignant lesions reassured ("low"). A
 difference that cannot be computed (NaN: one class missing, or in over a tenth of the resamples) fails.
-Each model's own numbers come with their 95% intervals too (Wilson for the proportions), also per image type (HAM10000 is
-dermoscopy, PAD-UFES-20 phone photos): those are reported, not checks, since 78 phone photos cannot show a
-margin of a few points. With $DEEPSKIN_PROMOTION_APPROVAL=required (Google Cloud) a passing candidate is
-uploaded and recorded "approved_pending"; `--approve ID` promotes it. Every decision is stored in Firestore
-models/decisions/jobs/{id} (and, for a retraining job, in jobs/{id}).
+Each model's own numbers come with their 95% intervals too (Wilson for the proportions), also per image
+type (HAM10000 is dermoscopy, PAD-UFES-20 phone photos): those are reported, not checks, since 78 phone
+photos cannot show a margin of a few points. With $DEEPSKIN_PROMOTION_APPROVAL=required (Google Cloud) a
+passing candidate is uploaded, its record kept in the models bucket (pending/<ID>.json) and the decision
+recorded "approved_pending"; `--approve ID` promotes that record. Every decision is stored in Firestore
+models/decisions/jobs/{id} (and, for a retraining job, in jobs/{id}) for people to read; what decides (the
+baseline, a pending candidate, the pointer) is read from the models bucket only, which the functions cannot
+write (deepskin.services.registry, infra/permissions.py).
 """
 
 from __future__ import annotations
@@ -43,14 +46,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from google.api_core.exceptions import AlreadyExists
 from google.cloud import firestore
 from sklearn.metrics import roc_auc_score
 
 from deepskin.core.bundle import BUNDLED_MODEL, load_card
 from deepskin.core.labels import MALIGNANT
 from deepskin.core.model import Model
-from deepskin.services import registry, store
+from deepskin.services import registry
 from deepskin.services.config import settings
 from training import sources
 from training.calibrate import expected_calibration_error
@@ -233,23 +235,16 @@ def current_record() -> dict:
     return record
 
 
-def baseline_doc():
-    return store.firestore_client().collection("models").document("baseline")
-
-
 def pinned_baseline(current: dict) -> dict:
     """The registry's baseline record; the first gate pins the current version."""
-    try:
-        baseline_doc().create({k: current.get(k) for k in registry.RECORD_FIELDS})
-    except AlreadyExists:
-        pass
-    return baseline_doc().get().to_dict()
+    registry.write_anchor(registry.BASELINE, {k: current.get(k) for k in registry.RECORD_FIELDS}, replace=False)
+    return registry.read_anchor(registry.BASELINE)
 
 
 def pin_baseline() -> dict:
     """An operator's deliberate choice: from now on candidates are compared with the current version."""
     record = {k: registry.current().get(k) for k in registry.RECORD_FIELDS}
-    baseline_doc().set({**record, "pinned_at": firestore.SERVER_TIMESTAMP})
+    registry.write_anchor(registry.BASELINE, record)
     return record
 
 
@@ -263,6 +258,7 @@ def gate(candidate_dir: Path, decision_id: str, folders: dict, limit: int = 0, j
     record = current_record()
     pinned = pinned_baseline(record)
     lesions, non_lesions = gate_lesions(folders, limit), gate_non_lesions(folders)
+
     def numbers(onnx: Path) -> dict:
         return model_numbers(Model(onnx), lesions, non_lesions)
 
@@ -275,6 +271,7 @@ def gate(candidate_dir: Path, decision_id: str, folders: dict, limit: int = 0, j
         checkpoint = candidate_dir / registry.CHECKPOINT  # the next retrain fine-tunes from it
         new = registry.upload(candidate_dir / registry.ONNX, checkpoint if checkpoint.exists() else None)
         if approval_required():
+            registry.write_anchor(registry.pending_name(decision_id), new)
             decision.update(promoted=False, status="approved_pending", candidate_record=new)
         else:
             registry.set_current(new, expected=record["version"])
@@ -284,16 +281,17 @@ def gate(candidate_dir: Path, decision_id: str, folders: dict, limit: int = 0, j
 
 
 def approve(decision_id: str) -> dict:
-    """A person's approval of a candidate the gate passed: it becomes current."""
+    """A person's approval of a candidate the gate passed: its record, kept in the models bucket by the gate,
+    becomes current. The Firestore decision is only the log: anything could have written it."""
+    pending = registry.pending_name(decision_id)
+    record = registry.read_anchor(pending)
+    if record is None:
+        raise SystemExit(f"decision {decision_id} is not awaiting approval (no {pending} in the models bucket)")
+    registry.set_current(record, expected=registry.current()["version"])
+    registry.anchor_blob(pending).delete()
     doc = registry.decision_doc(decision_id)
-    decision = doc.get().to_dict()
-    if decision is None:
-        raise SystemExit(f"no gate decision {decision_id}")
-    if decision.get("status") != "approved_pending":
-        raise SystemExit(f"decision {decision_id} is {decision.get('status')!r}, not awaiting approval")
-    registry.set_current(decision["candidate_record"], expected=registry.current()["version"])
-    doc.update({"status": "promoted", "promoted": True, "approved_by": getpass.getuser(),
-                "approved_at": firestore.SERVER_TIMESTAMP})
+    doc.set({"status": "promoted", "promoted": True, "approved_by": getpass.getuser(),
+             "approved_at": firestore.SERVER_TIMESTAMP}, merge=True)
     return doc.get().to_dict()
 
 
@@ -331,7 +329,7 @@ def main() -> None:
     elif args.rollback:
         result = registry.rollback()
     else:
-        result = {"current": registry.current(), "baseline": baseline_doc().get().to_dict(),
+        result = {"current": registry.current(), "baseline": registry.read_anchor(registry.BASELINE),
                   "decisions": registry.decisions()}
     print(json.dumps(json_safe(result), indent=1, default=str))
 

@@ -14,8 +14,12 @@ Started by deepskin.services.jobs: LocalLauncher runs it as a child process, Ver
   model does not forget them) plus every clinician-labelled image under gs://<training bucket>/feedback/
   whose report still exists (reports expire, and are deleted with their result), trained by
   training.train's own loop (`fit`). A coarse label (benign/malignant) trains the summed probability of
-  its classes. Those images are downloaded to the job's local scratch folder (deepskin.services.jobs.scratch_dir),
-  never to the run folder (on Vertex AI that is the training bucket's runs/<job>/, out of reach of an
+  its classes. Reports are in Firestore, which every function may write: each is checked again here
+  (`trusted_label`: a known label, a reporter who is a clinician now and whose report on that prediction it
+  is, and the image the feedback function copied for that very report and label,
+  feedback/<report id>.<label>.<ext> in the training bucket, which only it may create);
+  the others are dropped and counted. Those images are downloaded to the job's local scratch folder
+  (deepskin.services.jobs.scratch_dir), never to the run folder (on Vertex AI that is the training bucket's runs/<job>/, out of reach of an
   owner's delete), and removed when the job ends; so is a temporary run folder.
 - Other sources' folders: beside --data (the training bucket's layout), else their usual defaults.
 - Then `python -m training.export` (ONNX + card calibrated on validation) and the gate, which uploads
@@ -39,8 +43,10 @@ from google.api_core.exceptions import NotFound
 from google.cloud import firestore
 
 from deepskin.core.bundle import card_path, load_card
-from deepskin.core.report import TRAINING_LABEL
-from deepskin.services import jobs, registry, store
+from deepskin.core.report import LABELS, TRAINING_LABEL, clinician_report_id
+from deepskin.services import identity, jobs, registry, store
+from deepskin.services.config import settings
+from deepskin.services.feedback import EXTENSIONS, OTHER_EXTENSION, training_copy_name
 from training import promote, sources
 from training.data import FOLDER_ENV, data_root
 from training.net import EfficientNetLite, LiteConfig, pretrained
@@ -63,16 +69,20 @@ def starting_point(config: TrainConfig, record: dict, work: Path) -> tuple[Effic
     return net, config, init
 
 
-def feedback_images(folder: Path) -> pd.DataFrame:
-    """Download the clinician-labelled images whose report still exists; rows of (image_id, label, path)."""
+def feedback_images(folder: Path) -> tuple[pd.DataFrame, int]:
+    """Download the images of the trusted clinician labels whose report still exists; (rows of (image_id,
+    label, path), how many labels were dropped as untrusted)."""
     folder.mkdir(parents=True, exist_ok=True)
     reports = (store.firestore_client().collection(store.FEEDBACK)
                .where(filter=firestore.FieldFilter("counts_as", "==", TRAINING_LABEL)).stream())
-    rows = []
+    rows, dropped = [], 0
     for report in reports:
         data = report.to_dict()
         if not data.get("training_image"):
             continue  # the upload was gone, or never assessed, when the report came
+        if not trusted_label(report.id, data):
+            dropped += 1
+            continue
         path = folder / data["training_image"].rsplit("/", 1)[-1]
         try:
             store.blob_at(data["training_image"]).download_to_filename(str(path))
@@ -80,7 +90,18 @@ def feedback_images(folder: Path) -> pd.DataFrame:
             path.unlink(missing_ok=True)
             continue
         rows.append({"image_id": report.id, "label": data["label"], "path": path})
-    return pd.DataFrame(rows, columns=["image_id", "label", "path"])
+    return pd.DataFrame(rows, columns=["image_id", "label", "path"]), dropped
+
+
+def trusted_label(report_id: str, report: dict) -> bool:
+    """A label the feedback function could have stored: a known label from a clinician allowed now, in the
+    report whose id is that clinician's on that prediction, on the image copied for this report and this
+    label (gs://<training bucket>/feedback/<report id>.<label>.<ext>, nothing else)."""
+    image, reporter, label = str(report.get("training_image")), str(report.get("reporter")), report.get("label")
+    copies = {f"gs://{settings().training_bucket}/{training_copy_name(report_id, str(label), extension)}"
+              for extension in (*EXTENSIONS.values(), OTHER_EXTENSION)}
+    return (report.get("role") == "clinician" and label in LABELS and identity.still_clinician(reporter)
+            and report_id == clinician_report_id(str(report.get("prediction_id")), reporter) and image in copies)
 
 
 def with_feedback(rows: dict[str, pd.DataFrame], feedback: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -105,8 +126,8 @@ def run(job_id: str, config: TrainConfig, root: Path, work: Path, eval_limit: in
     candidate.mkdir(parents=True, exist_ok=True)
     record = promote.current_record()
     net, config, init = starting_point(config, record, work)
-    feedback = feedback_images(jobs.scratch_dir(job_id))
-    jobs.mark_running(job_id, init=init, feedback_images=len(feedback))
+    feedback, dropped = feedback_images(jobs.scratch_dir(job_id))
+    jobs.mark_running(job_id, init=init, feedback_images=len(feedback), feedback_labels_dropped=dropped)
     folders = source_folders(root)
     rows = with_feedback(split_rows(config, folders), feedback)
     best = candidate / registry.CHECKPOINT  # the EMA weights the ONNX is made of; uploaded if promoted

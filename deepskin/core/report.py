@@ -64,5 +64,12 @@ def parse_report(body: bytes) -> Report:
 def report_id(report: Report, clinician: str | None = None) -> str:
     """A user's report: the same key on the same prediction is the same report, whoever retries it.
     A clinician's: one per (prediction, clinician), whatever the key, so one label cannot count twice."""
-    owner = f"clinician {clinician}" if clinician else report.idempotency_key
-    return hashlib.sha256(f"{report.prediction_id}\n{owner}".encode()).hexdigest()[:32]
+    if clinician:
+        return clinician_report_id(report.prediction_id, clinician)
+    return hashlib.sha256(f"{report.prediction_id}\n{report.idempotency_key}".encode()).hexdigest()[:32]
+
+
+def clinician_report_id(prediction_id: str, clinician: str) -> str:
+    """The id of a clinician's report on a prediction: whoever reads a stored report can check it against the
+    report's own prediction and reporter."""
+    return hashlib.sha256(f"{prediction_id}\nclinician {clinician}".encode()).hexdigest()[:32]

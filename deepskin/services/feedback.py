@@ -10,7 +10,13 @@ A label counts once per (prediction, clinician): a clinician's reports on one pr
 document, so a retry (whatever its idempotency key) is the same report and a later label replaces the
 earlier one; the ledger counts the document once, and retraining reads its latest label.
 A clinician's label on an assessed image also copies that image into the training bucket as
-`feedback/<report id>.<ext>` (the uploads bucket expires, and the training job may not read it).
+`feedback/<report id>.<label>.<ext>` (the uploads bucket expires, and the training job may not read it): the
+name holds the label, so that a report's label cannot be changed in Firestore, which every function may
+write, without a copy that only this function can make (training.retrain checks it). A later label makes
+another copy; the report lists them all (`training_images`) for the owner's delete. Every step
+can be retried after a failure at any point: the copy's name is recorded on the report before the copy is
+made (so an owner's delete that comes in between finds it), and the copy is created only if absent, which
+is all this function may do there (infra/permissions.py: create under feedback/, never replace).
 A report expires with its prediction (the same `expire_at`), and a prediction takes at most REPORTS_PER_PREDICTION
 reports of each role (counted on the prediction's document): past that, 429 too_many_reports, so that one token
 cannot fill Firestore and the ledger.
@@ -22,7 +28,7 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from google.api_core.exceptions import NotFound
+from google.api_core.exceptions import NotFound, PreconditionFailed
 from google.cloud import firestore
 
 from deepskin.core.metadata import strip_metadata
@@ -34,6 +40,7 @@ from deepskin.services.identity import clinician_identity
 from deepskin.services.pubsub import publish_message
 
 EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
+OTHER_EXTENSION = "img"
 TRAINING_PREFIX = "feedback/"
 # Distinct reports a prediction takes from each role: a user may change their mind a few times; a clinician's
 # reports on one prediction are one document each (a later label replaces the earlier), so this caps clinicians.
@@ -74,9 +81,8 @@ def submit(report: Report, token: str | None, headers: Any) -> dict:
         if stored.get("published"):
             return {"report_id": id_, "counts_as": counts_as}
         # Otherwise the first attempt stored the report but died before publishing: finish its work.
-    wanted = counts_as == TRAINING_LABEL and result.get("status") == "done" and result.get("upload")
-    if wanted and "training_image" not in stored:  # the copy's name is fixed: copying again is harmless
-        doc.update({"training_image": copy_for_training(id_, report.label, result["upload"])})
+    if counts_as == TRAINING_LABEL and result.get("status") == "done" and result.get("upload"):
+        copy_for_training(doc, id_, report.label, result["upload"])
     publish(id_, report, counts_as)
     doc.update({"published": True})
     return {"report_id": id_, "counts_as": counts_as}
@@ -100,25 +106,34 @@ def create_within_cap(transaction: firestore.Transaction, doc: firestore.Documen
     return None
 
 
-def copy_for_training(id_: str, label: str, upload: dict) -> str | None:
-    """Copy the labelled upload to training/feedback/<id>.<ext> without its metadata (EXIF, GPS, comments:
-    a training set keeps pixels and labels only); None when the upload is already gone."""
+def training_copy_name(id_: str, label: str, extension: str) -> str:
+    return f"{TRAINING_PREFIX}{id_}.{label}.{extension}"
+
+
+def copy_for_training(doc: Any, id_: str, label: str, upload: dict) -> None:
+    """Copy the labelled upload to training/feedback/<id>.<label>.<ext> without its metadata (EXIF, GPS, comments:
+    a training set keeps pixels and labels only), its name recorded on the report first; nothing when the
+    upload is already gone. A copy already there is an earlier attempt's: done."""
     gcs = store.storage_client()
     source = gcs.bucket(upload["bucket"]).get_blob(upload["name"], generation=int(upload["generation"]))
     if source is None:
-        return None
+        return
+    copy = gcs.bucket(settings().training_bucket).blob(
+        training_copy_name(id_, label, EXTENSIONS.get(source.content_type, OTHER_EXTENSION)))
+    uri = f"gs://{copy.bucket.name}/{copy.name}"
+    doc.update({"training_image": uri, "training_images": firestore.ArrayUnion([uri])})
     try:
         data = source.download_as_bytes()
-    except NotFound:  # deleted between the lookup and the download
-        return None
-    copy = gcs.bucket(settings().training_bucket).blob(
-        f"{TRAINING_PREFIX}{id_}.{EXTENSIONS.get(source.content_type, 'img')}")
-    # Set in the upload request itself: the function may create objects there, not update them (iam.tf).
+    except NotFound:  # deleted between the lookup and the download: the report keeps a name with no copy
+        return
+    # Set in the upload request itself: the function may create objects there, not update them.
     copy.metadata = {"label": label, "report_id": id_}
     # The upload's creation time: a lifecycle rule on daysSinceCustomTime keeps the upload's deadline.
     copy.custom_time = source.time_created
-    copy.upload_from_string(strip_metadata(data), content_type=source.content_type)
-    return f"gs://{copy.bucket.name}/{copy.name}"
+    try:
+        copy.upload_from_string(strip_metadata(data), content_type=source.content_type, if_generation_match=0)
+    except PreconditionFailed:
+        pass  # an earlier attempt made this copy of the same upload
 
 
 def publish(id_: str, report: Report, counts_as: str) -> None:

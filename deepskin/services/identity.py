@@ -74,6 +74,7 @@ class Certificates:
 
 
 google_certs = Certificates(fetch_google_certs)
+LOCAL_ID_CHARS = 12  # a local clinician is named by this much of their key's hash
 
 
 def local_stand_in() -> bool:
@@ -104,7 +105,7 @@ def local_key_holder(headers: Any) -> str | None:
         return None
     digest = hashlib.sha256(key.encode()).hexdigest()
     known = any(hmac.compare_digest(digest, key_hash) for key_hash in settings().local_clinician_keys)
-    return f"local:{digest[:12]}" if known else None
+    return f"local:{digest[:LOCAL_ID_CHARS]}" if known else None
 
 
 def google_identity(authorization: str, audiences: Iterable[str], allowed: Iterable[str]) -> str | None:
@@ -124,3 +125,14 @@ def google_identity(authorization: str, audiences: Iterable[str], allowed: Itera
     email = str(claims.get("email", "")).lower()
     verified = claims.get("iss") in ISSUERS and claims.get("email_verified") is True
     return f"google:{email}" if verified and email in allowed else None
+
+
+def still_clinician(reporter: str | None) -> bool:
+    """A stored reporter (as clinician_identity wrote it) who is a clinician now: the allow-lists may have
+    changed since, and the stored name may not be one clinician_identity wrote at all (training.retrain)."""
+    kind, _, who = str(reporter).partition(":")
+    if kind == "google":
+        return bool(who) and who.lower() in settings().clinicians
+    if kind == "local" and local_stand_in() and len(who) == LOCAL_ID_CHARS:
+        return any(key_hash.startswith(who) for key_hash in settings().local_clinician_keys)
+    return False

@@ -17,6 +17,12 @@ Nothing keeps the ledger for good: a job runs at most $DEEPSKIN_JOB_TIMEOUT_S (V
 sweep cancels one past it), the ledger's hold expires LEDGER_GRACE after that, and `sweep` (deepskin.services.sweeper,
 run on a schedule) reads the active job's real state from its launcher and closes a job that ended without
 closing itself (killed, pre-empted), never started, or ran out of time, giving its labels back.
+
+A job document is in Firestore, which every function may write (infra/permissions.py): its handle is checked
+before the sweep acts on it. The launcher is the one configured here, never the one the document names, and
+the handle must be one that launcher gave to this job (`owns`): a Vertex AI job of this region labelled with
+the job's id, or a local process running this job's training.retrain. A job whose handle fails is closed
+without touching what the handle names.
 """
 
 from __future__ import annotations
@@ -49,6 +55,9 @@ log = logging.getLogger(__name__)
 JOBS = "jobs"
 MANUAL = "manual"
 REPORT_ID = re.compile(r"^[0-9a-f]{32}$")
+LOCAL_HANDLE = re.compile(r"^pid (\d+), log ")
+# What VertexLauncher.launch gets back: projects/<number or id>/locations/<region>/customJobs/<id>.
+VERTEX_HANDLE = re.compile(r"projects/[a-z0-9-]+/locations/(?P<region>[a-z0-9-]+)/customJobs/\d+")
 REPO = Path(__file__).resolve().parents[2]
 CLOSED = ("done", "failed")
 LAUNCH_GRACE = timedelta(minutes=10)  # a job with no launcher handle after this never started
@@ -195,7 +204,7 @@ def sweep() -> str | None:
     if not job_id:
         return None
     job = job_doc(job_id).get().to_dict() or {}
-    error = not_running(job)
+    error = not_running(job_id, job)
     if error is None or not abandon(store.firestore_client().transaction(), job_id, error):
         return None
     shutil.rmtree(scratch_dir(job_id), ignore_errors=True)
@@ -203,7 +212,7 @@ def sweep() -> str | None:
     return job_id
 
 
-def not_running(job: dict) -> str | None:
+def not_running(job_id: str, job: dict) -> str | None:
     """Why a job no longer runs (None while it does), from its launcher's view of it; cancels one past its
     timeout."""
     if job.get("status") in CLOSED:
@@ -211,7 +220,9 @@ def not_running(job: dict) -> str | None:
     age = datetime.now(UTC) - job["created_at"] if job.get("created_at") else LAUNCH_GRACE
     if not job.get("handle"):
         return "never_started" if age >= LAUNCH_GRACE else None
-    launcher_ = LAUNCHERS[job["launcher"]]()
+    launcher_ = make_launcher()
+    if job.get("launcher") != launcher_name() or not launcher_.owns(job["handle"], job_id):
+        return "invalid_handle"  # not acted on: it may name someone else's process or job
     if not launcher_.running(job["handle"]):
         return "ended_without_closing"  # killed, pre-empted or crashed before training.retrain could record it
     if age > job_timeout():
@@ -282,7 +293,17 @@ class LocalLauncher:
 
     @staticmethod
     def pid(job_handle: str) -> int:
-        return int(re.match(r"pid (\d+)", job_handle)[1])
+        return int(LOCAL_HANDLE.match(job_handle)[1])
+
+    def owns(self, job_handle: str, job_id: str) -> bool:
+        """A handle this launcher gives (pid N, log PATH) whose process, while it exists, runs this job."""
+        if not LOCAL_HANDLE.match(job_handle):
+            return False
+        try:
+            argv = Path(f"/proc/{self.pid(job_handle)}/cmdline").read_bytes().split(b"\0")
+        except FileNotFoundError:
+            return True  # gone: nothing left to act on, and `running` says so
+        return b"training.retrain" in argv and job_id.encode() in argv
 
     def running(self, job_handle: str) -> bool:
         """The job's process exists and is not a zombie (the sweep may run in another process than `launch`)."""
@@ -315,6 +336,14 @@ class VertexLauncher:
                                 json=custom_job(job_id))
         return response["name"]
 
+    def owns(self, job_handle: str, job_id: str) -> bool:
+        """A CustomJob name of this region (checked before any request is made with it) whose job carries this
+        job's label, as `launch` set it."""
+        match = VERTEX_HANDLE.fullmatch(job_handle)
+        if not match or match["region"] != os.environ["DEEPSKIN_REGION"]:
+            return False
+        return (self.request("GET", job_handle).get("labels") or {}).get("deepskin-job") == job_id
+
     def running(self, job_handle: str) -> bool:
         return self.request("GET", job_handle)["state"] not in VERTEX_ENDED
 
@@ -342,9 +371,11 @@ def custom_job(job_id: str) -> dict:
     if accelerator and accelerator != "ACCELERATOR_TYPE_UNSPECIFIED":
         machine.update(acceleratorType=accelerator,
                        acceleratorCount=int(env.get("DEEPSKIN_TRAINING_ACCELERATORS", "1")))
+    # The job re-checks every label's reporter against the clinicians allowed now (training.retrain).
     passed = {"GOOGLE_CLOUD_PROJECT": config.project, "DEEPSKIN_MODELS_BUCKET": config.models_bucket,
               "DEEPSKIN_TRAINING_BUCKET": config.training_bucket, "DEEPSKIN_RETENTION_DAYS": str(config.retention_days),
-              "DEEPSKIN_RECORD_RETENTION_DAYS": str(config.record_retention_days)}
+              "DEEPSKIN_RECORD_RETENTION_DAYS": str(config.record_retention_days),
+              "DEEPSKIN_CLINICIANS": ",".join(config.clinicians)}
     return {
         "displayName": f"deepskin-retrain-{job_id}",
         "jobSpec": {

@@ -4,13 +4,17 @@
       version was trained by training.retrain (the next retrain fine-tunes from those weights)
   gs://<models bucket>/current.json  {version, onnx_uri, card_uri, checkpoint_uri, onnx_sha256, card_sha256,
                                       promoted_at, previous, history}
-  models/decisions/jobs/{id}    (Firestore) every promotion-gate decision, promoted or refused (training.promote)
+  gs://<models bucket>/baseline.json          the pinned baseline's record: what every candidate is compared with
+  gs://<models bucket>/pending/<decision>.json the record of a candidate that passed the gate and awaits a person
+  models/decisions/jobs/{id}    (Firestore) every promotion-gate decision, promoted or refused (training.promote):
+                                the log the operator page shows, never read to decide anything
 
-The pointer lives in the models bucket, not in Firestore, because Firestore's IAM is project-wide: the
-predict functions, which decode untrusted images, must write their results there, and could then rewrite
-the pointer too. The models bucket is writable by the training identity only (the promotion path); the
-predict functions read it (infra/iam.tf). The files' SHA-256 are recorded at upload and checked by `fetch`
-before a model is loaded, so a file changed in the bucket or the local cache is never served.
+The pointer, the baseline and the candidates awaiting approval (the trust anchors) live in the models bucket,
+not in Firestore, because Firestore's IAM is project-wide: the predict functions, which decode untrusted
+images, must write their results there, and could then rewrite an anchor too. The models bucket is writable
+by the training identity only (the promotion path); the functions read it (infra/permissions.py). The files'
+SHA-256 are recorded at upload and checked by `fetch` before a model is loaded, so a file changed in the
+bucket or the local cache is never served.
 
 deepskin.services.served_model asks `current()` every $DEEPSKIN_MODEL_CHECK_SECONDS, so a promotion or a
 rollback reaches every instance without a redeploy. This module only stores and finds files: it never loads
@@ -38,7 +42,7 @@ from deepskin.services.config import settings
 log = logging.getLogger(__name__)
 
 ONNX, CARD, CHECKPOINT = "deepskin.onnx", "deepskin.card.json", "checkpoint.pt"
-POINTER = "current.json"
+POINTER, BASELINE, PENDING = "current.json", "baseline.json", "pending/"
 RECORD_FIELDS = ("version", "onnx_uri", "card_uri", "checkpoint_uri", "onnx_sha256", "card_sha256")
 HISTORY_KEPT = 20
 CACHE = Path(tempfile.gettempdir()) / "deepskin-models"
@@ -59,8 +63,34 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def anchor_blob(name: str):
+    return store.storage_client().bucket(settings().models_bucket).blob(name)
+
+
 def pointer_blob():
-    return store.storage_client().bucket(settings().models_bucket).blob(POINTER)
+    return anchor_blob(POINTER)
+
+
+def pending_name(decision_id: str) -> str:
+    return f"{PENDING}{decision_id}.json"
+
+
+def read_anchor(name: str) -> dict | None:
+    """A record kept in the models bucket (the baseline, a pending candidate); None when there is none."""
+    try:
+        return json.loads(anchor_blob(name).download_as_bytes())
+    except NotFound:
+        return None
+
+
+def write_anchor(name: str, record: dict, replace: bool = True) -> bool:
+    """Store a record in the models bucket; with replace=False only if none is there yet. True when written."""
+    try:
+        anchor_blob(name).upload_from_string(json.dumps(record, indent=1), content_type="application/json",
+                                             if_generation_match=None if replace else 0)
+    except PreconditionFailed:
+        return False
+    return True
 
 
 def decision_doc(id_: str):

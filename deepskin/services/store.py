@@ -215,7 +215,9 @@ def blob_at(uri: str) -> storage.Blob:
 
 
 def delete_result(id_: str) -> dict[str, list[str]]:
-    """Erase everything derived from one upload: the image, the heatmap, the result and its feedback."""
+    """Erase everything derived from one upload: the image, the heatmap, the result and its feedback. Resumable:
+    the objects go first, then the documents that name them, the result (which proves ownership) last, so that
+    a delete that fails at any step finds on retry what is left and erases it."""
     db = firestore_client()
     result = get_result(id_) or {}
     blobs = [heatmap_blob(id_)]
@@ -223,8 +225,11 @@ def delete_result(id_: str) -> dict[str, list[str]]:
     if upload:
         blobs.insert(0, storage_client().bucket(upload["bucket"]).blob(upload["name"]))
     feedback = list(db.collection(FEEDBACK).where(filter=firestore.FieldFilter("prediction_id", "==", id_)).stream())
-    # A clinician-labelled upload was also copied to the training bucket: the owner's delete erases it too.
-    blobs += [blob_at(uri) for uri in (s.to_dict().get("training_image") for s in feedback) if uri]
+    # A clinician-labelled upload was also copied to the training bucket (a copy per label the clinician gave):
+    # the owner's delete erases them too.
+    reports = [snapshot.to_dict() for snapshot in feedback]
+    copies = {uri for report in reports for uri in [report.get("training_image"), *report.get("training_images", [])]}
+    blobs += [blob_at(uri) for uri in sorted(copies - {None})]
     objects = [path for path in map(delete_blob, blobs) if path]
     for snapshot in feedback:
         snapshot.reference.delete()

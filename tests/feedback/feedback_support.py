@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import json
 import secrets
+import shutil
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,7 +15,8 @@ from cloudevents.http import CloudEvent
 from google.api_core.exceptions import DeadlineExceeded
 from google.cloud import pubsub_v1
 
-from deepskin.services import jobs, predict_service, store
+from deepskin.core.bundle import BUNDLED_MODEL, card_path, load_card
+from deepskin.services import jobs, predict_service, registry, store
 from deepskin.services.config import settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,3 +92,15 @@ def predictions(n: int) -> list[tuple[str, str]]:
         outcome = predict_service.predict_bytes(LESIONS[i % len(LESIONS)].read_bytes(), "image/jpeg", token)
         out.append((outcome.id, token))
     return out
+
+
+def candidate_from_served(tmp_path: Path, **card_changes) -> tuple[Path, str]:
+    """The served model's ONNX with a changed card: a candidate whose numbers we know in advance."""
+    folder = tmp_path / "candidate"
+    folder.mkdir(parents=True)
+    shutil.copy(BUNDLED_MODEL, folder / registry.ONNX)
+    card = load_card(BUNDLED_MODEL)
+    version = f"test-{uuid.uuid4().hex[:8]}"
+    card.update(version=version, **card_changes)
+    card_path(folder / registry.ONNX).write_text(json.dumps(card), encoding="utf-8")
+    return folder, version

@@ -129,7 +129,7 @@ def test_clinician_report_is_a_training_label_with_its_image_copied(feedback_cli
     assert message.attributes["counts_as"] == "training_label" and message.attributes["role"] == "clinician"
     [doc] = feedback_docs()
     assert doc["reporter"].startswith("local:")
-    name = f"feedback/{answer['report_id']}.jpg"
+    name = f"feedback/{answer['report_id']}.bcc.jpg"
     assert doc["training_image"] == f"gs://{settings().training_bucket}/{name}"
     copy = store.storage_client().bucket(settings().training_bucket).get_blob(name)
     upload = store.get_result(id_)["upload"]

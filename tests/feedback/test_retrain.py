@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import shutil
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from feedback_support import (
     LESIONS,
     RETRAIN_SUBSCRIPTION,
     all_jobs,
+    candidate_from_served,
     deliver,
     ledger,
     predictions,
@@ -49,18 +48,6 @@ FOLDERS: dict = {}  # the fixture HAM10000 ($DEEPSKIN_HAM10000) alone: conftest 
 
 def for_both_types(**thresholds) -> dict:
     return {"dermoscopy": thresholds, "clinical": thresholds}
-
-
-def candidate_from_served(tmp_path, **card_changes) -> tuple[Path, str]:
-    """The served model's ONNX with a changed card: a candidate whose numbers we know in advance."""
-    folder = tmp_path / "candidate"
-    folder.mkdir(parents=True)
-    shutil.copy(BUNDLED_MODEL, folder / registry.ONNX)
-    card = load_card(BUNDLED_MODEL)
-    version = f"test-{uuid.uuid4().hex[:8]}"
-    card.update(version=version, **card_changes)
-    card_path(folder / registry.ONNX).write_text(json.dumps(card))
-    return folder, version
 
 
 # --- the ledger ---------------------------------------------------------------------------------------

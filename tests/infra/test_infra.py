@@ -798,14 +798,11 @@ def check_required_settings(config: dict) -> list[str]:
 
 
 def firestore_identities(config: dict) -> set[str]:
-    """Keys of google_project_iam_member.firestore_user's for_each; a local that maps over
-    google_service_account.fn contributes every function service account."""
-    expr = str(config["resource"].get("google_project_iam_member", {}).get("firestore_user", {}).get("for_each", ""))
-    names = set(re.findall(r"\b([A-Za-z0-9_]+)\s*=", expr))
-    for local in re.findall(r"\blocal\.([A-Za-z0-9_]+)", expr):
-        if re.search(r"\bin google_service_account\.fn\b", str(config["locals"].get(local, ""))):
-            names.update(config["locals"].get("function_service_accounts", {}))
-    return names
+    """The identities google_project_iam_member.firestore_user grants roles/datastore.user: local.firestore_writers,
+    when its for_each is over that list."""
+    body = config["resource"].get("google_project_iam_member", {}).get("firestore_user", {})
+    return set(config["locals"].get("firestore_writers", [])) if refers_to(str(body.get("for_each")),
+                                                                         "local.firestore_writers") else set()
 
 
 def check_function_permissions(config: dict) -> list[str]:
