@@ -1,6 +1,6 @@
 """What each runtime identity may do to the buckets and to Firestore: the one table, checked both ways.
 
-- tests/infra/test_permissions.py compares it with the bindings in iam.tf (local.bucket_bindings, the
+- tests/infra/test_iam_matches_permissions.py compares it with the bindings in iam.tf (local.bucket_bindings, the
   training identity's bindings, the Firestore roles): a grant in one and not in the other fails.
 - tests/feedback/test_permissions.py runs each identity's flows against the emulators with this table
   enforced the way Cloud Storage enforces IAM (a call outside it gets a 403), records every storage and

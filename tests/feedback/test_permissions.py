@@ -3,7 +3,7 @@
 Each test runs one identity's flows against the emulators as that identity (iam_support.acting_as: the
 table enforced the way Cloud Storage IAM would, every storage and Firestore call recorded), then checks
 both ways: no call outside the table, and no grant in the table that the flows never use. The table
-against iam.tf is tests/infra/test_permissions.py.
+against iam.tf is tests/infra/test_iam_matches_permissions.py.
 """
 
 # pylint: disable=use-implicit-booleaness-not-comparison  # `== []` shows what was found in the diff
