@@ -69,7 +69,7 @@ FIRESTORE: dict[str, dict[str, frozenset[str]]] = {
     "predict_event": {"predictions": RW},
     "predict_http": {"predictions": RW, "feedback": RW},  # the owner's delete removes the reports on a result
     "predict_dead": {"predictions": RW},
-    "feedback": {"predictions": R, "feedback": RW},
+    "feedback": {"predictions": RW, "feedback": RW},  # counts the reports on a prediction (their cap)
     "retrain": {"ledger": RW, "jobs": RW},
     "sweeper": {"predictions": RW, "ledger": RW, "jobs": RW},
     "ops": {"models": R, "feedback": R, "ledger": R, "jobs": R},  # decisions, counts, the ledger and its job
