@@ -28,12 +28,11 @@ from feedback_support import (
     redeliver_pulled,
     report,
 )
-from torch import save as torch_save
 
 from deepskin.core.bundle import BUNDLED_MODEL, card_path, load_card
 from deepskin.services import jobs, ops, predict_service, registry, store
 from deepskin.services.served_model import served_model
-from training import promote, retrain
+from training import checkpoint_file, promote, retrain
 from training.gate_set import gate_lesions
 from training.net import LiteConfig, pretrained
 from training.train import TrainConfig, checkpoint
@@ -191,9 +190,10 @@ def test_candidates_are_compared_with_the_pinned_baseline_and_a_promoted_checkpo
     served = SHIPPED_VERSION
     folder, first = candidate_from_served(tmp_path)  # the same network: non-inferior on every check
     config = TrainConfig(image_size=64)
-    torch_save(checkpoint(pretrained(LiteConfig()), config), folder / registry.CHECKPOINT)
+    checkpoint_file.save(checkpoint(pretrained(LiteConfig()), config), folder / registry.CHECKPOINT)
     assert promote.gate(folder, "first", FOLDERS)["promoted"]
     assert registry.current()["version"] == first and registry.current()["checkpoint_uri"]
+    assert registry.current()["checkpoint_sha256"] == checkpoint_file.file_sha256(folder / registry.CHECKPOINT)
     _, _, init = retrain.starting_point(config, registry.current(), tmp_path)
     assert init == f"checkpoint of model {first}"
 
