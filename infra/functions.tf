@@ -66,6 +66,9 @@ locals {
     DEEPSKIN_FEEDBACK_TOPIC      = google_pubsub_topic.feedback.name
     DEEPSKIN_FEEDBACK_DEAD_TOPIC = google_pubsub_topic.feedback_dead.name
     DEEPSKIN_RETENTION_DAYS      = tostring(var.retention_days)
+    # Whether a person approves each candidate the gate passes: the retrain trigger passes it on to its
+    # Vertex AI jobs, and the operator page shows it.
+    DEEPSKIN_PROMOTION_APPROVAL = var.promotion_approval
     # Exact browser origins allowed by CORS on the HTTP functions. Always set:
     # unset, config.py would fall back to the local stack's localhost origins;
     # an empty list allows no browser origin at all.
@@ -268,6 +271,8 @@ resource "google_cloudfunctions2_function" "fn" {
     runtime         = var.python_runtime
     entry_point     = each.value.entry_point
     service_account = google_service_account.build.id
+    # The build account may push to this repository only (iam.tf), so its images go there, not to gcf-artifacts.
+    docker_repository = google_artifact_registry_repository.images.id
     source {
       storage_source {
         bucket = google_storage_bucket.data["sources"].name
@@ -326,7 +331,8 @@ resource "google_cloudfunctions2_function" "fn" {
   depends_on = [
     google_project_iam_member.gcs_agent_pubsub_publisher,
     google_project_iam_member.eventarc_event_receiver,
-    google_project_iam_member.build,
+    google_project_iam_member.build_log_writer,
+    google_artifact_registry_repository_iam_member.build_writer,
   ]
 }
 

@@ -228,16 +228,27 @@ variable "configure_eventarc_dead_letter" {
   default     = true
 }
 
-variable "training_image_tag" {
-  description = "Tag of the training image in Artifact Registry reported in the outputs and passed to the retrain function."
+# Images by digest, never by a tag: a tag can be moved to other bytes after review, a digest cannot.
+variable "training_image_digest" {
+  description = "Digest (sha256:<64 hex>) of the training image in Artifact Registry that the retrain function's Vertex AI jobs run; the train workflow prints it after its push (repository variable TRAINING_IMAGE_DIGEST). Empty until a first image exists: the retrain trigger then refuses to launch jobs."
   type        = string
-  default     = "latest"
+  default     = ""
+
+  validation {
+    condition     = can(regex("^(sha256:[0-9a-f]{64})?$", var.training_image_digest))
+    error_message = "training_image_digest must be empty or sha256:<64 lowercase hex>, never a tag."
+  }
 }
 
-variable "serving_image_tag" {
-  description = "Tag of the Cloud Run serving image (docker/serving.Dockerfile) reported in the outputs."
+variable "serving_image_digest" {
+  description = "Digest (sha256:<64 hex>) of the Cloud Run serving image (docker/serving.Dockerfile) reported in the outputs; empty until one is pushed."
   type        = string
-  default     = "latest"
+  default     = ""
+
+  validation {
+    condition     = can(regex("^(sha256:[0-9a-f]{64})?$", var.serving_image_digest))
+    error_message = "serving_image_digest must be empty or sha256:<64 lowercase hex>, never a tag."
+  }
 }
 
 variable "training_machine_type" {
@@ -262,4 +273,15 @@ variable "image_keep_count" {
   description = "Number of most recent image versions Artifact Registry keeps per image (older untagged versions are cleaned up)."
   type        = number
   default     = 10
+}
+
+variable "promotion_approval" {
+  description = "DEEPSKIN_PROMOTION_APPROVAL in the functions and the retrain jobs: \"required\" (a person promotes each candidate the gate passed, python -m training.promote --approve ID) or \"gate\" (the gate promotes alone)."
+  type        = string
+  default     = "required"
+
+  validation {
+    condition     = contains(["required", "gate"], var.promotion_approval)
+    error_message = "promotion_approval must be \"required\" or \"gate\"."
+  }
 }

@@ -665,6 +665,39 @@ def check_required_settings(config: dict) -> list[str]:
     return problems
 
 
+DIGEST_PATTERN = "^(sha256:[0-9a-f]{64})?$"
+
+
+def check_images_by_digest(config: dict) -> list[str]:
+    """Retrains run the training image by digest (repository@sha256:...), never a tag such as `latest`."""
+    problems = []
+    image = str(config["locals"].get("training_image_uri", ""))
+    if "@${var.training_image_digest}" not in image or re.search(r":\$\{var\.\w*tag", image):
+        problems.append(f"local.training_image_uri must be <repository>/training@<digest>: {image!r}")
+    variable = config["variable"].get("training_image_digest", {})
+    if variable.get("default") not in ("", None) or not any(
+            DIGEST_PATTERN in str(v.get("condition")) for v in variable.get("validation", [])):
+        problems.append(f"var.training_image_digest needs no default but a validation against {DIGEST_PATTERN}")
+    problems += [f"var.{name}: images are pinned by digest, not by tag" for name in config["variable"]
+                 if name.endswith("_image_tag")]
+    retrain = {source: env for source, env in function_env(config).values()}.get("retrain_trigger", {})
+    if not refers_to(retrain.get("DEEPSKIN_TRAINING_IMAGE"), "local.training_image_uri"):
+        problems.append("retrain_trigger: DEEPSKIN_TRAINING_IMAGE must be local.training_image_uri")
+    return problems
+
+
+def check_promotion_approval(config: dict) -> list[str]:
+    """In Google Cloud a person approves promotions by default: every function (the ops page shows it, the retrain
+    trigger passes it to its jobs) gets DEEPSKIN_PROMOTION_APPROVAL from var.promotion_approval = "required"."""
+    problems = []
+    if normalize(config["variable"].get("promotion_approval", {}).get("default")) != "required":
+        problems.append('var.promotion_approval must default to "required"')
+    for name, (_, env) in function_env(config).items():
+        if not refers_to(env.get("DEEPSKIN_PROMOTION_APPROVAL"), "var.promotion_approval"):
+            problems.append(f"function {name}: DEEPSKIN_PROMOTION_APPROVAL must come from var.promotion_approval")
+    return problems
+
+
 def firestore_identities(config: dict) -> set[str]:
     """Keys of google_project_iam_member.firestore_user's for_each; a local that maps over
     google_service_account.fn contributes every function service account."""
@@ -803,7 +836,8 @@ def check_entry_points(config: dict, repo: Path = REPO) -> list[str]:
 ALL_CHECKS = (check_no_public_members, check_buckets, check_function_service_accounts, check_triggers,
               check_runtime_and_sizing, check_firestore, check_pubsub, check_iam, check_references,
               check_required_settings, check_function_permissions, check_registry_pointer_writers,
-              check_function_definition, check_moved, check_entry_points)
+              check_function_definition, check_moved, check_entry_points, check_images_by_digest,
+              check_promotion_approval)
 
 
 # --------------------------------------------------------------------------------------
@@ -1361,10 +1395,11 @@ def _workflow(name: str) -> str:
 
 
 def check_workflow_text(text: str) -> list[str]:
+    """Every action pinned by a full commit SHA (a tag can be moved to other code), its version in a comment."""
     problems = []
-    for uses in re.findall(r"uses:\s*([^\s#]+)", text):
-        if not re.fullmatch(r"[\w.-]+/[\w./-]+@v\d+", uses):
-            problems.append(f"action not pinned by major version: {uses}")
+    for line in re.findall(r"uses:.*", text):
+        if not re.fullmatch(r"uses:\s*[\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d+\.\d+\.\d+", line.strip()):
+            problems.append(f"action not pinned by commit SHA with its version in a comment: {line}")
     if re.search(r"credentials_json|GOOGLE_APPLICATION_CREDENTIALS_JSON|service_account_key", text):
         problems.append("JSON service-account keys are not allowed")
     return problems
@@ -1377,6 +1412,9 @@ def test_workflow_hygiene(name):
 
 def test_workflow_checker_can_fail():
     assert len(check_workflow_text("uses: actions/checkout@main\nwith:\n  credentials_json: x\n")) == 2
+    assert len(check_workflow_text("uses: actions/checkout@v5\n")) == 1
+    assert len(check_workflow_text(f"uses: actions/checkout@{'a' * 40}\n")) == 1  # no version comment
+    assert check_workflow_text(f"uses: actions/checkout@{'a' * 40} # v5.0.0\n") == []
 
 
 def test_ci_workflow_steps():
@@ -1402,8 +1440,10 @@ def test_train_workflow_steps():
                    "gcloud ai custom-jobs create", "accelerator-type=", "--config,${CONFIG}", "/ham10000",
                    "/runs/${GITHUB_RUN_ID}", "python -m training.promote --candidate-dir /gcs/",
                    # training.train writes best.pt only; the gate opens <run>/deepskin.onnx: the export in between.
-                   "cpu_custom_job.sh", "training.export", '--checkpoint "${run}/best.pt" --out "${run}/deepskin.onnx"'):
+                   "cpu_custom_job.sh", "training.export", '--checkpoint "${run}/best.pt" --out "${run}/deepskin.onnx"',
+                   "{{index .RepoDigests 0}}", '"${REPO}/training@sha256:"'):
         assert needle in text, needle
+    assert ":latest" not in text, "a retrain must run an image by digest, never a moving tag"
 
 
 def test_dockerfiles():
@@ -1470,6 +1510,20 @@ def test_shellcheck_scripts():
     scripts = sorted(str(p) for p in (INFRA / "scripts").glob("*.sh"))
     result = _run([shellcheck, *scripts])
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_checker_flags_images_by_tag_and_promotion_without_a_person():
+    bad = copy.deepcopy(load_dir(INFRA))
+    bad["locals"]["training_image_uri"] = "${local.image_repository}/training:${var.training_image_tag}"
+    bad["variable"]["training_image_tag"] = {"description": "x", "default": "latest"}
+    bad["variable"]["training_image_digest"] = {"description": "x", "default": "latest"}
+    bad["variable"]["promotion_approval"]["default"] = "gate"
+    bad["locals"]["common_env"].pop("DEEPSKIN_PROMOTION_APPROVAL")
+    images = "\n".join(check_images_by_digest(bad))
+    for needle in ("training@<digest>", "needs no default", "var.training_image_tag"):
+        assert needle in images, needle
+    approval = check_promotion_approval(bad)
+    assert 'default to "required"' in approval[0] and len(approval) == 1 + len(functions(bad)), approval
 
 
 def test_checker_flags_a_function_that_may_write_the_registry():
