@@ -20,8 +20,9 @@ interval clears the margin:
   lesions_refused      lesions refused as "not assessable"        upper bound < +0.02
   non_lesions_refused  non-lesion photos refused                  lower bound > -0.05
 A difference that cannot be computed (NaN: one class missing) fails its check. Each model's own numbers
-come with their 95% intervals too (Wilson for the proportions). With $DEEPSKIN_PROMOTION_APPROVAL=required
-(Google Cloud) a passing candidate is uploaded and recorded "approved_pending"; `--approve ID` promotes it.
+come with their 95% intervals too (Wilson for the proportions). With $DEEPSKIN_PROMOTION_APPROVAL=required (the
+default on Google Cloud, deepskin.services.config) a passing candidate is uploaded and recorded "approved_pending";
+`--approve ID` promotes it.
 Every decision is stored in Firestore models/decisions/jobs/{id} (and, for a retraining job, in jobs/{id}).
 """
 
@@ -30,7 +31,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +44,7 @@ from deepskin.core.labels import MALIGNANT
 from deepskin.core.model import Model
 from deepskin.services import registry, store
 from deepskin.services.config import settings
-from training import sources
+from training import checkpoint_file, sources
 from training.calibrate import expected_calibration_error
 from training.evaluate import group_resamples, score_set
 from training.gate_set import gate_lesions, gate_non_lesions
@@ -146,6 +146,8 @@ def current_record() -> dict:
     if record is None:
         baseline = Path(settings().model_path or BUNDLED_MODEL)
         shipped = SHIPPED_CHECKPOINTS / f"{load_card(baseline)['version']}.pt"
+        if shipped.is_file():
+            checkpoint_file.verify(shipped)
         try:
             record = registry.set_current(registry.upload(baseline, shipped if shipped.is_file() else None),
                                           expected=None)
@@ -174,10 +176,6 @@ def pin_baseline() -> dict:
     return record
 
 
-def approval_required() -> bool:
-    return os.environ.get("DEEPSKIN_PROMOTION_APPROVAL", "").lower() == "required"
-
-
 def gate(candidate_dir: Path, decision_id: str, folders: dict, limit: int = 0, job_id: str | None = None) -> dict:
     """Score candidate and pinned baseline on the gate set, decide, promote (or await approval), record it all."""
     candidate = Model(candidate_dir / registry.ONNX)
@@ -190,8 +188,10 @@ def gate(candidate_dir: Path, decision_id: str, folders: dict, limit: int = 0, j
                               "limit": limit})
     if decision["promoted"]:
         checkpoint = candidate_dir / registry.CHECKPOINT  # the next retrain fine-tunes from it
+        if checkpoint.exists():
+            checkpoint_file.verify(checkpoint)  # the registry records the digest of exactly what training wrote
         new = registry.upload(candidate_dir / registry.ONNX, checkpoint if checkpoint.exists() else None)
-        if approval_required():
+        if settings().approval_required:
             decision.update(promoted=False, status="approved_pending", candidate_record=new)
         else:
             registry.set_current(new, expected=record["version"])

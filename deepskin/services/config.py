@@ -6,6 +6,10 @@ import os
 from dataclasses import dataclass
 
 DEFAULT_ORIGINS = "http://127.0.0.1:8080,http://localhost:8080"
+# Set by Google Cloud itself: Cloud Run (every function) and Vertex AI custom jobs. There a person approves every
+# promotion unless DEEPSKIN_PROMOTION_APPROVAL says otherwise; Terraform and the job launchers also set it.
+ON_GOOGLE_CLOUD = ("K_SERVICE", "CLOUD_ML_JOB_ID")
+APPROVAL_REQUIRED, GATE_ALONE = "required", "gate"
 
 
 @dataclass(frozen=True)
@@ -20,6 +24,11 @@ class Settings:
     retention_days: int
     allowed_origins: tuple[str, ...]
     model_path: str | None
+    promotion_approval: str  # "required": a person promotes what the gate passed; "gate": the gate promotes alone
+
+    @property
+    def approval_required(self) -> bool:
+        return self.promotion_approval != GATE_ALONE  # an unknown value fails safe: a person decides
 
 
 def settings() -> Settings:
@@ -37,4 +46,6 @@ def settings() -> Settings:
         allowed_origins=tuple(o.strip() for o in env("DEEPSKIN_ALLOWED_ORIGINS", DEFAULT_ORIGINS).split(",")
                               if o.strip()),
         model_path=env("DEEPSKIN_MODEL_PATH") or None,
+        promotion_approval=env("DEEPSKIN_PROMOTION_APPROVAL")
+        or (APPROVAL_REQUIRED if any(env(name) for name in ON_GOOGLE_CLOUD) else GATE_ALONE),
     )

@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 JOBS = "jobs"
 MANUAL = "manual"
 REPORT_ID = re.compile(r"^[0-9a-f]{32}$")
+# A training image by digest: a tag (`training:latest`) can be moved to other bytes after review, a digest cannot.
+IMAGE_BY_DIGEST = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
 REPO = Path(__file__).resolve().parents[2]
 CLOSED = ("done", "failed")
 LAUNCH_GRACE = timedelta(minutes=10)  # a job with no launcher handle after this never started
@@ -333,15 +335,20 @@ class VertexLauncher:
 
 
 def custom_job(job_id: str) -> dict:
-    """The CustomJob body: the training image runs training.retrain on the FUSE-mounted training bucket."""
+    """The CustomJob body: the training image, by digest, runs training.retrain on the FUSE-mounted training
+    bucket; the job promotes nothing without a person unless this function's settings say so."""
     env, config = os.environ, settings()
+    image = env.get("DEEPSKIN_TRAINING_IMAGE", "")
+    if not IMAGE_BY_DIGEST.match(image):
+        raise ValueError(f"DEEPSKIN_TRAINING_IMAGE must name the training image by digest (...@sha256:...): {image!r}")
     machine = {"machineType": env.get("DEEPSKIN_TRAINING_MACHINE_TYPE", "n1-standard-8")}
     accelerator = env.get("DEEPSKIN_TRAINING_ACCELERATOR", "")
     if accelerator and accelerator != "ACCELERATOR_TYPE_UNSPECIFIED":
         machine.update(acceleratorType=accelerator,
                        acceleratorCount=int(env.get("DEEPSKIN_TRAINING_ACCELERATORS", "1")))
     passed = {"GOOGLE_CLOUD_PROJECT": config.project, "DEEPSKIN_MODELS_BUCKET": config.models_bucket,
-              "DEEPSKIN_TRAINING_BUCKET": config.training_bucket, "DEEPSKIN_RETENTION_DAYS": str(config.retention_days)}
+              "DEEPSKIN_TRAINING_BUCKET": config.training_bucket, "DEEPSKIN_RETENTION_DAYS": str(config.retention_days),
+              "DEEPSKIN_PROMOTION_APPROVAL": config.promotion_approval}
     return {
         "displayName": f"deepskin-retrain-{job_id}",
         "jobSpec": {
@@ -349,7 +356,7 @@ def custom_job(job_id: str) -> dict:
                 "machineSpec": machine,
                 "replicaCount": "1",
                 "containerSpec": {
-                    "imageUri": env["DEEPSKIN_TRAINING_IMAGE"],
+                    "imageUri": image,
                     "command": ["python", "-m", "training.retrain"],
                     "args": ["--job-id", job_id, *retrain_args(), "--data", f"/gcs/{config.training_bucket}/ham10000",
                              "--work", f"/gcs/{config.training_bucket}/runs/{job_id}"],

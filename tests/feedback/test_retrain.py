@@ -31,6 +31,7 @@ from feedback_support import (
 
 from deepskin.core.bundle import BUNDLED_MODEL, card_path, load_card
 from deepskin.services import jobs, ops, predict_service, registry, store
+from deepskin.services.config import settings
 from deepskin.services.served_model import served_model
 from training import checkpoint_file, promote, retrain
 from training.gate_set import gate_lesions
@@ -267,9 +268,13 @@ def test_the_registry_pointer_is_in_the_models_bucket(tmp_path):
     assert not store.firestore_client().collection("models").document("current").get().exists
 
 
+IMAGE = "europe-west4-docker.pkg.dev/p/deepskin/training"
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+
 def test_vertex_custom_job_request(monkeypatch):
     monkeypatch.setenv("DEEPSKIN_JOB_LAUNCHER", "vertex")
-    monkeypatch.setenv("DEEPSKIN_TRAINING_IMAGE", "europe-west4-docker.pkg.dev/p/deepskin/train:1")
+    monkeypatch.setenv("DEEPSKIN_TRAINING_IMAGE", f"{IMAGE}@{DIGEST}")
     monkeypatch.setenv("DEEPSKIN_TRAINING_SERVICE_ACCOUNT", "train@p.iam.gserviceaccount.com")
     monkeypatch.setenv("DEEPSKIN_TRAINING_ACCELERATOR", "NVIDIA_L4")
     monkeypatch.setenv("DEEPSKIN_TRAINING_ACCELERATORS", "1")
@@ -279,5 +284,32 @@ def test_vertex_custom_job_request(monkeypatch):
     assert pool["machineSpec"]["acceleratorType"] == "NVIDIA_L4"
     assert pool["containerSpec"]["args"][:4] == ["--job-id", "j1", "--config", "training/configs/gpu.json"]
     assert body["jobSpec"]["serviceAccount"] == "train@p.iam.gserviceaccount.com"
+    assert pool["containerSpec"]["imageUri"] == f"{IMAGE}@{DIGEST}"
     monkeypatch.setenv("DEEPSKIN_JOB_TIMEOUT_S", "5400")
     assert jobs.custom_job("j1")["jobSpec"]["scheduling"]["timeout"] == "5400s"  # Vertex AI stops it there
+
+
+@pytest.mark.parametrize("image", [f"{IMAGE}:latest", f"{IMAGE}:1", f"{IMAGE}@sha256:abc", ""])
+def test_a_retrain_never_runs_an_image_by_tag(monkeypatch, image):
+    monkeypatch.setenv("DEEPSKIN_TRAINING_IMAGE", image)
+    monkeypatch.setenv("DEEPSKIN_TRAINING_SERVICE_ACCOUNT", "train@p.iam.gserviceaccount.com")
+    with pytest.raises(ValueError, match="by digest"):
+        jobs.custom_job("j1")
+
+
+@pytest.mark.parametrize(("cloud", "setting", "passed"), [
+    ({"CLOUD_ML_JOB_ID": "123"}, None, "required"),  # a Vertex AI job: a person approves
+    ({"K_SERVICE": "retrain"}, None, "required"),  # a function on Cloud Run: its jobs too
+    ({}, None, "gate"),  # the local stack: the gate alone
+    ({"K_SERVICE": "retrain"}, "gate", "gate"),  # an operator's explicit choice (Terraform's promotion_approval)
+])
+def test_in_google_cloud_a_person_approves_promotions_by_default(monkeypatch, cloud, setting, passed):
+    for name in ("CLOUD_ML_JOB_ID", "K_SERVICE", "DEEPSKIN_PROMOTION_APPROVAL"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in {**cloud, **({"DEEPSKIN_PROMOTION_APPROVAL": setting} if setting else {})}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DEEPSKIN_TRAINING_IMAGE", f"{IMAGE}@{DIGEST}")
+    monkeypatch.setenv("DEEPSKIN_TRAINING_SERVICE_ACCOUNT", "train@p.iam.gserviceaccount.com")
+    env = {e["name"]: e["value"] for e in jobs.custom_job("j1")["jobSpec"]["workerPoolSpecs"][0]["containerSpec"]["env"]}
+    assert env["DEEPSKIN_PROMOTION_APPROVAL"] == passed
+    assert settings().approval_required == (passed == "required")
