@@ -260,6 +260,7 @@ locals {
 }
 
 resource "google_cloudfunctions2_function" "fn" {
+  #checkov:skip=CKV_GCP_124:only the three HTTP functions take ALLOW_ALL ingress (browsers and the CLI call them) and none has a public invoker (run.invoker to named members, tests/infra); event functions are internal only
   for_each = local.functions
 
   name        = local.function_names[each.key]

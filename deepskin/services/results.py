@@ -11,7 +11,7 @@ from datetime import datetime
 
 from deepskin.services import store
 
-TOKEN_KEY = "deepskin-token-sha256"  # object metadata: the owner's capability token, hashed
+TOKEN_KEY = "deepskin-token-sha256"  # object metadata naming the owner's hashed token  # nosec B105
 # Object metadata an uploader may set: the optional facts the model can use (deepskin.core.patient).
 PATIENT_KEYS = {"age": "deepskin-age", "sex": "deepskin-sex", "site": "deepskin-site"}
 # What an owner may read back; internal fields (upload location, token hash, claim times) stay private.
