@@ -1314,7 +1314,8 @@ def _fake_repo(root: Path) -> None:
     for name, main in mains.items():
         (root / "functions" / name).mkdir(parents=True)
         (root / "functions" / name / "main.py").write_text(main, encoding="utf-8")
-        (root / "functions" / name / "requirements.txt").write_text("numpy==2.4.6\n", encoding="utf-8")
+        for lock in ("requirements.in", "requirements.txt"):
+            (root / "functions" / name / lock).write_text("numpy==2.4.6\n", encoding="utf-8")
     (root / "functions" / "predict" / "__pycache__").mkdir()
     (root / "functions" / "predict" / "__pycache__" / "main.cpython-311.pyc").write_bytes(b"x")
     for package, module, text in (("core", "a", "from deepskin.core import b\n"), ("core", "b", ""),
@@ -1340,11 +1341,12 @@ def test_stage_functions_layout(tmp_path):
     # Each function gets its folder, the deepskin modules it imports (transitively, lazily too) with their
     # packages' __init__.py, and its data folders; nothing else.
     assert staged_files(out / "predict") == {
-        "main.py", "requirements.txt", "models/deepskin.onnx", "deepskin/__init__.py", "deepskin/core/__init__.py",
+        "main.py", "requirements.in", "requirements.txt", "models/deepskin.onnx", "deepskin/__init__.py", "deepskin/core/__init__.py",
         "deepskin/core/a.py", "deepskin/core/b.py"}
     assert staged_files(out / "feedback") == {
-        "main.py", "requirements.txt", "deepskin/__init__.py", "deepskin/services/__init__.py", "deepskin/services/c.py"}
-    assert staged_files(out / "ops") == {"main.py", "requirements.txt", "training/reports/test_curves.png"}
+        "main.py", "requirements.in", "requirements.txt", "deepskin/__init__.py", "deepskin/services/__init__.py", "deepskin/services/c.py"}
+    assert staged_files(out / "ops") == {"main.py", "requirements.in", "requirements.txt",
+                                         "training/reports/test_curves.png"}
     # Re-staging replaces stale files.
     (out / "feedback" / "stale.py").write_text("", encoding="utf-8")
     assert stage_functions.main(["--repo-root", str(tmp_path), "--out", str(out), "feedback"]) == 0
@@ -1354,7 +1356,7 @@ def test_stage_functions_layout(tmp_path):
 def test_requirements_are_written_from_the_pyproject_table(tmp_path):
     _fake_repo(tmp_path)
     assert stage_functions.main(["--repo-root", str(tmp_path), "--requirements"]) == 0
-    lines = (tmp_path / "functions" / "predict" / "requirements.txt").read_text(encoding="utf-8").splitlines()
+    lines = (tmp_path / "functions" / "predict" / "requirements.in").read_text(encoding="utf-8").splitlines()
     assert lines[1:] == ["functions-framework==3.10.2", "numpy==2.4.6"]
     (tmp_path / "pyproject.toml").write_text(FAKE_PYPROJECT.replace('"numpy"]', '"numpy", "pandas"]'), encoding="utf-8")
     with pytest.raises(stage_functions.StagingError, match="pandas"):  # a requirement pyproject does not pin
@@ -1439,11 +1441,13 @@ def test_dockerfiles():
     serving = (DOCKER / "serving.Dockerfile").read_text(encoding="utf-8")
     for text in (training, serving):
         # Cloud Build's base by default; `make containers` passes a local Debian base (local/containers.py).
-        assert re.search(r"^ARG BASE_IMAGE=python:3\.11\.\d+-slim", text, re.MULTILINE), "pin python:3.11.x-slim"
+        assert re.search(r"^ARG BASE_IMAGE=python:3\.11\.\d+-slim[\w-]*@sha256:[0-9a-f]{64}$", text, re.MULTILINE), \
+            "pin python:3.11.x-slim by digest"
         assert re.search(r"^FROM \$\{BASE_IMAGE\}$", text, re.MULTILINE)
         assert re.search(r"^USER (?!root|0\b)\S+", text, re.MULTILINE), "must run as non-root"
     assert 'ENTRYPOINT ["python", "-m", "training.train"]' in training
     assert "predict_http" in serving and "functions-framework" in serving
+    assert "pip install --require-hashes -r requirements.txt" in serving  # the predict function's lock
     assert "torch" not in re.sub(r"#.*", "", serving).replace("find_spec('torch')", "")
     ignore = (REPO / ".dockerignore").read_text(encoding="utf-8").split()
     assert ".git" in ignore and ".venv" in ignore
