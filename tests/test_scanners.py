@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -128,9 +129,12 @@ def test_bandit_flags_unsafe_python(tmp_path):
 
 # --- pip-audit --------------------------------------------------------------------------------------------
 def pinned_requirements() -> list[str]:
-    """Every distribution pyproject.toml pins (the package, its cloud, train and dev extras)."""
+    """Every distribution pyproject.toml pins (the package, its cloud, train and dev extras), and every one the
+    functions' locks install (functions/*/requirements.txt: their dependencies' dependencies too)."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     pins = [*project["dependencies"], *(p for extra in project["optional-dependencies"].values() for p in extra)]
+    for lock in sorted((REPO / "functions").glob("*/requirements.txt")):
+        pins += re.findall(r"^([\w.-]+==\S+)", lock.read_text(encoding="utf-8"), flags=re.MULTILINE)
     return sorted({pin.split("#")[0].strip() for pin in pins})
 
 
