@@ -98,6 +98,8 @@ locals {
   retrain_env = merge(local.common_env, {
     DEEPSKIN_JOB_LAUNCHER             = "vertex"
     DEEPSKIN_RETRAIN_MIN_LABELS       = tostring(var.retrain_min_labels)
+    DEEPSKIN_RETRAIN_MIN_CLINICIANS   = tostring(var.retrain_min_clinicians)
+    DEEPSKIN_MANUAL_RETRAINS_PER_DAY  = tostring(var.manual_retrains_per_day)
     DEEPSKIN_RETRAIN_CONFIG           = var.retrain_config
     DEEPSKIN_REGION                   = var.region
     DEEPSKIN_TRAINING_IMAGE           = local.training_image_uri

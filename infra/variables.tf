@@ -285,3 +285,20 @@ variable "promotion_approval" {
     error_message = "promotion_approval must be \"required\" or \"gate\"."
   }
 }
+
+variable "retrain_min_clinicians" {
+  description = "DEEPSKIN_RETRAIN_MIN_CLINICIANS for the retrain trigger: how many distinct clinicians' new labels a training job needs, by threshold or by hand (one clinician alone cannot steer the model)."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.retrain_min_clinicians >= 2
+    error_message = "A job needs the labels of at least two distinct clinicians."
+  }
+}
+
+variable "manual_retrains_per_day" {
+  description = "DEEPSKIN_MANUAL_RETRAINS_PER_DAY for the retrain trigger: training jobs one clinician may start by hand (POST /retrain) per UTC day."
+  type        = number
+  default     = 2
+}

@@ -7,6 +7,7 @@ outcomes use candidates built from the served model with a changed card, whose n
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import shutil
@@ -141,6 +142,63 @@ def test_a_failed_launch_gives_the_labels_back(feedback_client, trigger_client, 
     [job] = all_jobs().values()
     assert (job["status"], job["error"]) == ("failed", "launch_failed")
     assert ledger()["active_job"] is None and ledger()["labels_at_last_job"] == 0  # the next label retries
+
+
+@pytest.fixture
+def second_clinician(monkeypatch) -> dict[str, str]:
+    """A second local clinician beside CLINICIAN, and the cloud's rule: two clinicians' new labels per job."""
+    other = "another-local-clinician-key"
+    keys = ",".join(hashlib.sha256(key.encode()).hexdigest() for key in (CLINICIAN_KEY, other))
+    monkeypatch.setenv("DEEPSKIN_LOCAL_CLINICIAN_KEYS", keys)
+    monkeypatch.setenv("DEEPSKIN_RETRAIN_MIN_CLINICIANS", "2")
+    return {"X-DeepSkin-Clinician": other}
+
+
+def label(feedback_client, trigger_client, headers: dict, n: int = 1) -> None:
+    for id_, _ in predictions(n):
+        assert feedback_client.post("/feedback", json=report(id_, role="clinician"), headers=headers).status_code == 202
+    redeliver_pulled(trigger_client, pull(RETRAIN_SUBSCRIPTION))
+
+
+def test_one_clinician_alone_never_starts_a_job(feedback_client, trigger_client, fake_launcher, second_clinician):
+    label(feedback_client, trigger_client, CLINICIAN, 4)  # past the threshold of 3, but one clinician's
+    assert ledger()["training_labels"] == 4 and fake_launcher.launched == []
+    assert feedback_client.post("/retrain", headers=CLINICIAN).status_code == 202  # nor by hand
+    redeliver_pulled(trigger_client, pull(RETRAIN_SUBSCRIPTION))
+    assert fake_launcher.launched == []
+    assert "clinician" not in json.dumps(ledger(), default=str).replace("clinician_labels", "")  # pseudonyms only
+    label(feedback_client, trigger_client, second_clinician)
+    [job_id] = fake_launcher.launched
+    assert (all_jobs()[job_id]["new_labels"], all_jobs()[job_id]["clinicians"]) == (5, 2)
+    jobs.finish(store.firestore_client().transaction(), job_id, {"status": "done"})
+    label(feedback_client, trigger_client, CLINICIAN, 3)  # new labels again, one clinician's: no second job
+    assert len(fake_launcher.launched) == 1
+
+
+def test_a_failed_job_gives_its_clinicians_back_too(feedback_client, trigger_client, fake_launcher, second_clinician):
+    label(feedback_client, trigger_client, CLINICIAN, 2)
+    label(feedback_client, trigger_client, second_clinician)
+    [job_id] = fake_launcher.launched
+    jobs.finish(store.firestore_client().transaction(), job_id, {"status": "failed"}, give_labels_back=True)
+    assert feedback_client.post("/retrain", headers=CLINICIAN).status_code == 202  # both clinicians' labels count
+    redeliver_pulled(trigger_client, pull(RETRAIN_SUBSCRIPTION))
+    assert len(fake_launcher.launched) == 2
+
+
+def test_each_clinician_has_a_daily_quota_of_manual_retrains(feedback_client, trigger_client, fake_launcher,
+                                                            second_clinician, monkeypatch):
+    monkeypatch.setenv("DEEPSKIN_MANUAL_RETRAINS_PER_DAY", "1")
+    monkeypatch.setenv("DEEPSKIN_RETRAIN_MIN_LABELS", "50")
+    for _ in range(2):
+        label(feedback_client, trigger_client, CLINICIAN)
+        label(feedback_client, trigger_client, second_clinician)
+        assert feedback_client.post("/retrain", headers=CLINICIAN).status_code == 202
+        redeliver_pulled(trigger_client, pull(RETRAIN_SUBSCRIPTION))
+        jobs.finish(store.firestore_client().transaction(), fake_launcher.launched[-1], {"status": "done"})
+    assert len(fake_launcher.launched) == 1  # the second request the same day was refused
+    assert feedback_client.post("/retrain", headers=second_clinician).status_code == 202  # another's quota
+    redeliver_pulled(trigger_client, pull(RETRAIN_SUBSCRIPTION))
+    assert len(fake_launcher.launched) == 2
 
 
 # --- a real job, the gate and the registry ----------------------------------------------------------------
@@ -295,6 +353,14 @@ def test_a_retrain_never_runs_an_image_by_tag(monkeypatch, image):
     monkeypatch.setenv("DEEPSKIN_TRAINING_SERVICE_ACCOUNT", "train@p.iam.gserviceaccount.com")
     with pytest.raises(ValueError, match="by digest"):
         jobs.custom_job("j1")
+
+
+def test_in_google_cloud_a_job_needs_two_clinicians_by_default(monkeypatch):
+    monkeypatch.delenv("DEEPSKIN_RETRAIN_MIN_CLINICIANS", raising=False)
+    monkeypatch.delenv("K_SERVICE", raising=False)
+    assert settings().retrain_min_clinicians == 1  # the local stack
+    monkeypatch.setenv("K_SERVICE", "retrain")
+    assert settings().retrain_min_clinicians == 2
 
 
 @pytest.mark.parametrize(("cloud", "setting", "passed"), [

@@ -528,6 +528,10 @@ SAFE_DEFAULTS = {
     # Unset: the bundled model (predict stages models/); set on predict only when var.model_path is not empty.
     # feedback/retrain read it through deepskin.services.config but never load a model.
     "DEEPSKIN_MODEL_PATH": "bundled model",
+    # deepskin.services.config reads them in every function; only the retrain trigger counts jobs, and it sets
+    # them (check_required_settings).
+    "DEEPSKIN_RETRAIN_MIN_CLINICIANS": "read by the retrain trigger only",
+    "DEEPSKIN_MANUAL_RETRAINS_PER_DAY": "read by the retrain trigger only",
     # Unset: 60 s, the default of var.model_check_seconds; the predict functions set it explicitly
     # (test_required_function_settings); feedback/retrain import the registry but never serve a model.
     "DEEPSKIN_MODEL_CHECK_SECONDS": "60 s",
@@ -648,6 +652,10 @@ def check_required_settings(config: dict) -> list[str]:
          "must come from var.retrain_min_labels")
     want("retrain_trigger", "DEEPSKIN_RETRAIN_CONFIG", lambda v: refers_to(v, "var.retrain_config"),
          "must come from var.retrain_config")
+    want("retrain_trigger", "DEEPSKIN_RETRAIN_MIN_CLINICIANS", lambda v: refers_to(v, "var.retrain_min_clinicians"),
+         "must come from var.retrain_min_clinicians")
+    want("retrain_trigger", "DEEPSKIN_MANUAL_RETRAINS_PER_DAY", lambda v: refers_to(v, "var.manual_retrains_per_day"),
+         "must come from var.manual_retrains_per_day")
     want("retrain_trigger", "DEEPSKIN_FEEDBACK_DEAD_TOPIC",
          lambda v: refers_to(v, "google_pubsub_topic.feedback_dead"), "must be the feedback-dead topic")
     for var in ("DEEPSKIN_REGION", "DEEPSKIN_TRAINING_IMAGE", "DEEPSKIN_TRAINING_SERVICE_ACCOUNT",
@@ -904,6 +912,7 @@ def test_retrain_config_default_exists(stack):
     assert stack["variable"]["retrain_min_labels"]["default"] == 50
     assert stack["variable"]["model_check_seconds"]["default"] == 60
     assert stack["variable"]["clinician_emails"]["default"] == []
+    assert stack["variable"]["retrain_min_clinicians"]["default"] == 2
 
 
 def test_provider_pins():
