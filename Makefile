@@ -1,6 +1,7 @@
 # The two commands of the README: `make run` and `make test`. `make setup` builds .venv/ once;
 # `make containers` builds the serving and training images with Podman (installing it if needed).
 VENV := .venv
+CHECKOV := .venv-checkov/bin/checkov
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip --disable-pip-version-check -q
 CHROMIUM := /usr/bin/chromium
@@ -29,7 +30,13 @@ $(AXE): tests/web/package-lock.json
 run: setup
 	$(PY) -m local.stack
 
-test: setup $(CHROMIUM) $(AXE)
+# checkov (tests/test_scanners.py) gets a virtual environment of its own: its pins clash with the dev tools'.
+$(CHECKOV): infra/policies/requirements.txt
+	test -x .venv-checkov/bin/python || python3 -m venv .venv-checkov
+	.venv-checkov/bin/pip --disable-pip-version-check -q install -r infra/policies/requirements.txt
+	touch $@
+
+test: setup $(CHROMIUM) $(AXE) $(CHECKOV)
 	$(PY) -m pytest
 
 # Podman, runc and mmdebstrap (apt, as root) when missing, a Debian base image once, then both images from
@@ -42,4 +49,4 @@ train: setup
 	$(PY) -m training.train --config training/configs/cpu.json
 
 clean:
-	rm -rf $(VENV) .stack build tests/web/node_modules
+	rm -rf $(VENV) .venv-checkov .stack build tests/web/node_modules

@@ -8,7 +8,9 @@
 # Deploy private (no --allow-unauthenticated), e.g.
 #   gcloud run deploy deepskin-serving --image ... --no-allow-unauthenticated \
 #     --cpu 1 --memory 1Gi --concurrency 1 --min-instances 0 --timeout 60
-ARG BASE_IMAGE=python:3.11.11-slim-bookworm
+# The base by digest: the tag is rebuilt upstream (Debian updates), the digest names exactly the bytes reviewed.
+# To move it: `docker buildx imagetools inspect python:3.11.x-slim-bookworm` and take the index digest.
+ARG BASE_IMAGE=python:3.11.11-slim-bookworm@sha256:081075da77b2b55c23c088251026fb69a7b2bf92471e491ff5fd75c192fd38e5
 FROM ${BASE_IMAGE}
 
 # A virtual environment works the same on both bases (Debian's own Python refuses a system-wide pip).
@@ -28,10 +30,11 @@ WORKDIR /app
 
 ARG PIP_FIND_LINKS=""
 
-# The staged Cloud Function's layout (infra/stage_functions.py): main.py + requirements.txt, deepskin/ and
+# The staged Cloud Function's layout (infra/stage_functions.py): main.py + requirements.txt (the lock: every
+# distribution with its hashes, so pip installs exactly those files), deepskin/ and
 # models/ side by side; the whole deepskin package here, where staging copies only the modules main.py imports.
 COPY functions/predict/requirements.txt ./requirements.txt
-RUN pip install -r requirements.txt \
+RUN pip install --require-hashes -r requirements.txt \
     && python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is not None)"
 
 COPY functions/predict/ ./

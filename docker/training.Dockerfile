@@ -8,7 +8,9 @@
 # (the first gate registers the bundled model as the current one).
 # Locally, `make containers` (local/containers.py) builds it with Podman on a Debian base made with
 # mmdebstrap (BASE_IMAGE) and the host's local wheels (PIP_FIND_LINKS): the CPU build of the same torch.
-ARG BASE_IMAGE=python:3.11.11-slim-bookworm
+# The base by digest: the tag is rebuilt upstream (Debian updates), the digest names exactly the bytes reviewed.
+# To move it: `docker buildx imagetools inspect python:3.11.x-slim-bookworm` and take the index digest.
+ARG BASE_IMAGE=python:3.11.11-slim-bookworm@sha256:081075da77b2b55c23c088251026fb69a7b2bf92471e491ff5fd75c192fd38e5
 FROM ${BASE_IMAGE}
 
 # A virtual environment works the same on both bases (Debian's own Python refuses a system-wide pip).

@@ -70,6 +70,9 @@ locals {
     DEEPSKIN_RETENTION_DAYS      = tostring(var.retention_days)
     # Jobs and gate decisions (Firestore TTL, firestore.tf).
     DEEPSKIN_RECORD_RETENTION_DAYS = tostring(var.record_retention_days)
+    # Whether a person approves each candidate the gate passes: the retrain trigger passes it on to its
+    # Vertex AI jobs, and the operator page shows it.
+    DEEPSKIN_PROMOTION_APPROVAL = var.promotion_approval
     # Exact browser origins allowed by CORS on the HTTP functions. Always set:
     # unset, config.py would fall back to the local stack's localhost origins;
     # an empty list allows no browser origin at all.
@@ -106,6 +109,8 @@ locals {
   retrain_env = merge(local.common_env, {
     DEEPSKIN_JOB_LAUNCHER             = "vertex"
     DEEPSKIN_RETRAIN_MIN_LABELS       = tostring(var.retrain_min_labels)
+    DEEPSKIN_RETRAIN_MIN_CLINICIANS   = tostring(var.retrain_min_clinicians)
+    DEEPSKIN_MANUAL_RETRAINS_PER_DAY  = tostring(var.manual_retrains_per_day)
     DEEPSKIN_RETRAIN_CONFIG           = var.retrain_config
     DEEPSKIN_REGION                   = var.region
     DEEPSKIN_TRAINING_IMAGE           = local.training_image_uri
@@ -270,6 +275,7 @@ locals {
 }
 
 resource "google_cloudfunctions2_function" "fn" {
+  #checkov:skip=CKV_GCP_124:only the three HTTP functions take ALLOW_ALL ingress (browsers and the CLI call them) and none has a public invoker (run.invoker to named members, tests/infra); event functions are internal only
   for_each = local.functions
 
   name        = local.function_names[each.key]
@@ -281,6 +287,8 @@ resource "google_cloudfunctions2_function" "fn" {
     runtime         = var.python_runtime
     entry_point     = each.value.entry_point
     service_account = google_service_account.build.id
+    # The build account may push to this repository only (iam.tf), so its images go there, not to gcf-artifacts.
+    docker_repository = google_artifact_registry_repository.images.id
     source {
       storage_source {
         bucket = google_storage_bucket.data["sources"].name
@@ -343,7 +351,8 @@ resource "google_cloudfunctions2_function" "fn" {
   depends_on = [
     google_project_iam_member.gcs_agent_pubsub_publisher,
     google_project_iam_member.eventarc_event_receiver,
-    google_project_iam_member.build,
+    google_project_iam_member.build_log_writer,
+    google_artifact_registry_repository_iam_member.build_writer,
   ]
 }
 

@@ -207,16 +207,21 @@ resource "google_project_iam_member" "gcs_agent_pubsub_publisher" {
   member  = "serviceAccount:${data.google_storage_project_service_account.gcs.email_address}"
 }
 
-# Function builds run as a dedicated SA instead of the default compute SA.
-resource "google_project_iam_member" "build" {
-  for_each = toset([
-    "roles/logging.logWriter",
-    "roles/artifactregistry.writer",
-  ])
-
+# Function builds run as a dedicated SA instead of the default compute SA. It writes logs (project level
+# only) and pushes the functions' images to the one DeepSkin repository (build_config.docker_repository in
+# functions.tf), not to every repository of the project.
+resource "google_project_iam_member" "build_log_writer" {
   project = var.project_id
-  role    = each.value
+  role    = "roles/logging.logWriter"
   member  = "serviceAccount:${google_service_account.build.email}"
+}
+
+resource "google_artifact_registry_repository_iam_member" "build_writer" {
+  project    = var.project_id
+  location   = google_artifact_registry_repository.images.location
+  repository = google_artifact_registry_repository.images.name
+  role       = "roles/artifactregistry.writer"
+  member     = "serviceAccount:${google_service_account.build.email}"
 }
 
 # Builds read the function source that Cloud Functions copies into its own

@@ -57,3 +57,10 @@ moved {
   from = google_project_iam_member.sweeper_vertex_user
   to   = google_project_iam_member.vertex_user["sweeper"]
 }
+
+# iam.tf: the build account's project roles became one log-writer binding; its Artifact Registry writer role
+# moved onto the one repository (issue 23), so that instance is destroyed, not moved.
+moved {
+  from = google_project_iam_member.build["roles/logging.logWriter"]
+  to   = google_project_iam_member.build_log_writer
+}

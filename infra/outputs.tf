@@ -99,12 +99,12 @@ output "artifact_registry_repository" {
 }
 
 output "training_image_uri" {
-  description = "Training image URI (docker/training.Dockerfile) with var.training_image_tag."
+  description = "Training image URI (docker/training.Dockerfile) pinned by var.training_image_digest (repository@sha256:...); empty before the first image."
   value       = local.training_image_uri
 }
 
 output "serving_image_uri" {
-  description = "Cloud Run serving image URI (docker/serving.Dockerfile) with var.serving_image_tag."
+  description = "Cloud Run serving image URI (docker/serving.Dockerfile) pinned by var.serving_image_digest; empty before the first image."
   value       = local.serving_image_uri
 }
 

@@ -31,6 +31,6 @@ locals {
 
   artifact_registry_host = "${var.region}-docker.pkg.dev"
   image_repository       = "${local.artifact_registry_host}/${var.project_id}/${google_artifact_registry_repository.images.repository_id}"
-  training_image_uri     = "${local.image_repository}/training:${var.training_image_tag}"
-  serving_image_uri      = "${local.image_repository}/serving:${var.serving_image_tag}"
+  training_image_uri     = var.training_image_digest == "" ? "" : "${local.image_repository}/training@${var.training_image_digest}"
+  serving_image_uri      = var.serving_image_digest == "" ? "" : "${local.image_repository}/serving@${var.serving_image_digest}"
 }

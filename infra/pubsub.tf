@@ -14,6 +14,7 @@ locals {
 }
 
 resource "google_pubsub_topic" "feedback" {
+  #checkov:skip=CKV_GCP_83:messages carry document ids, labels and object names, never images, comments or reporters; Google-managed keys
   name    = var.feedback_topic_name
   project = var.project_id
 
@@ -21,6 +22,7 @@ resource "google_pubsub_topic" "feedback" {
 }
 
 resource "google_pubsub_topic" "feedback_dead" {
+  #checkov:skip=CKV_GCP_83:messages carry document ids, labels and object names, never images, comments or reporters; Google-managed keys
   name    = var.feedback_dead_letter_topic_name
   project = var.project_id
 
@@ -30,6 +32,7 @@ resource "google_pubsub_topic" "feedback_dead" {
 # Uploads whose storage events ran out of deliveries: predict_dead (entry point
 # on_upload_dead) gives each a final `failed` result, so none is lost silently.
 resource "google_pubsub_topic" "uploads_dead" {
+  #checkov:skip=CKV_GCP_83:messages carry document ids, labels and object names, never images, comments or reporters; Google-managed keys
   name    = "${var.name_prefix}-uploads-dead"
   project = var.project_id
 
@@ -39,6 +42,7 @@ resource "google_pubsub_topic" "uploads_dead" {
 
 # Cloud Scheduler ticks the sweeper (functions/sweeper) through this topic.
 resource "google_pubsub_topic" "sweep" {
+  #checkov:skip=CKV_GCP_83:messages carry document ids, labels and object names, never images, comments or reporters; Google-managed keys
   name    = "${var.name_prefix}-sweep"
   project = var.project_id
 

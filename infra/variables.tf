@@ -283,16 +283,27 @@ variable "configure_eventarc_dead_letter" {
   default     = true
 }
 
-variable "training_image_tag" {
-  description = "Tag of the training image in Artifact Registry reported in the outputs and passed to the retrain function."
+# Images by digest, never by a tag: a tag can be moved to other bytes after review, a digest cannot.
+variable "training_image_digest" {
+  description = "Digest (sha256:<64 hex>) of the training image in Artifact Registry that the retrain function's Vertex AI jobs run; the train workflow prints it after its push (repository variable TRAINING_IMAGE_DIGEST). Empty until a first image exists: the retrain trigger then refuses to launch jobs."
   type        = string
-  default     = "latest"
+  default     = ""
+
+  validation {
+    condition     = can(regex("^(sha256:[0-9a-f]{64})?$", var.training_image_digest))
+    error_message = "training_image_digest must be empty or sha256:<64 lowercase hex>, never a tag."
+  }
 }
 
-variable "serving_image_tag" {
-  description = "Tag of the Cloud Run serving image (docker/serving.Dockerfile) reported in the outputs."
+variable "serving_image_digest" {
+  description = "Digest (sha256:<64 hex>) of the Cloud Run serving image (docker/serving.Dockerfile) reported in the outputs; empty until one is pushed."
   type        = string
-  default     = "latest"
+  default     = ""
+
+  validation {
+    condition     = can(regex("^(sha256:[0-9a-f]{64})?$", var.serving_image_digest))
+    error_message = "serving_image_digest must be empty or sha256:<64 lowercase hex>, never a tag."
+  }
 }
 
 variable "training_machine_type" {
@@ -317,4 +328,32 @@ variable "image_keep_count" {
   description = "Number of most recent image versions Artifact Registry keeps per image (older untagged versions are cleaned up)."
   type        = number
   default     = 10
+}
+
+variable "promotion_approval" {
+  description = "DEEPSKIN_PROMOTION_APPROVAL in the functions and the retrain jobs: \"required\" (a person promotes each candidate the gate passed, python -m training.promote --approve ID) or \"gate\" (the gate promotes alone)."
+  type        = string
+  default     = "required"
+
+  validation {
+    condition     = contains(["required", "gate"], var.promotion_approval)
+    error_message = "promotion_approval must be \"required\" or \"gate\"."
+  }
+}
+
+variable "retrain_min_clinicians" {
+  description = "DEEPSKIN_RETRAIN_MIN_CLINICIANS for the retrain trigger: how many distinct clinicians' new labels a training job needs, by threshold or by hand (one clinician alone cannot steer the model)."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.retrain_min_clinicians >= 2
+    error_message = "A job needs the labels of at least two distinct clinicians."
+  }
+}
+
+variable "manual_retrains_per_day" {
+  description = "DEEPSKIN_MANUAL_RETRAINS_PER_DAY for the retrain trigger: training jobs one clinician may start by hand (POST /retrain) per UTC day."
+  type        = number
+  default     = 2
 }

@@ -184,5 +184,6 @@ def pretrained(config: LiteConfig) -> EfficientNetLite:
     state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
     heads = ("_fc.", "_meta.", "_lesion_fc.", "_domain_fc.")
-    assert all(k.startswith(heads) for k in missing) and not unexpected, (missing, unexpected)
+    if not all(k.startswith(heads) for k in missing) or unexpected:  # not an assert: `python -O` drops those
+        raise RuntimeError(f"ImageNet weights do not fit the backbone: missing {missing}, unexpected {unexpected}")
     return model

@@ -28,12 +28,12 @@ model. What a person is told is guarded where it can hurt: malignant lesions rea
 difference that cannot be computed (NaN: one class missing, or in over a tenth of the resamples) fails.
 Each model's own numbers come with their 95% intervals too (Wilson for the proportions), also per image
 type (HAM10000 is dermoscopy, PAD-UFES-20 phone photos): those are reported, not checks, since 78 phone
-photos cannot show a margin of a few points. With $DEEPSKIN_PROMOTION_APPROVAL=required (Google Cloud) a
-passing candidate is uploaded, its record kept in the models bucket (pending/<ID>.json) and the decision
-recorded "approved_pending"; `--approve ID` promotes that record. Every decision is stored in Firestore
-models/decisions/jobs/{id} (and, for a retraining job, in jobs/{id}) for people to read; what decides (the
-baseline, a pending candidate, the pointer) is read from the models bucket only, which the functions cannot
-write (deepskin.services.registry, infra/permissions.py).
+photos cannot show a margin of a few points. With $DEEPSKIN_PROMOTION_APPROVAL=required (the default on
+Google Cloud, deepskin.services.config) a passing candidate is uploaded, its record kept in the models
+bucket (pending/<ID>.json) and the decision recorded "approved_pending"; `--approve ID` promotes that
+record. Every decision is stored in Firestore models/decisions/jobs/{id} (and, for a retraining job, in
+jobs/{id}) for people to read; what decides (the baseline, a pending candidate, the pointer) is read from the
+models bucket only, which the functions cannot write (deepskin.services.registry, infra/permissions.py).
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +53,7 @@ from deepskin.core.labels import MALIGNANT
 from deepskin.core.model import Model
 from deepskin.services import registry
 from deepskin.services.config import settings
-from training import sources
+from training import checkpoint_file, sources
 from training.calibrate import expected_calibration_error
 from training.evaluate import group_resamples, score_set
 from training.gate_set import gate_lesions, gate_non_lesions
@@ -227,6 +226,8 @@ def current_record() -> dict:
     if record is None:
         baseline = Path(settings().model_path or BUNDLED_MODEL)
         shipped = SHIPPED_CHECKPOINTS / f"{load_card(baseline)['version']}.pt"
+        if shipped.is_file():
+            checkpoint_file.verify(shipped)
         try:
             record = registry.set_current(registry.upload(baseline, shipped if shipped.is_file() else None),
                                           expected=None)
@@ -248,10 +249,6 @@ def pin_baseline() -> dict:
     return record
 
 
-def approval_required() -> bool:
-    return os.environ.get("DEEPSKIN_PROMOTION_APPROVAL", "").lower() == "required"
-
-
 def gate(candidate_dir: Path, decision_id: str, folders: dict, limit: int = 0, job_id: str | None = None) -> dict:
     """Score the candidate, the pinned baseline and (when it is another version) the current model on the gate
     set, decide, promote (or await approval), record it all."""
@@ -269,8 +266,10 @@ def gate(candidate_dir: Path, decision_id: str, folders: dict, limit: int = 0, j
                               "limit": limit})
     if decision["promoted"]:
         checkpoint = candidate_dir / registry.CHECKPOINT  # the next retrain fine-tunes from it
+        if checkpoint.exists():
+            checkpoint_file.verify(checkpoint)  # the registry records the digest of exactly what training wrote
         new = registry.upload(candidate_dir / registry.ONNX, checkpoint if checkpoint.exists() else None)
-        if approval_required():
+        if settings().approval_required:
             registry.write_anchor(registry.pending_name(decision_id), new)
             decision.update(promoted=False, status="approved_pending", candidate_record=new)
         else:

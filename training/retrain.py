@@ -47,7 +47,7 @@ from deepskin.core.report import LABELS, TRAINING_LABEL, clinician_report_id
 from deepskin.services import identity, jobs, registry, store
 from deepskin.services.config import settings
 from deepskin.services.feedback import EXTENSIONS, OTHER_EXTENSION, training_copy_name
-from training import promote, sources
+from training import checkpoint_file, promote, sources
 from training.data import FOLDER_ENV, data_root
 from training.net import EfficientNetLite, LiteConfig, pretrained
 from training.train import TrainConfig, fit, load_model, load_splits, seed_everything, split_rows
@@ -57,13 +57,13 @@ def starting_point(config: TrainConfig, record: dict, work: Path) -> tuple[Effic
     """(network, config with the starting model's architecture, how it was initialised)."""
     saved = registry.fetch_checkpoint(record, work / "current.pt")
     if saved is not None:
-        net, ckpt = load_model(saved)
+        net, ckpt = load_model(saved, record["checkpoint_sha256"])
         shape = ckpt["config"]
         init = f"checkpoint of model {record['version']}"
     else:
         shape = load_card(registry.fetch(record)).get("training", {}).get("config", {})
         net = pretrained(LiteConfig(**shape["net"])) if "net" in shape else pretrained(config.net)
-        init = f"ImageNet backbone (model {record['version']} has no checkpoint, only ONNX)"
+        init = f"ImageNet backbone (model {record['version']} has no checkpoint with a recorded SHA-256, only ONNX)"
     config = replace(config, net=LiteConfig(**shape.get("net", vars(config.net))),
                      image_size=shape.get("image_size", config.image_size), serve_size=shape.get("serve_size", 0))
     return net, config, init
@@ -131,7 +131,7 @@ def run(job_id: str, config: TrainConfig, root: Path, work: Path, eval_limit: in
     folders = source_folders(root)
     rows = with_feedback(split_rows(config, folders), feedback)
     best = candidate / registry.CHECKPOINT  # the EMA weights the ONNX is made of; uploaded if promoted
-    shutil.copy(fit(net, *load_splits(rows, config), config, work / "fit"), best)
+    checkpoint_file.copy(fit(net, *load_splits(rows, config), config, work / "fit"), best)
     onnx = candidate / registry.ONNX
     # The export calibrates on the same folders the model was trained on and the gate will measure.
     subprocess.run([sys.executable, "-m", "training.export", "--checkpoint", str(best), "--out", str(onnx),

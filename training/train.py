@@ -35,7 +35,7 @@ from torch.nn import functional as F
 from deepskin.core.labels import CLASSES, COARSE_LABELS, MALIGNANT_INDEX
 from deepskin.core.patient import SEXES, VECTOR_SIZE, PatientInfo
 from deepskin.core.preprocess import Preprocess
-from training import sources
+from training import checkpoint_file, sources
 from training.augment import centre_view, load_canvas, normalise, random_view
 from training.net import EfficientNetLite, LiteConfig, pretrained
 
@@ -149,9 +149,10 @@ def checkpoint(model: nn.Module, config: TrainConfig, **extra) -> dict:
     }
 
 
-def load_model(path: str | Path) -> tuple[EfficientNetLite, dict]:
-    """Rebuild a trained network from any checkpoint this script wrote."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+def load_model(path: str | Path, sha256: str | None = None) -> tuple[EfficientNetLite, dict]:
+    """Rebuild a trained network from any checkpoint this script wrote, checked against `sha256` (default: the
+    digest written beside it)."""
+    ckpt = checkpoint_file.load(Path(path), sha256)
     model = EfficientNetLite(LiteConfig(**ckpt["config"]["net"]))
     model.load_state_dict(ckpt["model"])
     return model.eval(), ckpt
@@ -312,7 +313,7 @@ def fit(model: EfficientNetLite, train_set: Split, val_set: Split, config: Train
     weights = class_weights(lesion_targets, config.class_weight_power).to(device)
     start_epoch, best, history = 0, -1.0, []
     if resume and (out / "last.pt").exists():
-        state = torch.load(out / "last.pt", map_location=device, weights_only=False)
+        state = checkpoint_file.load(out / "last.pt", map_location=device)
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
@@ -354,10 +355,10 @@ def fit(model: EfficientNetLite, train_set: Split, val_set: Split, config: Train
         score = selection_score(metrics)
         if not score <= best:  # also true for the first, possibly NaN, score of a smoke run
             best = score
-            torch.save(checkpoint(ema, config, epoch=epoch + 1, val=metrics), out / "best.pt")
-        torch.save({**checkpoint(model, config), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "epoch": epoch, "best": best, "history": history},
-                   out / "last.pt")
+            checkpoint_file.save(checkpoint(ema, config, epoch=epoch + 1, val=metrics), out / "best.pt")
+        checkpoint_file.save({**checkpoint(model, config), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+                              "scheduler": scheduler.state_dict(), "epoch": epoch, "best": best, "history": history},
+                             out / "last.pt")
     (out / "history.json").write_text(json.dumps(history, indent=1))
     return out / "best.pt"
 

@@ -46,7 +46,10 @@ function numbers(side) {
 
 function showModel(view) {
   const model = view.model || { numbers: {} };
-  facts($("#model"), [["Version", view.current || "none registered yet"], ["Promoted", model.promoted_at],
+  const approval = view.promotion_approval === "gate" ? "the gate promotes alone"
+    : "a person approves each candidate the gate passes (python -m training.promote --approve ID)";
+  facts($("#model"), [["Version", view.current || "none registered yet"], ["Promotion", approval],
+    ["Promoted", model.promoted_at],
     ["Rolled back from", model.rolled_back_from], ["Started from", model.init],
     ...Object.entries(model.numbers).map(([name, value]) => [name, shown(value)])]);
 }

@@ -41,7 +41,7 @@ LOCAL_EMULATORS = {
     "STORAGE_EMULATOR_HOST": "http://127.0.0.1:8088",
     "NO_GCE_CHECK": "true",
 }
-TOKEN_HEADER = "X-DeepSkin-Token"
+TOKEN_HEADER = "X-DeepSkin-Token"  # a name, no secret  # nosec B105
 POLL_INTERVAL_S = 0.05  # a Firestore emulator read costs ~2 ms; the result lands within ~1 s
 
 

@@ -6,6 +6,10 @@ import os
 from dataclasses import dataclass
 
 DEFAULT_ORIGINS = "http://127.0.0.1:8080,http://localhost:8080"
+# Set by Google Cloud itself: Cloud Run (every function) and Vertex AI custom jobs. There a person approves every
+# promotion and a job needs two clinicians' new labels, unless the settings say otherwise (Terraform sets them too).
+ON_GOOGLE_CLOUD = ("K_SERVICE", "CLOUD_ML_JOB_ID")
+APPROVAL_REQUIRED, GATE_ALONE = "required", "gate"
 
 
 @dataclass(frozen=True)
@@ -27,11 +31,19 @@ class Settings:
     operators: tuple[str, ...]  # verified Google e-mails that may read the operator page's data
     operator_audiences: tuple[str, ...]  # audiences accepted on operators' ID tokens (the ops function's URL, ...)
     local_clinician_keys: tuple[str, ...]  # sha256 of the local stand-in keys (emulators only)
+    promotion_approval: str  # "required": a person promotes what the gate passed; "gate": the gate promotes alone
+    retrain_min_clinicians: int  # distinct clinicians whose new labels a job needs (2 on Google Cloud, 1 locally)
+    manual_retrains_per_day: int  # jobs one clinician may start by hand per UTC day
+
+    @property
+    def approval_required(self) -> bool:
+        return self.promotion_approval != GATE_ALONE  # an unknown value fails safe: a person decides
 
 
 def settings() -> Settings:
     """Read now, not at import: tests and the local stack set the environment after importing."""
     env = os.environ.get
+    on_google_cloud = any(env(name) for name in ON_GOOGLE_CLOUD)
     return Settings(
         project=env("GOOGLE_CLOUD_PROJECT", "deepskin-local"),
         uploads_bucket=env("DEEPSKIN_UPLOADS_BUCKET", "deepskin-uploads"),
@@ -49,6 +61,9 @@ def settings() -> Settings:
         operators=tuple(e.lower() for e in listed(env("DEEPSKIN_OPERATORS", ""))),
         operator_audiences=listed(env("DEEPSKIN_OPS_AUDIENCES", "")),
         local_clinician_keys=tuple(k.lower() for k in listed(env("DEEPSKIN_LOCAL_CLINICIAN_KEYS", ""))),
+        promotion_approval=env("DEEPSKIN_PROMOTION_APPROVAL") or (APPROVAL_REQUIRED if on_google_cloud else GATE_ALONE),
+        retrain_min_clinicians=int(env("DEEPSKIN_RETRAIN_MIN_CLINICIANS") or (2 if on_google_cloud else 1)),
+        manual_retrains_per_day=int(env("DEEPSKIN_MANUAL_RETRAINS_PER_DAY", "2")),
     )
 
 

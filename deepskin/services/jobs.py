@@ -2,7 +2,7 @@
 
 Firestore:
   ledger/state              {training_labels, signals, labels_at_last_job, active_job, active_job_expires_at,
-                            last_job}
+                            last_job, clinician_labels, clinician_labels_at_last_job, manual_jobs}
   ledger/state/seen/{key}   one per counted message (key: the report id, or the message id of a manual
                             trigger), so a redelivered or republished message counts once; it expires after the
                             retention period, when its report (which expires with its prediction) is gone
@@ -10,7 +10,10 @@ Firestore:
                             kept for $DEEPSKIN_RECORD_RETENTION_DAYS (Firestore TTL on `expire_at`, infra/firestore.tf)
 One transaction counts a message and, when the training labels since the last job reach
 $DEEPSKIN_RETRAIN_MIN_LABELS (default 50) or on a clinician's manual trigger, creates the queued job and
-marks it active; while a job is active no other starts. The launch happens after the commit (a
+marks it active; while a job is active no other starts. No job starts before the new labels come from
+$DEEPSKIN_RETRAIN_MIN_CLINICIANS distinct clinicians (2 on Google Cloud: one clinician alone cannot steer the
+model), and one clinician starts at most $DEEPSKIN_MANUAL_RETRAINS_PER_DAY jobs by hand per UTC day. The ledger
+knows clinicians by a pseudonym (a hash of their identity), never by e-mail. The launch happens after the commit (a
 transaction body may run more than once); a failed launch fails the job and gives its labels back.
 
 Nothing keeps the ledger for good: a job runs at most $DEEPSKIN_JOB_TIMEOUT_S (Vertex AI enforces it; the
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import logging
 import os
@@ -58,6 +62,8 @@ REPORT_ID = re.compile(r"^[0-9a-f]{32}$")
 LOCAL_HANDLE = re.compile(r"^pid (\d+), log ")
 # What VertexLauncher.launch gets back: projects/<number or id>/locations/<region>/customJobs/<id>.
 VERTEX_HANDLE = re.compile(r"projects/[a-z0-9-]+/locations/(?P<region>[a-z0-9-]+)/customJobs/\d+")
+# A training image by digest: a tag (`training:latest`) can be moved to other bytes after review, a digest cannot.
+IMAGE_BY_DIGEST = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
 REPO = Path(__file__).resolve().parents[2]
 CLOSED = ("done", "failed")
 LAUNCH_GRACE = timedelta(minutes=10)  # a job with no launcher handle after this never started
@@ -138,6 +144,10 @@ def handle(message: dict) -> str | None:
     return job_id
 
 
+def pseudonym(identity: str) -> str:
+    return hashlib.sha256(identity.encode()).hexdigest()[:24]
+
+
 @firestore.transactional
 def count(transaction: firestore.Transaction, counted: Counted, threshold: int) -> str | None:
     state_ref = state_doc()
@@ -145,26 +155,63 @@ def count(transaction: firestore.Transaction, counted: Counted, threshold: int) 
     if seen_ref.get(transaction=transaction).exists:
         log.info("message %s already counted", counted.key)
         return None
+    reporter = None
+    if counted.kind == TRAINING_LABEL:  # whose label: the report names its clinician, the message does not
+        report = store.firestore_client().collection(store.FEEDBACK).document(counted.key)
+        reporter = (report.get(transaction=transaction).to_dict() or {}).get("reporter")
     state = state_ref.get(transaction=transaction).to_dict() or {}
     labels = state.get("training_labels", 0) + (counted.kind == TRAINING_LABEL)
+    by_clinician = dict(state.get("clinician_labels", {}))
+    if reporter:
+        by_clinician[pseudonym(reporter)] = by_clinician.get(pseudonym(reporter), 0) + 1
     update = {"training_labels": labels, "signals": state.get("signals", 0) + (counted.kind == SIGNAL),
-              "updated_at": firestore.SERVER_TIMESTAMP}
+              "clinician_labels": by_clinician, "updated_at": firestore.SERVER_TIMESTAMP}
     new_labels = labels - state.get("labels_at_last_job", 0)
+    at_last_job = state.get("clinician_labels_at_last_job", {})
+    clinicians = sum(n > at_last_job.get(who, 0) for who, n in by_clinician.items())
     due = counted.kind == MANUAL or (counted.kind == TRAINING_LABEL and new_labels >= threshold)
+    refused = not_yet(state, counted, clinicians) if due else None
     job_id = None
-    if due and holds_ledger(state):
-        log.info("training is due but job %s is still active", state["active_job"])
+    if refused:
+        log.info("training is due but %s", refused)
     elif due:
         job_id = uuid.uuid4().hex[:20]
         transaction.create(job_doc(job_id), {
             "status": "queued", "trigger": counted.kind, "requested_by": counted.requested_by,
-            "new_labels": new_labels, "labels_at_previous_job": state.get("labels_at_last_job", 0),
+            "new_labels": new_labels, "clinicians": clinicians,
+            "labels_at_previous_job": state.get("labels_at_last_job", 0),
+            "clinician_labels_at_previous_job": at_last_job, "created_at": firestore.SERVER_TIMESTAMP,
             **store.lifecycle_fields(days=settings().record_retention_days)})
         update.update(active_job=job_id, last_job=job_id, labels_at_last_job=labels,
+                      clinician_labels_at_last_job=by_clinician,
                       active_job_expires_at=datetime.now(UTC) + job_timeout() + LEDGER_GRACE)
-    transaction.create(seen_ref, {"kind": counted.kind, "job": job_id, **store.lifecycle_fields()})
+        if counted.kind == MANUAL:
+            update["manual_jobs"] = {pseudonym(counted.requested_by): {"day": today(),
+                                                                       "jobs": manual_jobs_today(state, counted) + 1}}
+    transaction.create(seen_ref, {"kind": counted.kind, "job": job_id, "refused": refused,
+                                  "at": firestore.SERVER_TIMESTAMP, **store.lifecycle_fields()})
     transaction.set(state_ref, update, merge=True)
     return job_id
+
+
+def today() -> str:
+    return datetime.now(UTC).date().isoformat()
+
+
+def manual_jobs_today(state: dict, counted: Counted) -> int:
+    used = state.get("manual_jobs", {}).get(pseudonym(counted.requested_by or ""), {})
+    return used.get("jobs", 0) if used.get("day") == today() else 0
+
+
+def not_yet(state: dict, counted: Counted, clinicians: int) -> str | None:
+    """Why a due job may not start now (None: it may)."""
+    if holds_ledger(state):
+        return f"job {state['active_job']} is still active"
+    if clinicians < settings().retrain_min_clinicians:
+        return f"the new labels come from {clinicians} clinician(s), {settings().retrain_min_clinicians} needed"
+    if counted.kind == MANUAL and manual_jobs_today(state, counted) >= settings().manual_retrains_per_day:
+        return "the clinician's manual retrains for today are used up"
+    return None
 
 
 def scratch_dir(job_id: str) -> Path:
@@ -194,8 +241,8 @@ def finish(transaction: firestore.Transaction, job_id: str, fields: dict, give_l
     if state.get("active_job") == job_id:
         update = {"active_job": None}
         if give_labels_back:
-            update["labels_at_last_job"] = job.get("labels_at_previous_job", 0)
-        transaction.set(state_ref, update, merge=True)
+            update.update(given_back(job))
+        transaction.update(state_ref, update)  # update, not a merge: the clinicians' counts are replaced whole
 
 
 def sweep() -> str | None:
@@ -242,12 +289,18 @@ def abandon(transaction: firestore.Transaction, job_id: str, error: str) -> bool
         return False
     update = {"active_job": None}
     if job.get("status") != "done":
-        update["labels_at_last_job"] = job.get("labels_at_previous_job", 0)
+        update.update(given_back(job))
     if job.get("status") not in CLOSED:
         transaction.set(job_ref, {"status": "failed", "error": error, "finished_at": firestore.SERVER_TIMESTAMP},
                         merge=True)
-    transaction.set(state_ref, update, merge=True)
+    transaction.update(state_ref, update)  # update, not a merge: the clinicians' counts are replaced whole
     return True
+
+
+def given_back(job: dict) -> dict:
+    """The ledger fields that make a job's labels new again (it failed, or never started)."""
+    return {"labels_at_last_job": job.get("labels_at_previous_job", 0),
+            "clinician_labels_at_last_job": job.get("clinician_labels_at_previous_job", {})}
 
 
 def dead_letter(message: dict, reason: str) -> None:
@@ -364,8 +417,12 @@ class VertexLauncher:
 
 
 def custom_job(job_id: str) -> dict:
-    """The CustomJob body: the training image runs training.retrain on the FUSE-mounted training bucket."""
+    """The CustomJob body: the training image, by digest, runs training.retrain on the FUSE-mounted training
+    bucket; the job promotes nothing without a person unless this function's settings say so."""
     env, config = os.environ, settings()
+    image = env.get("DEEPSKIN_TRAINING_IMAGE", "")
+    if not IMAGE_BY_DIGEST.match(image):
+        raise ValueError(f"DEEPSKIN_TRAINING_IMAGE must name the training image by digest (...@sha256:...): {image!r}")
     machine = {"machineType": env.get("DEEPSKIN_TRAINING_MACHINE_TYPE", "n1-standard-8")}
     accelerator = env.get("DEEPSKIN_TRAINING_ACCELERATOR", "")
     if accelerator and accelerator != "ACCELERATOR_TYPE_UNSPECIFIED":
@@ -375,7 +432,8 @@ def custom_job(job_id: str) -> dict:
     passed = {"GOOGLE_CLOUD_PROJECT": config.project, "DEEPSKIN_MODELS_BUCKET": config.models_bucket,
               "DEEPSKIN_TRAINING_BUCKET": config.training_bucket, "DEEPSKIN_RETENTION_DAYS": str(config.retention_days),
               "DEEPSKIN_RECORD_RETENTION_DAYS": str(config.record_retention_days),
-              "DEEPSKIN_CLINICIANS": ",".join(config.clinicians)}
+              "DEEPSKIN_CLINICIANS": ",".join(config.clinicians),
+              "DEEPSKIN_PROMOTION_APPROVAL": config.promotion_approval}
     return {
         "displayName": f"deepskin-retrain-{job_id}",
         "jobSpec": {
@@ -383,7 +441,7 @@ def custom_job(job_id: str) -> dict:
                 "machineSpec": machine,
                 "replicaCount": "1",
                 "containerSpec": {
-                    "imageUri": env["DEEPSKIN_TRAINING_IMAGE"],
+                    "imageUri": image,
                     "command": ["python", "-m", "training.retrain"],
                     "args": ["--job-id", job_id, *retrain_args(), "--data", f"/gcs/{config.training_bucket}/ham10000",
                              "--work", f"/gcs/{config.training_bucket}/runs/{job_id}"],

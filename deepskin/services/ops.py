@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 from deepskin.services import jobs, registry, store
+from deepskin.services.config import settings
 from deepskin.services.results import jsonable
 
 # The evaluation plots of training/reports (staged beside deepskin/ for the function, infra/stage_functions.py).
@@ -26,6 +27,7 @@ def overview() -> dict:
     record = registry.current()
     return jsonable({
         "current": record["version"] if record else None,
+        "promotion_approval": settings().promotion_approval,
         "model": model_summary(record) if record else None,
         "decisions": [decision_summary(decision) for decision in registry.decisions(DECISIONS_SHOWN)],
         "feedback": feedback_counts(),

@@ -3,7 +3,7 @@
   gs://<models bucket>/models/<version>/deepskin.onnx, deepskin.card.json, and checkpoint.pt when the
       version was trained by training.retrain (the next retrain fine-tunes from those weights)
   gs://<models bucket>/current.json  {version, onnx_uri, card_uri, checkpoint_uri, onnx_sha256, card_sha256,
-                                      promoted_at, previous, history}
+                                      checkpoint_sha256, promoted_at, previous, history}
   gs://<models bucket>/baseline.json          the pinned baseline's record: what every candidate is compared with
   gs://<models bucket>/pending/<decision>.json the record of a candidate that passed the gate and awaits a person
   models/decisions/jobs/{id}    (Firestore) every promotion-gate decision, promoted or refused (training.promote):
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 ONNX, CARD, CHECKPOINT = "deepskin.onnx", "deepskin.card.json", "checkpoint.pt"
 POINTER, BASELINE, PENDING = "current.json", "baseline.json", "pending/"
-RECORD_FIELDS = ("version", "onnx_uri", "card_uri", "checkpoint_uri", "onnx_sha256", "card_sha256")
+RECORD_FIELDS = ("version", "onnx_uri", "card_uri", "checkpoint_uri", "onnx_sha256", "card_sha256", "checkpoint_sha256")
 HISTORY_KEPT = 20
 CACHE = Path(tempfile.gettempdir()) / "deepskin-models"
 
@@ -129,7 +129,8 @@ def upload(onnx_path: Path, checkpoint: Path | None = None) -> dict:
     if checkpoint is not None:
         files["checkpoint_uri"] = (checkpoint, CHECKPOINT)
     record = {"version": version, "onnx_uri": None, "card_uri": None, "checkpoint_uri": None,
-              "onnx_sha256": sha256(onnx_path), "card_sha256": sha256(card_path(onnx_path))}
+              "onnx_sha256": sha256(onnx_path), "card_sha256": sha256(card_path(onnx_path)),
+              "checkpoint_sha256": sha256(checkpoint) if checkpoint is not None else None}
     for field, (path, name) in files.items():
         target = bucket.blob(f"models/{version}/{name}")
         try:  # a version is immutable: never overwrite what may already be served
@@ -175,7 +176,9 @@ def verify(record: dict, folder: Path) -> None:
 
 
 def fetch_checkpoint(record: dict, dest: Path) -> Path | None:
-    if not record.get("checkpoint_uri"):
+    """The version's checkpoint at `dest`, or None when it has none, or none with a recorded SHA-256 (registered
+    before digests were kept) to check it against: the caller loads it with `checkpoint_sha256`."""
+    if not (record.get("checkpoint_uri") and record.get("checkpoint_sha256")):
         return None
     store.blob_at(record["checkpoint_uri"]).download_to_filename(str(dest))
     return dest

@@ -11,7 +11,7 @@ from datetime import datetime
 
 from deepskin.services import store
 
-TOKEN_KEY = "deepskin-token-sha256"  # object metadata: the owner's capability token, hashed
+TOKEN_KEY = "deepskin-token-sha256"  # object metadata naming the owner's hashed token  # nosec B105
 # What an owner may read back; internal fields (upload location, token hash, claim times) stay private.
 PUBLIC_FIELDS = ("status", "reason", "message", "probabilities", "malignant_probability", "risk", "top_class",
                  "image_type", "caveats", "caveat_text", "advice", "not_lesion_probability", "ood_score", "patient",

@@ -7,6 +7,7 @@ outcomes use candidates built from the served model with a changed card, whose n
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 from datetime import UTC, datetime, timedelta
@@ -28,13 +29,12 @@ from feedback_support import (
     redeliver_pulled,
     report,
 )
-from torch import save as torch_save
 
 from deepskin.core.bundle import BUNDLED_MODEL, card_path, load_card
 from deepskin.services import jobs, ops, predict_service, registry, store
 from deepskin.services.config import settings
 from deepskin.services.served_model import served_model
-from training import promote, retrain
+from training import checkpoint_file, promote, retrain
 from training.gate_set import gate_lesions
 from training.net import LiteConfig, pretrained
 from training.train import TrainConfig, checkpoint
@@ -149,6 +149,63 @@ def test_a_failed_launch_gives_the_labels_back(feedback_client, trigger_client, 
     assert ledger()["active_job"] is None and ledger()["labels_at_last_job"] == 0  # the next label retries
 
 
+@pytest.fixture
+def second_clinician(monkeypatch) -> dict[str, str]:
+    """A second local clinician beside CLINICIAN, and the cloud's rule: two clinicians' new labels per job."""
+    other = "another-local-clinician-key"
+    keys = ",".join(hashlib.sha256(key.encode()).hexdigest() for key in (CLINICIAN_KEY, other))
+    monkeypatch.setenv("DEEPSKIN_LOCAL_CLINICIAN_KEYS", keys)
+    monkeypatch.setenv("DEEPSKIN_RETRAIN_MIN_CLINICIANS", "2")
+    return {"X-DeepSkin-Clinician": other}
+
+
+def label(feedback_client, trigger_client, headers: dict, n: int = 1) -> None:
+    for id_, _ in predictions(n):
+        assert feedback_client.post("/feedback", json=report(id_, role="clinician"), headers=headers).status_code == 202
+    redeliver_pulled(trigger_client, pull(RETRAIN_SUBSCRIPTION))
+
+
+def test_one_clinician_alone_never_starts_a_job(feedback_client, trigger_client, fake_launcher, second_clinician):
+    label(feedback_client, trigger_client, CLINICIAN, 4)  # past the threshold of 3, but one clinician's
+    assert ledger()["training_labels"] == 4 and fake_launcher.launched == []
+    assert feedback_client.post("/retrain", headers=CLINICIAN).status_code == 202  # nor by hand
+    redeliver_pulled(trigger_client, pull(RETRAIN_SUBSCRIPTION))
+    assert fake_launcher.launched == []
+    assert "clinician" not in json.dumps(ledger(), default=str).replace("clinician_labels", "")  # pseudonyms only
+    label(feedback_client, trigger_client, second_clinician)
+    [job_id] = fake_launcher.launched
+    assert (all_jobs()[job_id]["new_labels"], all_jobs()[job_id]["clinicians"]) == (5, 2)
+    jobs.finish(store.firestore_client().transaction(), job_id, {"status": "done"})
+    label(feedback_client, trigger_client, CLINICIAN, 3)  # new labels again, one clinician's: no second job
+    assert len(fake_launcher.launched) == 1
+
+
+def test_a_failed_job_gives_its_clinicians_back_too(feedback_client, trigger_client, fake_launcher, second_clinician):
+    label(feedback_client, trigger_client, CLINICIAN, 2)
+    label(feedback_client, trigger_client, second_clinician)
+    [job_id] = fake_launcher.launched
+    jobs.finish(store.firestore_client().transaction(), job_id, {"status": "failed"}, give_labels_back=True)
+    assert feedback_client.post("/retrain", headers=CLINICIAN).status_code == 202  # both clinicians' labels count
+    redeliver_pulled(trigger_client, pull(RETRAIN_SUBSCRIPTION))
+    assert len(fake_launcher.launched) == 2
+
+
+def test_each_clinician_has_a_daily_quota_of_manual_retrains(feedback_client, trigger_client, fake_launcher,
+                                                            second_clinician, monkeypatch):
+    monkeypatch.setenv("DEEPSKIN_MANUAL_RETRAINS_PER_DAY", "1")
+    monkeypatch.setenv("DEEPSKIN_RETRAIN_MIN_LABELS", "50")
+    for _ in range(2):
+        label(feedback_client, trigger_client, CLINICIAN)
+        label(feedback_client, trigger_client, second_clinician)
+        assert feedback_client.post("/retrain", headers=CLINICIAN).status_code == 202
+        redeliver_pulled(trigger_client, pull(RETRAIN_SUBSCRIPTION))
+        jobs.finish(store.firestore_client().transaction(), fake_launcher.launched[-1], {"status": "done"})
+    assert len(fake_launcher.launched) == 1  # the second request the same day was refused
+    assert feedback_client.post("/retrain", headers=second_clinician).status_code == 202  # another's quota
+    redeliver_pulled(trigger_client, pull(RETRAIN_SUBSCRIPTION))
+    assert len(fake_launcher.launched) == 2
+
+
 # --- a real job, the gate and the registry ----------------------------------------------------------------
 
 def test_clinician_labels_start_exactly_one_job_whose_gate_decision_holds_both_models(feedback_client,
@@ -197,9 +254,10 @@ def test_candidates_are_compared_with_the_pinned_baseline_and_a_promoted_checkpo
     served = SHIPPED_VERSION
     folder, first = candidate_from_served(tmp_path)  # the same network: non-inferior on every check
     config = TrainConfig(image_size=64)
-    torch_save(checkpoint(pretrained(LiteConfig()), config), folder / registry.CHECKPOINT)
+    checkpoint_file.save(checkpoint(pretrained(LiteConfig()), config), folder / registry.CHECKPOINT)
     assert promote.gate(folder, "first", FOLDERS)["promoted"]
     assert registry.current()["version"] == first and registry.current()["checkpoint_uri"]
+    assert registry.current()["checkpoint_sha256"] == checkpoint_file.file_sha256(folder / registry.CHECKPOINT)
     _, _, init = retrain.starting_point(config, registry.current(), tmp_path)
     assert init == f"checkpoint of model {first}"
 
@@ -273,9 +331,13 @@ def test_the_registry_pointer_is_in_the_models_bucket(tmp_path):
     assert not store.firestore_client().collection("models").document("current").get().exists
 
 
+IMAGE = "europe-west4-docker.pkg.dev/p/deepskin/training"
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+
 def test_vertex_custom_job_request(monkeypatch):
     monkeypatch.setenv("DEEPSKIN_JOB_LAUNCHER", "vertex")
-    monkeypatch.setenv("DEEPSKIN_TRAINING_IMAGE", "europe-west4-docker.pkg.dev/p/deepskin/train:1")
+    monkeypatch.setenv("DEEPSKIN_TRAINING_IMAGE", f"{IMAGE}@{DIGEST}")
     monkeypatch.setenv("DEEPSKIN_TRAINING_SERVICE_ACCOUNT", "train@p.iam.gserviceaccount.com")
     monkeypatch.setenv("DEEPSKIN_TRAINING_ACCELERATOR", "NVIDIA_L4")
     monkeypatch.setenv("DEEPSKIN_TRAINING_ACCELERATORS", "1")
@@ -285,5 +347,40 @@ def test_vertex_custom_job_request(monkeypatch):
     assert pool["machineSpec"]["acceleratorType"] == "NVIDIA_L4"
     assert pool["containerSpec"]["args"][:4] == ["--job-id", "j1", "--config", "training/configs/gpu.json"]
     assert body["jobSpec"]["serviceAccount"] == "train@p.iam.gserviceaccount.com"
+    assert pool["containerSpec"]["imageUri"] == f"{IMAGE}@{DIGEST}"
     monkeypatch.setenv("DEEPSKIN_JOB_TIMEOUT_S", "5400")
     assert jobs.custom_job("j1")["jobSpec"]["scheduling"]["timeout"] == "5400s"  # Vertex AI stops it there
+
+
+@pytest.mark.parametrize("image", [f"{IMAGE}:latest", f"{IMAGE}:1", f"{IMAGE}@sha256:abc", ""])
+def test_a_retrain_never_runs_an_image_by_tag(monkeypatch, image):
+    monkeypatch.setenv("DEEPSKIN_TRAINING_IMAGE", image)
+    monkeypatch.setenv("DEEPSKIN_TRAINING_SERVICE_ACCOUNT", "train@p.iam.gserviceaccount.com")
+    with pytest.raises(ValueError, match="by digest"):
+        jobs.custom_job("j1")
+
+
+def test_in_google_cloud_a_job_needs_two_clinicians_by_default(monkeypatch):
+    monkeypatch.delenv("DEEPSKIN_RETRAIN_MIN_CLINICIANS", raising=False)
+    monkeypatch.delenv("K_SERVICE", raising=False)
+    assert settings().retrain_min_clinicians == 1  # the local stack
+    monkeypatch.setenv("K_SERVICE", "retrain")
+    assert settings().retrain_min_clinicians == 2
+
+
+@pytest.mark.parametrize(("cloud", "setting", "passed"), [
+    ({"CLOUD_ML_JOB_ID": "123"}, None, "required"),  # a Vertex AI job: a person approves
+    ({"K_SERVICE": "retrain"}, None, "required"),  # a function on Cloud Run: its jobs too
+    ({}, None, "gate"),  # the local stack: the gate alone
+    ({"K_SERVICE": "retrain"}, "gate", "gate"),  # an operator's explicit choice (Terraform's promotion_approval)
+])
+def test_in_google_cloud_a_person_approves_promotions_by_default(monkeypatch, cloud, setting, passed):
+    for name in ("CLOUD_ML_JOB_ID", "K_SERVICE", "DEEPSKIN_PROMOTION_APPROVAL"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in {**cloud, **({"DEEPSKIN_PROMOTION_APPROVAL": setting} if setting else {})}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DEEPSKIN_TRAINING_IMAGE", f"{IMAGE}@{DIGEST}")
+    monkeypatch.setenv("DEEPSKIN_TRAINING_SERVICE_ACCOUNT", "train@p.iam.gserviceaccount.com")
+    env = {e["name"]: e["value"] for e in jobs.custom_job("j1")["jobSpec"]["workerPoolSpecs"][0]["containerSpec"]["env"]}
+    assert env["DEEPSKIN_PROMOTION_APPROVAL"] == passed
+    assert settings().approval_required == (passed == "required")

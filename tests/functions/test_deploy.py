@@ -40,10 +40,33 @@ FUNCTIONS = stager.functions(REPO)
 
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))
 def test_requirements_are_generated_from_pyproject(name):
-    committed = (REPO / "functions" / name / "requirements.txt").read_text(encoding="utf-8")
+    committed = (REPO / "functions" / name / "requirements.in").read_text(encoding="utf-8")
     assert committed == stager.requirements_text(FUNCTIONS[name], stager.pins(REPO)), (
-        f"functions/{name}/requirements.txt drifted from pyproject.toml: run python infra/stage_functions.py "
-        "--requirements")
+        f"functions/{name}/requirements.in drifted from pyproject.toml: run python infra/stage_functions.py --lock")
+
+
+def locked(name: str) -> dict[str, tuple[str, list[str]]]:
+    """functions/<name>/requirements.txt as {distribution: (version, hashes)}."""
+    text = (REPO / "functions" / name / "requirements.txt").read_text(encoding="utf-8").replace("\\\n", " ")
+    entries = {}
+    for line in text.splitlines():
+        if line.strip() and not line.startswith("#"):
+            requirement, *options = line.split()
+            distribution, version = requirement.split("==")
+            entries[stager.normalise(distribution)] = (version, [o.removeprefix("--hash=sha256:") for o in options])
+    return entries
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_each_lock_pins_its_requirements_with_hashes(name):
+    """The lock holds requirements.in's versions and every entry carries SHA-256 hashes; that it holds every
+    dependency too is pip's to say: `install` below runs in hash-checking mode, which refuses anything unlisted."""
+    lock = locked(name)
+    for pin in stager.requirements_text(FUNCTIONS[name], stager.pins(REPO)).splitlines()[1:]:
+        distribution, version = pin.split("==")
+        assert lock[stager.normalise(distribution.split("[")[0])][0] == version, (pin, "run --lock")
+    unhashed = [d for d, (_, hashes) in lock.items() if not hashes or not all(len(h) == 64 for h in hashes)]
+    assert unhashed == []
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +78,7 @@ def staged(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))
 def test_staged_code_declares_exactly_what_it_imports(staged, name):
-    run = subprocess.run([BIN / "deptry", ".", "--requirements-files", "requirements.txt",
+    run = subprocess.run([BIN / "deptry", ".", "--requirements-files", "requirements.in",
                           "--known-first-party", "deepskin"], cwd=staged / name, capture_output=True, text=True, check=False,
                          timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
@@ -76,8 +99,9 @@ def install_requirement(env_dir: Path, *requirement: str) -> Path:
 
 
 def install(folder: Path) -> Path:
-    """A fresh venv with only the staged folder's requirements.txt."""
-    return install_requirement(folder.parent / f"{folder.name}-venv", "-r", str(folder / "requirements.txt"))
+    """A fresh venv with only the staged folder's requirements.txt, every file checked against its hash."""
+    return install_requirement(folder.parent / f"{folder.name}-venv", "--require-hashes", "-r",
+                               str(folder / "requirements.txt"))
 
 
 @pytest.fixture(scope="module")

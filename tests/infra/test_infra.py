@@ -259,11 +259,9 @@ def check_buckets(config: dict) -> list[str]:
     if not buckets:
         return ["no google_storage_bucket resources"]
     for name, body in buckets.items():
+        # Uniform access and enforced public-access prevention: checkov's CKV_GCP_29 and CKV_GCP_114
+        # (tests/test_scanners.py).
         where = f"google_storage_bucket.{name}"
-        if body.get("uniform_bucket_level_access") is not True:
-            problems.append(f"{where}: uniform_bucket_level_access must be true")
-        if body.get("public_access_prevention") != "enforced":
-            problems.append(f"{where}: public_access_prevention must be \"enforced\"")
         rules = body.get("lifecycle_rule") or []
         delete_rules = [r for r in rules if first(r.get("action")).get("type") == "Delete"]
         if not delete_rules:
@@ -537,17 +535,10 @@ HTTP_CALLERS = {"predict_http": "var.invoker_members", "feedback": "var.invoker_
 
 
 def check_iam(config: dict) -> list[str]:
+    """The bindings the stack needs; the roles it must never grant at project level are checkov policies
+    (infra/policies/: CKV2_DEEPSKIN_1 to 3, tests/test_scanners.py)."""
     problems = []
     res = config["resource"]
-    for rtype in ("google_project_iam_member", "google_project_iam_binding", "google_project_iam_policy"):
-        for name, body in instances(config, rtype).items():
-            role = str(body.get("role", ""))
-            if role in ("roles/owner", "roles/editor") or "storage.admin" in role:
-                problems.append(f"{rtype}.{name}: over-broad project role {role}")
-            if role == "roles/storage.objectViewer" and "condition" not in body:
-                problems.append(f"{rtype}.{name}: project-wide storage read would expose the data buckets")
-    if "google_project_iam_binding" in res or "google_project_iam_policy" in res:
-        problems.append("authoritative project IAM resources would wipe other bindings")
     project_members = instances(config, "google_project_iam_member").values()
     project_roles = {b.get("role"): b.get("member", "") for b in project_members}
     if "roles/eventarc.eventReceiver" not in project_roles:
@@ -662,6 +653,10 @@ SAFE_DEFAULTS = {
     # Unset: the bundled model (predict stages models/); set on predict only when var.model_path is not empty.
     # feedback/retrain read it through deepskin.services.config but never load a model.
     "DEEPSKIN_MODEL_PATH": "bundled model",
+    # deepskin.services.config reads them in every function; only the retrain trigger counts jobs, and it sets
+    # them (check_required_settings).
+    "DEEPSKIN_RETRAIN_MIN_CLINICIANS": "read by the retrain trigger only",
+    "DEEPSKIN_MANUAL_RETRAINS_PER_DAY": "read by the retrain trigger only",
     # Unset: 60 s, the default of var.model_check_seconds; the predict functions set it explicitly
     # (test_required_function_settings); feedback/retrain import the registry but never serve a model.
     "DEEPSKIN_MODEL_CHECK_SECONDS": "60 s",
@@ -789,11 +784,48 @@ def check_required_settings(config: dict) -> list[str]:
          "must come from var.retrain_min_labels")
     want("retrain_trigger", "DEEPSKIN_RETRAIN_CONFIG", lambda v: refers_to(v, "var.retrain_config"),
          "must come from var.retrain_config")
+    want("retrain_trigger", "DEEPSKIN_RETRAIN_MIN_CLINICIANS", lambda v: refers_to(v, "var.retrain_min_clinicians"),
+         "must come from var.retrain_min_clinicians")
+    want("retrain_trigger", "DEEPSKIN_MANUAL_RETRAINS_PER_DAY", lambda v: refers_to(v, "var.manual_retrains_per_day"),
+         "must come from var.manual_retrains_per_day")
     want("retrain_trigger", "DEEPSKIN_FEEDBACK_DEAD_TOPIC",
          lambda v: refers_to(v, "google_pubsub_topic.feedback_dead"), "must be the feedback-dead topic")
     for var in ("DEEPSKIN_REGION", "DEEPSKIN_TRAINING_IMAGE", "DEEPSKIN_TRAINING_SERVICE_ACCOUNT",
                 "DEEPSKIN_TRAINING_MACHINE_TYPE", "DEEPSKIN_TRAINING_ACCELERATOR", "DEEPSKIN_TRAINING_ACCELERATORS"):
         want("retrain_trigger", var, bool, "VertexLauncher needs it")
+    return problems
+
+
+DIGEST_PATTERN = "^(sha256:[0-9a-f]{64})?$"
+
+
+def check_images_by_digest(config: dict) -> list[str]:
+    """Retrains run the training image by digest (repository@sha256:...), never a tag such as `latest`."""
+    problems = []
+    image = str(config["locals"].get("training_image_uri", ""))
+    if "@${var.training_image_digest}" not in image or re.search(r":\$\{var\.\w*tag", image):
+        problems.append(f"local.training_image_uri must be <repository>/training@<digest>: {image!r}")
+    variable = config["variable"].get("training_image_digest", {})
+    if variable.get("default") not in ("", None) or not any(
+            DIGEST_PATTERN in str(v.get("condition")) for v in variable.get("validation", [])):
+        problems.append(f"var.training_image_digest needs no default but a validation against {DIGEST_PATTERN}")
+    problems += [f"var.{name}: images are pinned by digest, not by tag" for name in config["variable"]
+                 if name.endswith("_image_tag")]
+    retrain = {source: env for source, env in function_env(config).values()}.get("retrain_trigger", {})
+    if not refers_to(retrain.get("DEEPSKIN_TRAINING_IMAGE"), "local.training_image_uri"):
+        problems.append("retrain_trigger: DEEPSKIN_TRAINING_IMAGE must be local.training_image_uri")
+    return problems
+
+
+def check_promotion_approval(config: dict) -> list[str]:
+    """In Google Cloud a person approves promotions by default: every function (the ops page shows it, the retrain
+    trigger passes it to its jobs) gets DEEPSKIN_PROMOTION_APPROVAL from var.promotion_approval = "required"."""
+    problems = []
+    if normalize(config["variable"].get("promotion_approval", {}).get("default")) != "required":
+        problems.append('var.promotion_approval must default to "required"')
+    for name, (_, env) in function_env(config).items():
+        if not refers_to(env.get("DEEPSKIN_PROMOTION_APPROVAL"), "var.promotion_approval"):
+            problems.append(f"function {name}: DEEPSKIN_PROMOTION_APPROVAL must come from var.promotion_approval")
     return problems
 
 
@@ -932,7 +964,8 @@ def check_entry_points(config: dict, repo: Path = REPO) -> list[str]:
 ALL_CHECKS = (check_no_public_members, check_buckets, check_function_service_accounts, check_triggers,
               check_runtime_and_sizing, check_firestore, check_firestore_ttl, check_pubsub, check_pubsub_retention,
               check_iam, check_edge, check_references, check_required_settings, check_function_permissions,
-              check_registry_pointer_writers, check_function_definition, check_moved, check_entry_points)
+              check_registry_pointer_writers, check_function_definition, check_moved, check_entry_points,
+              check_images_by_digest, check_promotion_approval)
 
 
 # --------------------------------------------------------------------------------------
@@ -1008,6 +1041,7 @@ def test_retrain_config_default_exists(stack):
     assert stack["variable"]["retrain_min_labels"]["default"] == 50
     assert stack["variable"]["model_check_seconds"]["default"] == 60
     assert stack["variable"]["clinician_emails"]["default"] == []
+    assert stack["variable"]["retrain_min_clinicians"]["default"] == 2
 
 
 def test_provider_pins():
@@ -1045,17 +1079,14 @@ def test_checker_flags_public_variable_default():
 def test_checker_flags_unsafe_bucket():
     bad = parse_hcl('''
 resource "google_storage_bucket" "uploads" {
-  name                        = "x"
-  uniform_bucket_level_access = false
-  public_access_prevention    = "inherited"
+  name = "x"
   versioning {
     enabled = true
   }
 }
 ''')
     problems = "\n".join(check_buckets(bad))
-    for needle in ("uniform_bucket_level_access", "public_access_prevention", "no lifecycle Delete rule",
-                   "missing bucket results"):
+    for needle in ("no lifecycle Delete rule", "missing bucket results"):
         assert needle in problems
 
 
@@ -1183,16 +1214,16 @@ def test_checker_flags_a_way_around_the_edge_limits(stack):
     assert "predict_http: the load balancer does not route to it" not in problems
 
 
-def test_checker_flags_broad_project_roles():
+def test_checker_flags_missing_project_roles():
     bad = parse_hcl('''
 resource "google_project_iam_member" "x" {
   project = "p"
-  role    = "roles/editor"
+  role    = "roles/logging.logWriter"
   member  = "serviceAccount:a@p.iam.gserviceaccount.com"
 }
 ''')
     problems = "\n".join(check_iam(bad))
-    assert "over-broad" in problems and "eventReceiver" in problems
+    assert "eventReceiver" in problems and "GCS service agent" in problems
 
 
 def test_checker_flags_an_http_function_open_to_the_wrong_callers():
@@ -1471,7 +1502,8 @@ def _fake_repo(root: Path) -> None:
     for name, main in mains.items():
         (root / "functions" / name).mkdir(parents=True)
         (root / "functions" / name / "main.py").write_text(main, encoding="utf-8")
-        (root / "functions" / name / "requirements.txt").write_text("numpy==2.4.6\n", encoding="utf-8")
+        for lock in ("requirements.in", "requirements.txt"):
+            (root / "functions" / name / lock).write_text("numpy==2.4.6\n", encoding="utf-8")
     (root / "functions" / "predict" / "__pycache__").mkdir()
     (root / "functions" / "predict" / "__pycache__" / "main.cpython-311.pyc").write_bytes(b"x")
     for package, module, text in (("core", "a", "from deepskin.core import b\n"), ("core", "b", ""),
@@ -1497,11 +1529,12 @@ def test_stage_functions_layout(tmp_path):
     # Each function gets its folder, the deepskin modules it imports (transitively, lazily too) with their
     # packages' __init__.py, and its data folders; nothing else.
     assert staged_files(out / "predict") == {
-        "main.py", "requirements.txt", "models/deepskin.onnx", "deepskin/__init__.py", "deepskin/core/__init__.py",
+        "main.py", "requirements.in", "requirements.txt", "models/deepskin.onnx", "deepskin/__init__.py", "deepskin/core/__init__.py",
         "deepskin/core/a.py", "deepskin/core/b.py"}
     assert staged_files(out / "feedback") == {
-        "main.py", "requirements.txt", "deepskin/__init__.py", "deepskin/services/__init__.py", "deepskin/services/c.py"}
-    assert staged_files(out / "ops") == {"main.py", "requirements.txt", "training/reports/test_curves.png"}
+        "main.py", "requirements.in", "requirements.txt", "deepskin/__init__.py", "deepskin/services/__init__.py", "deepskin/services/c.py"}
+    assert staged_files(out / "ops") == {"main.py", "requirements.in", "requirements.txt",
+                                         "training/reports/test_curves.png"}
     # Re-staging replaces stale files.
     (out / "feedback" / "stale.py").write_text("", encoding="utf-8")
     assert stage_functions.main(["--repo-root", str(tmp_path), "--out", str(out), "feedback"]) == 0
@@ -1511,7 +1544,7 @@ def test_stage_functions_layout(tmp_path):
 def test_requirements_are_written_from_the_pyproject_table(tmp_path):
     _fake_repo(tmp_path)
     assert stage_functions.main(["--repo-root", str(tmp_path), "--requirements"]) == 0
-    lines = (tmp_path / "functions" / "predict" / "requirements.txt").read_text(encoding="utf-8").splitlines()
+    lines = (tmp_path / "functions" / "predict" / "requirements.in").read_text(encoding="utf-8").splitlines()
     assert lines[1:] == ["functions-framework==3.10.2", "numpy==2.4.6"]
     (tmp_path / "pyproject.toml").write_text(FAKE_PYPROJECT.replace('"numpy"]', '"numpy", "pandas"]'), encoding="utf-8")
     with pytest.raises(stage_functions.StagingError, match="pandas"):  # a requirement pyproject does not pin
@@ -1540,10 +1573,11 @@ def _workflow(name: str) -> str:
 
 
 def check_workflow_text(text: str) -> list[str]:
+    """Every action pinned by a full commit SHA (a tag can be moved to other code), its version in a comment."""
     problems = []
-    for uses in re.findall(r"uses:\s*([^\s#]+)", text):
-        if not re.fullmatch(r"[\w.-]+/[\w./-]+@v\d+", uses):
-            problems.append(f"action not pinned by major version: {uses}")
+    for line in re.findall(r"uses:.*", text):
+        if not re.fullmatch(r"uses:\s*[\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d+\.\d+\.\d+", line.strip()):
+            problems.append(f"action not pinned by commit SHA with its version in a comment: {line}")
     if re.search(r"credentials_json|GOOGLE_APPLICATION_CREDENTIALS_JSON|service_account_key", text):
         problems.append("JSON service-account keys are not allowed")
     return problems
@@ -1556,6 +1590,9 @@ def test_workflow_hygiene(name):
 
 def test_workflow_checker_can_fail():
     assert len(check_workflow_text("uses: actions/checkout@main\nwith:\n  credentials_json: x\n")) == 2
+    assert len(check_workflow_text("uses: actions/checkout@v5\n")) == 1
+    assert len(check_workflow_text(f"uses: actions/checkout@{'a' * 40}\n")) == 1  # no version comment
+    assert check_workflow_text(f"uses: actions/checkout@{'a' * 40} # v5.0.0\n") == []
 
 
 def test_ci_workflow_steps():
@@ -1581,8 +1618,10 @@ def test_train_workflow_steps():
                    "gcloud ai custom-jobs create", "accelerator-type=", "--config,${CONFIG}", "/ham10000",
                    "/runs/${GITHUB_RUN_ID}", "python -m training.promote --candidate-dir /gcs/",
                    # training.train writes best.pt only; the gate opens <run>/deepskin.onnx: the export in between.
-                   "cpu_custom_job.sh", "training.export", '--checkpoint "${run}/best.pt" --out "${run}/deepskin.onnx"'):
+                   "cpu_custom_job.sh", "training.export", '--checkpoint "${run}/best.pt" --out "${run}/deepskin.onnx"',
+                   "{{index .RepoDigests 0}}", '"${REPO}/training@sha256:"'):
         assert needle in text, needle
+    assert ":latest" not in text, "a retrain must run an image by digest, never a moving tag"
 
 
 def test_dockerfiles():
@@ -1590,11 +1629,13 @@ def test_dockerfiles():
     serving = (DOCKER / "serving.Dockerfile").read_text(encoding="utf-8")
     for text in (training, serving):
         # Cloud Build's base by default; `make containers` passes a local Debian base (local/containers.py).
-        assert re.search(r"^ARG BASE_IMAGE=python:3\.11\.\d+-slim", text, re.MULTILINE), "pin python:3.11.x-slim"
+        assert re.search(r"^ARG BASE_IMAGE=python:3\.11\.\d+-slim[\w-]*@sha256:[0-9a-f]{64}$", text, re.MULTILINE), \
+            "pin python:3.11.x-slim by digest"
         assert re.search(r"^FROM \$\{BASE_IMAGE\}$", text, re.MULTILINE)
         assert re.search(r"^USER (?!root|0\b)\S+", text, re.MULTILINE), "must run as non-root"
     assert 'ENTRYPOINT ["python", "-m", "training.train"]' in training
     assert "predict_http" in serving and "functions-framework" in serving
+    assert "pip install --require-hashes -r requirements.txt" in serving  # the predict function's lock
     assert "torch" not in re.sub(r"#.*", "", serving).replace("find_spec('torch')", "")
     ignore = (REPO / ".dockerignore").read_text(encoding="utf-8").split()
     assert ".git" in ignore and ".venv" in ignore
@@ -1649,6 +1690,20 @@ def test_shellcheck_scripts():
     scripts = sorted(str(p) for p in (INFRA / "scripts").glob("*.sh"))
     result = _run([shellcheck, *scripts])
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_checker_flags_images_by_tag_and_promotion_without_a_person():
+    bad = copy.deepcopy(load_dir(INFRA))
+    bad["locals"]["training_image_uri"] = "${local.image_repository}/training:${var.training_image_tag}"
+    bad["variable"]["training_image_tag"] = {"description": "x", "default": "latest"}
+    bad["variable"]["training_image_digest"] = {"description": "x", "default": "latest"}
+    bad["variable"]["promotion_approval"]["default"] = "gate"
+    bad["locals"]["common_env"].pop("DEEPSKIN_PROMOTION_APPROVAL")
+    images = "\n".join(check_images_by_digest(bad))
+    for needle in ("training@<digest>", "needs no default", "var.training_image_tag"):
+        assert needle in images, needle
+    approval = check_promotion_approval(bad)
+    assert 'default to "required"' in approval[0] and len(approval) == 1 + len(functions(bad)), approval
 
 
 def test_checker_flags_a_function_that_may_write_the_registry():

@@ -50,6 +50,13 @@ def test_overview_shows_model_decisions_feedback_and_the_running_job(ops_client,
     assert view["ledger"]["running_job"]["status"] == "running"
 
 
+def test_the_overview_says_whether_a_person_approves_promotions(ops_client, clinician, monkeypatch):
+    monkeypatch.delenv("DEEPSKIN_PROMOTION_APPROVAL", raising=False)
+    assert ops_client.get("/", headers=clinician).get_json()["promotion_approval"] == "gate"  # the local stack
+    monkeypatch.setenv("DEEPSKIN_PROMOTION_APPROVAL", "required")  # Terraform's default on Google Cloud
+    assert ops_client.get("/", headers=clinician).get_json()["promotion_approval"] == "required"
+
+
 def test_plots_are_served_by_exact_name_only(ops_client, clinician):
     names = ops.plot_names()
     assert names, "training/reports holds the evaluation plots"

@@ -43,6 +43,7 @@ def test_the_page_shows_model_decisions_feedback_and_the_running_job(page: Page,
     expect(page.locator("#model-title")).to_be_focused()
     expect(page.locator("#model")).to_contain_text(learning_loop["version"])
     expect(page.locator("#model")).to_contain_text("roc_auc")
+    expect(page.locator("#model")).to_contain_text("the gate promotes alone")  # the local stack's setting
     rows = page.locator("#decisions tbody tr")
     expect(rows).to_have_count(2)
     assert [rows.nth(i).get_attribute("data-decision") for i in range(2)] == ["promoted", "refused"]
