@@ -50,7 +50,8 @@ def submit(report: Report, token: str | None, headers: Any) -> dict:
     counts_as = TRAINING_LABEL if report.role == "clinician" else SIGNAL
     doc = store.firestore_client().collection(store.FEEDBACK).document(id_)
     fields = {**asdict(report), "counts_as": counts_as, "reporter": reporter, "published": False,
-              "model_version": result.get("model_version"), **store.lifecycle_fields()}
+              "model_version": result.get("model_version"),
+              **store.lifecycle_fields(at_least=result.get("expire_at"))}
     fields.pop("idempotency_key")  # the id already encodes it; a client's key is not ours to keep
     try:
         doc.create(fields)

@@ -21,6 +21,7 @@ from deepskin.services.config import settings
 
 PREDICTIONS = "predictions"
 FEEDBACK = "feedback"
+LESIONS = "lesions"  # followed spots (deepskin.services.lesions)
 HEATMAPS_PREFIX = "heatmaps/"
 # A claim older than this belongs to an attempt that died (the functions time out at 60 s).
 STALE_CLAIM = timedelta(seconds=120)
@@ -55,10 +56,11 @@ def result_id(bucket: str, name: str, generation: int | str) -> str:
     return hashlib.sha256(f"{bucket}/{name}#{generation}".encode()).hexdigest()[:32]
 
 
-def lifecycle_fields() -> dict[str, Any]:
-    """Every document carries its creation time and the Firestore TTL field that deletes it."""
-    now = datetime.now(UTC)
-    return {"created_at": firestore.SERVER_TIMESTAMP, "expire_at": now + timedelta(days=settings().retention_days)}
+def lifecycle_fields(at_least: datetime | None = None) -> dict[str, Any]:
+    """Every document carries its creation time and the Firestore TTL field that deletes it: after the retention
+    period, or at `at_least` when that is later (a report on a followed spot lives as long as the spot)."""
+    expire_at = datetime.now(UTC) + timedelta(days=settings().retention_days)
+    return {"created_at": firestore.SERVER_TIMESTAMP, "expire_at": max(expire_at, at_least or expire_at)}
 
 
 def prediction(id_: str) -> firestore.DocumentReference:
@@ -210,13 +212,13 @@ def blob_at(uri: str) -> storage.Blob:
 
 
 def delete_result(id_: str) -> dict[str, list[str]]:
-    """Erase everything derived from one upload: the image, the heatmap, the result and its feedback."""
+    """Erase everything derived from one upload: the image (where it was uploaded, and its copy once followed),
+    the heatmap, the result and its feedback; a followed spot's history no longer lists it."""
     db = firestore_client()
     result = get_result(id_) or {}
-    blobs = [heatmap_blob(id_)]
-    upload = result.get("upload")
-    if upload:
-        blobs.insert(0, storage_client().bucket(upload["bucket"]).blob(upload["name"]))
+    blobs = [storage_client().bucket(upload["bucket"]).blob(upload["name"])
+             for upload in (result.get("upload"), result.get("upload_before_follow")) if upload]
+    blobs.append(heatmap_blob(id_))
     feedback = list(db.collection(FEEDBACK).where(filter=firestore.FieldFilter("prediction_id", "==", id_)).stream())
     # A clinician-labelled upload was also copied to the training bucket: the owner's delete erases it too.
     blobs += [blob_at(uri) for uri in (s.to_dict().get("training_image") for s in feedback) if uri]
@@ -224,6 +226,11 @@ def delete_result(id_: str) -> dict[str, list[str]]:
     for snapshot in feedback:
         snapshot.reference.delete()
     documents = [f"{FEEDBACK}/{snapshot.id}" for snapshot in feedback]
+    if result.get("lesion_id"):
+        try:
+            db.collection(LESIONS).document(result["lesion_id"]).update({"result_ids": firestore.ArrayRemove([id_])})
+        except NotFound:
+            pass  # the spot's history is gone already
     if result:
         prediction(id_).delete()
         documents.insert(0, f"{PREDICTIONS}/{id_}")
