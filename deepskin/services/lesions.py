@@ -17,11 +17,15 @@ everything derived from it (store.delete_result), any photo copy a crashed move 
 from __future__ import annotations
 
 import hmac
+import random
 import secrets
+import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
-from google.api_core.exceptions import NotFound
+from google.api_core.exceptions import Aborted, NotFound, PreconditionFailed
 from google.cloud import firestore
 
 from deepskin.core import follow, spot
@@ -30,6 +34,8 @@ from deepskin.services import results, store
 from deepskin.services.config import settings
 
 PHOTOS_PREFIX = "lesions/"
+ATTEMPTS = 5
+T = TypeVar("T")
 NOT_FOUND = Refused(404, "not_found")
 SAME_SPOT_NOTE = ("A hint from comparing the two photos' framing, brightness pattern and colours, not their anatomy: "
                   "photos of one spot taken differently can fail it, and two spots photographed alike can pass it.")
@@ -56,8 +62,8 @@ def start(result_id: str, result_token: str | None, consent: object, months: obj
     started = datetime.now(UTC)
     lesion = {"owner_token_sha256": results.token_sha256(token), "months": months, "days": days,
               "started_at": started, "created_at": firestore.SERVER_TIMESTAMP,
-              "expire_at": started + timedelta(days=days), "result_ids": []}
-    if not link(store.firestore_client().transaction(), lesion_doc(id_), result_id, id_, lesion):
+              "expire_at": started + timedelta(days=days), "result_ids": [result_id]}
+    if not retried(lambda: tie(store.firestore_client().transaction(), result_id, id_, lesion["expire_at"], lesion)):
         raise Refused(409, "already_followed", "This result is already in a followed spot's history.")
     keep(result_id, id_, lesion)
     return id_, token, history(id_, lesion_doc(id_).get().to_dict())
@@ -65,9 +71,17 @@ def start(result_id: str, result_token: str | None, consent: object, months: obj
 
 def add(id_: str, lesion: dict, result_id: str, result_token: str | None) -> dict:
     """Add the owner's later result to the owned lesion (owned_lesion); again, or concurrently, it is listed once."""
-    owned_assessed(result_id, result_token)
-    if not link(store.firestore_client().transaction(), lesion_doc(id_), result_id, id_, None):
-        raise Refused(409, "in_another_history", "This result is already in the history of another spot.")
+    result = owned_assessed(result_id, result_token)
+    listed = result.get("lesion_id") == id_ and result_id in lesion.get("result_ids", [])  # a retry or duplicate
+    if not listed:
+        # Listed first (a server-side set union, no read): a lesion deleted meanwhile refuses it here.
+        try:
+            retried(lambda: lesion_doc(id_).update({"result_ids": firestore.ArrayUnion([result_id])}))
+        except NotFound:
+            raise NOT_FOUND from None
+        if not retried(lambda: tie(store.firestore_client().transaction(), result_id, id_, lesion["expire_at"])):
+            lesion_doc(id_).update({"result_ids": firestore.ArrayRemove([result_id])})
+            raise Refused(409, "in_another_history", "This result is already in the history of another spot.")
     keep(result_id, id_, lesion)
     return history(id_, lesion_doc(id_).get().to_dict())
 
@@ -81,27 +95,31 @@ def owned_assessed(result_id: str, token: str | None) -> dict:
     return result
 
 
+def retried(call: Callable[[], T]) -> T:
+    """`call`, tried again when Firestore aborts it: concurrent adds of one result contend for its document, and
+    the client library retries only an aborted transaction's commit, not a read or write that timed out waiting
+    for another's lock."""
+    for attempt in range(ATTEMPTS - 1):
+        try:
+            return call()
+        except Aborted:
+            time.sleep(random.uniform(0, 0.1 * 2 ** attempt))  # apart, so that they do not meet again
+    return call()
+
+
 @firestore.transactional
-def link(transaction: firestore.Transaction, lesion_ref: firestore.DocumentReference, result_id: str,
-         lesion_id: str, new_lesion: dict | None) -> bool:
-    """In one transaction: the result names the lesion, the lesion lists the result, and the result expires with
-    the lesion. False when the result belongs to another lesion (or the lesion is gone)."""
+def tie(transaction: firestore.Transaction, result_id: str, lesion_id: str, expire_at: datetime,
+        new_lesion: dict | None = None) -> bool:
+    """In one transaction on the result (and the new lesion, if any): the result names the lesion and expires
+    with it. False when it belongs to another lesion. Only the result is read: two documents read and then
+    written by concurrent transactions wait on each other's locks until Firestore aborts them all."""
     result_ref = store.prediction(result_id)
     result = result_ref.get(transaction=transaction).to_dict() or {}
-    if new_lesion is None:
-        snapshot = lesion_ref.get(transaction=transaction)
-        if not snapshot.exists:
-            return False
-        lesion = snapshot.to_dict()
-    else:
-        lesion = new_lesion
     if result.get("lesion_id", lesion_id) != lesion_id:
         return False
-    if new_lesion is None:
-        transaction.update(lesion_ref, {"result_ids": firestore.ArrayUnion([result_id])})
-    else:
-        transaction.create(lesion_ref, {**new_lesion, "result_ids": [result_id]})
-    transaction.update(result_ref, {"lesion_id": lesion_id, "expire_at": lesion["expire_at"]})
+    if new_lesion is not None:
+        transaction.create(lesion_doc(lesion_id), new_lesion)
+    transaction.update(result_ref, {"lesion_id": lesion_id, "expire_at": expire_at})
     return True
 
 
@@ -122,19 +140,23 @@ def keep(result_id: str, lesion_id: str, lesion: dict) -> None:
 
 
 def move_photo(result_id: str, lesion_id: str, lesion: dict, upload: dict) -> None:
-    """Copy, then point the result at the copy, then delete the original: a crash leaves at most a second copy
-    that a retry, the lesion's delete or the lifecycle rules remove."""
+    """Copy (once: only the first of concurrent adds creates it), then point the result at the copy, then delete
+    the original: a crash leaves at most a second copy that a retry, the lesion's delete or the lifecycle rules
+    remove."""
     gcs = store.storage_client()
     source = gcs.bucket(upload["bucket"]).get_blob(upload["name"], generation=int(upload["generation"]))
-    if source is None:  # deleted meanwhile: the history shows the result without its photo
-        return
-    data = source.download_as_bytes()
     copy = gcs.bucket(settings().results_bucket).blob(f"{PHOTOS_PREFIX}{lesion['days']}d/{lesion_id}/{result_id}")
     copy.custom_time = lesion["started_at"]  # set in the upload request: the lifecycle rule counts from it
-    copy.upload_from_string(data, content_type=source.content_type)
+    try:
+        data = source.download_as_bytes() if source else b""
+        if not data:  # deleted meanwhile: the history shows the result without its photo
+            return
+        copy.upload_from_string(data, content_type=source.content_type, if_generation_match=0)
+    except (NotFound, PreconditionFailed):  # a concurrent add of the same result moved it first
+        return
     moved = {"bucket": copy.bucket.name, "name": copy.name, "generation": str(copy.generation)}
-    store.prediction(result_id).update({"upload": moved, "upload_before_follow": upload,
-                                        "spot": spot.fingerprint(data)})
+    fields = {"upload": moved, "upload_before_follow": upload, "spot": spot.fingerprint(data)}
+    retried(lambda: store.prediction(result_id).update(fields))
     store.delete_blob(source)
 
 
