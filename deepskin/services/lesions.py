@@ -21,11 +21,9 @@ import random
 import secrets
 import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
 
-from google.api_core.exceptions import Aborted, NotFound, PreconditionFailed
+from google.api_core.exceptions import Aborted, FailedPrecondition, NotFound, PreconditionFailed
 from google.cloud import firestore
 
 from deepskin.core import follow, spot
@@ -35,7 +33,6 @@ from deepskin.services.config import settings
 
 PHOTOS_PREFIX = "lesions/"
 ATTEMPTS = 5
-T = TypeVar("T")
 NOT_FOUND = Refused(404, "not_found")
 SAME_SPOT_NOTE = ("A hint from comparing the two photos' framing, brightness pattern and colours, not their anatomy: "
                   "photos of one spot taken differently can fail it, and two spots photographed alike can pass it.")
@@ -63,7 +60,7 @@ def start(result_id: str, result_token: str | None, consent: object, months: obj
     lesion = {"owner_token_sha256": results.token_sha256(token), "months": months, "days": days,
               "started_at": started, "created_at": firestore.SERVER_TIMESTAMP,
               "expire_at": started + timedelta(days=days), "result_ids": [result_id]}
-    if not retried(lambda: tie(store.firestore_client().transaction(), result_id, id_, lesion["expire_at"], lesion)):
+    if not tie(result_id, id_, lesion["expire_at"], lesion):
         raise Refused(409, "already_followed", "This result is already in a followed spot's history.")
     keep(result_id, id_, lesion)
     return id_, token, history(id_, lesion_doc(id_).get().to_dict())
@@ -76,10 +73,10 @@ def add(id_: str, lesion: dict, result_id: str, result_token: str | None) -> dic
     if not listed:
         # Listed first (a server-side set union, no read): a lesion deleted meanwhile refuses it here.
         try:
-            retried(lambda: lesion_doc(id_).update({"result_ids": firestore.ArrayUnion([result_id])}))
+            lesion_doc(id_).update({"result_ids": firestore.ArrayUnion([result_id])})
         except NotFound:
             raise NOT_FOUND from None
-        if not retried(lambda: tie(store.firestore_client().transaction(), result_id, id_, lesion["expire_at"])):
+        if not tie(result_id, id_, lesion["expire_at"]):
             lesion_doc(id_).update({"result_ids": firestore.ArrayRemove([result_id])})
             raise Refused(409, "in_another_history", "This result is already in the history of another spot.")
     keep(result_id, id_, lesion)
@@ -95,32 +92,32 @@ def owned_assessed(result_id: str, token: str | None) -> dict:
     return result
 
 
-def retried(call: Callable[[], T]) -> T:
-    """`call`, tried again when Firestore aborts it: concurrent adds of one result contend for its document, and
-    the client library retries only an aborted transaction's commit, not a read or write that timed out waiting
-    for another's lock."""
-    for attempt in range(ATTEMPTS - 1):
+def tie(result_id: str, lesion_id: str, expire_at: datetime, new_lesion: dict | None = None) -> bool:
+    """The result names the lesion and expires with it (and the new lesion, if any, is created with it, in one
+    batch); False when the result belongs to another lesion.
+
+    Optimistic, with no transaction: the write holds only if the result is unchanged since it was read, and is
+    read again otherwise. Concurrent adds of one result would otherwise wait on each other's locks (a transaction
+    reads before it writes) until Firestore aborts them all."""
+    db = store.firestore_client()
+    for _ in range(ATTEMPTS):
+        snapshot = store.prediction(result_id).get()
+        result = snapshot.to_dict() or {}
+        if result.get("lesion_id", lesion_id) != lesion_id:
+            return False
+        if new_lesion is None and result.get("lesion_id") == lesion_id and result.get("expire_at") == expire_at:
+            return True  # tied already: a retry or a duplicate
+        batch = db.batch()
+        if new_lesion is not None:
+            batch.create(lesion_doc(lesion_id), new_lesion)
+        batch.update(snapshot.reference, {"lesion_id": lesion_id, "expire_at": expire_at},
+                     option=db.write_option(last_update_time=snapshot.update_time))
         try:
-            return call()
-        except Aborted:
-            time.sleep(random.uniform(0, 0.1 * 2 ** attempt))  # apart, so that they do not meet again
-    return call()
-
-
-@firestore.transactional
-def tie(transaction: firestore.Transaction, result_id: str, lesion_id: str, expire_at: datetime,
-        new_lesion: dict | None = None) -> bool:
-    """In one transaction on the result (and the new lesion, if any): the result names the lesion and expires
-    with it. False when it belongs to another lesion. Only the result is read: two documents read and then
-    written by concurrent transactions wait on each other's locks until Firestore aborts them all."""
-    result_ref = store.prediction(result_id)
-    result = result_ref.get(transaction=transaction).to_dict() or {}
-    if result.get("lesion_id", lesion_id) != lesion_id:
-        return False
-    if new_lesion is not None:
-        transaction.create(lesion_doc(lesion_id), new_lesion)
-    transaction.update(result_ref, {"lesion_id": lesion_id, "expire_at": expire_at})
-    return True
+            batch.commit()
+            return True
+        except FailedPrecondition:
+            time.sleep(random.uniform(0, 0.05))  # changed meanwhile: read it again, apart from the other writer
+    raise Aborted(f"result {result_id} kept changing while it was added to a lesion")
 
 
 def keep(result_id: str, lesion_id: str, lesion: dict) -> None:
@@ -156,7 +153,7 @@ def move_photo(result_id: str, lesion_id: str, lesion: dict, upload: dict) -> No
         return
     moved = {"bucket": copy.bucket.name, "name": copy.name, "generation": str(copy.generation)}
     fields = {"upload": moved, "upload_before_follow": upload, "spot": spot.fingerprint(data)}
-    retried(lambda: store.prediction(result_id).update(fields))
+    store.prediction(result_id).update(fields)
     store.delete_blob(source)
 
 
