@@ -1,8 +1,8 @@
 # Firestore in native mode. Collections used by the product: predictions,
-# feedback, models (promotion decisions), ledger, jobs. predictions and feedback carry personal health
-# data and have a TTL policy on `expire_at` (a timestamp the functions set to
-# creation time + var.retention_days). Firestore deletes expired documents
-# typically within 24 hours of expiry.
+# feedback, lesions (followed spots), models (promotion decisions), ledger, jobs. predictions, feedback and
+# lesions carry personal health data and have a TTL policy on `expire_at` (a timestamp the functions set to
+# creation time + var.retention_days; for a followed spot, its results and their reports: the spot's start +
+# the 1 to 12 months its owner chose). Firestore deletes expired documents typically within 24 hours of expiry.
 resource "google_firestore_database" "main" {
   project     = var.project_id
   name        = "(default)"
@@ -17,7 +17,7 @@ resource "google_firestore_database" "main" {
 }
 
 locals {
-  ttl_collections = toset(["predictions", "feedback"])
+  ttl_collections = toset(["predictions", "feedback", "lesions"])
 }
 
 resource "google_firestore_field" "expire_at_ttl" {
