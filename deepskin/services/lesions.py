@@ -34,8 +34,9 @@ from deepskin.services.config import settings
 PHOTOS_PREFIX = "lesions/"
 ATTEMPTS = 5
 NOT_FOUND = Refused(404, "not_found")
-SAME_SPOT_NOTE = ("A hint from comparing the two photos' framing, brightness pattern and colours, not their anatomy: "
-                  "photos of one spot taken differently can fail it, and two spots photographed alike can pass it.")
+SAME_SPOT_NOTE = ("A hint, not a check: it compares the photos' framing, brightness pattern and colours, not the "
+                  "spot itself. Photos of one spot taken differently can fail it, and two spots photographed alike "
+                  "can pass it.")
 
 
 def lesion_doc(id_: str) -> firestore.DocumentReference:
