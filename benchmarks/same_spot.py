@@ -46,7 +46,7 @@ def pair_distances(root) -> dict[str, np.ndarray]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--data", help="PAD-UFES-20 folder (default: $DEEPSKIN_PAD_UFES20 or ../shared/data)")
     distances = pair_distances(folder("pad_ufes20", parser.parse_args().data))
     print("pairs: " + ", ".join(f"{kind} {len(d)}" for kind, d in distances.items()))

@@ -240,7 +240,8 @@ def cmd_follow(client: Client, args: argparse.Namespace) -> int:
     token = token_for(args.id, args.token)
     tokens = load_tokens()  # (as for upload: before the new lesion's token exists)
     if args.lesion:
-        history = client.add_to_lesion(args.lesion, token_for(lesion_key(args.lesion), args.lesion_token), args.id, token)
+        lesion_token = token_for(lesion_key(args.lesion), args.lesion_token)
+        history = client.add_to_lesion(args.lesion, lesion_token, args.id, token)
     else:
         history = client.follow(args.id, token, args.months, consent=args.consent)
         save_tokens({**tokens, lesion_key(history["id"]): history["token"]})
@@ -262,7 +263,8 @@ def cmd_lesion(client: Client, args: argparse.Namespace) -> int:
               f"{len(deleted.get('objects', []))} objects (every photo, result and report in its history).")
         return OK
     if args.reminder:
-        Path(args.reminder).write_text(client.lesion_reminder(args.lesion, token, args.date), newline="")
+        ics = client.lesion_reminder(args.lesion, token, args.date)
+        Path(args.reminder).write_text(ics, encoding="utf-8", newline="")  # its CRLF line ends as they are
     history = client.lesion(args.lesion, token)
     print(json.dumps(history, indent=2, sort_keys=True) if args.json else describe_lesion(history))
     if args.reminder and not args.json:

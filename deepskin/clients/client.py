@@ -177,7 +177,8 @@ class Client:
 
     def lesion(self, lesion_id: str, lesion_token: str) -> dict:
         """The history: entries (date, band, reports), changes (moved_up, looks_alike), expire_at."""
-        return self.call("GET", f"{self.urls.predict}/lesions/{lesion_id}", headers={LESION_TOKEN_HEADER: lesion_token})
+        return self.call("GET", f"{self.urls.predict}/lesions/{lesion_id}",
+                         headers={LESION_TOKEN_HEADER: lesion_token})
 
     def lesion_photo(self, lesion_id: str, lesion_token: str, id_: str) -> bytes:
         return self.send("GET", f"{self.urls.predict}/lesions/{lesion_id}/photos/{id_}",
@@ -190,7 +191,8 @@ class Client:
 
     def delete_lesion(self, lesion_id: str, lesion_token: str) -> dict:
         """Erase the history in one action: every photo, result and report in it."""
-        return self.call("DELETE", f"{self.urls.predict}/lesions/{lesion_id}", headers={LESION_TOKEN_HEADER: lesion_token})
+        return self.call("DELETE", f"{self.urls.predict}/lesions/{lesion_id}",
+                         headers={LESION_TOKEN_HEADER: lesion_token})
 
     def feedback(self, id_: str, label: str, token: str | None = None, role: str = "user",
                  histopathology: bool = False, comment: str | None = None,

@@ -26,8 +26,8 @@ def days_consented(consent: object, months: object) -> int:
         raise Refused(400, "consent_required", "Following a spot keeps its photos and results for longer: it needs "
                                                "your explicit consent (consent: true).")
     if isinstance(months, bool) or months not in FOLLOW_DAYS:
-        raise Refused(400, "invalid_duration", f"Choose how long to keep the history: {', '.join(map(str, FOLLOW_DAYS))}"
-                                               " months.")
+        choices = ", ".join(map(str, FOLLOW_DAYS))
+        raise Refused(400, "invalid_duration", f"Choose how long to keep the history: {choices} months.")
     return FOLLOW_DAYS[months]
 
 

@@ -170,12 +170,12 @@ def history(id_: str, lesion: dict) -> dict:
         change["looks_alike"] = spot.looks_same(a, b) if a and b else None
     expires = lesion["expire_at"]
     latest = max((docs[rid]["created_at"] for rid in ordered if docs[rid].get("created_at")), default=expires)
-    reminder = follow.suggested_reminder(latest.date(), expires.date(), datetime.now(UTC).date())
+    remind_on = follow.suggested_reminder(latest.date(), expires.date(), datetime.now(UTC).date())
     return results.jsonable({"id": id_, "months": lesion["months"], "started_at": lesion["started_at"],
                              "expire_at": expires, "entries": entries, "changes": changes,
                              "moved_up": any(c["moved_up"] for c in changes), "same_spot_note": SAME_SPOT_NOTE,
                              "same_spot_threshold": spot.SAME_SPOT_BELOW,
-                             "suggested_reminder": reminder.isoformat() if reminder else None})
+                             "suggested_reminder": remind_on.isoformat() if remind_on else None})
 
 
 def entry(result_id: str, doc: dict) -> dict:
