@@ -226,9 +226,14 @@ def delete(id_: str) -> dict[str, list[str]]:
             return {"objects": objects, "documents": documents}
         lesion = snapshot.to_dict()
         for result_id in lesion.get("result_ids", []):
-            erased = store.delete_result(result_id)
-            objects += erased["objects"]
-            documents += erased["documents"]
+            # Another spot's result, listed for a moment by an add that was refused (`add`), is not this one's.
+            if (store.get_result(result_id) or {}).get("lesion_id", id_) == id_:
+                erased = store.delete_result(result_id)
+                objects += erased["objects"]
+                documents += erased["documents"]
+            # Unlisted here whatever happened to it, so that the round ends (delete_result unlists it only from
+            # the spot it names).
+            lesion_doc(id_).update({"result_ids": firestore.ArrayRemove([result_id])})
         # A photo copied by a move that crashed before its result named it.
         prefix = f"{PHOTOS_PREFIX}{lesion['days']}d/{id_}/"
         for blob in store.storage_client().list_blobs(settings().results_bucket, prefix=prefix):

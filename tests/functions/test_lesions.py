@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from google.cloud import firestore
 
 from deepskin.services import store
 from deepskin.services.config import settings
@@ -195,3 +196,16 @@ def test_deleting_one_result_takes_it_out_of_the_history(http_client):
     assert http_client.delete(f"/results/{first['id']}", headers={"X-DeepSkin-Token": first["token"]}).status_code == 200
     history = http_client.get(f"/lesions/{lesion['id']}", headers={LESION_TOKEN: lesion["token"]}).get_json()
     assert [e["result_id"] for e in history["entries"]] == [later["id"]]
+
+
+def test_deleting_a_lesion_spares_another_spots_result_and_ends(http_client):
+    result, lesion = followed(http_client)
+    _, other = followed(http_client)
+    # The moment inside a refused add: listed in the other spot, still tied to its own (lesions.add).
+    # And a result deleted on its own meanwhile, which only the spot it named unlisted.
+    store.firestore_client().collection(store.LESIONS).document(other["id"]).update(
+        {"result_ids": firestore.ArrayUnion([result["id"], "f" * 32])})
+    assert http_client.delete(f"/lesions/{other['id']}", headers={LESION_TOKEN: other["token"]}).status_code == 200
+    assert store.get_result(result["id"])["lesion_id"] == lesion["id"]
+    history = http_client.get(f"/lesions/{lesion['id']}", headers={LESION_TOKEN: lesion["token"]}).get_json()
+    assert [e["has_photo"] for e in history["entries"]] == [True]
