@@ -3,6 +3,8 @@
 # two single documents that hold no personal data (tests/infra check_firestore_ttl):
 #   predictions, feedback      health data: creation + var.retention_days; a report
 #                              expires with its prediction
+#   lesions                    followed spots (and their results and reports): the
+#                              spot's start + the 1 to 12 months its owner chose
 #   seen (ledger/state/seen)   the ledger's record of each counted message:
 #                              + var.retention_days, past its report's life
 #   jobs (top-level jobs/ and  retraining jobs and gate decisions, which name
@@ -24,7 +26,7 @@ resource "google_firestore_database" "main" {
 }
 
 locals {
-  ttl_collections = toset(["predictions", "feedback", "seen", "jobs"])
+  ttl_collections = toset(["predictions", "feedback", "lesions", "seen", "jobs"])
 }
 
 resource "google_firestore_field" "expire_at_ttl" {

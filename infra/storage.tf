@@ -1,7 +1,8 @@
 # Buckets. Every bucket is private: uniform bucket-level access (no object ACLs)
 # and public access prevention enforced, so no IAM binding can ever make an
 # object public. Images and heatmaps are health data: they expire after
-# var.retention_days via lifecycle rules, and soft delete is switched off so a
+# var.retention_days via lifecycle rules (a followed spot's photos after the
+# months its owner chose, at most 12), and soft delete is switched off so a
 # delete (lifecycle or the product's delete path) really removes the bytes.
 #
 # One resource, one entry per bucket in local.buckets:
@@ -23,11 +24,22 @@ locals {
       force_destroy   = var.force_destroy
       lifecycle_rules = [{ age = var.retention_days }]
     }
+    # Heatmaps expire after retention_days. Photos of a followed spot (deepskin.services.lesions) live under
+    # lesions/<days>d/, one prefix per duration a person may choose (deepskin.core.follow.FOLLOW_DAYS), with the
+    # spot's start as custom_time: each is deleted <days> after the spot was first followed, a photo added later
+    # included. The last rule is a backstop for anything else: the longest duration, plus a day.
     results = {
       versioning      = false
       soft_delete_off = true
       force_destroy   = var.force_destroy
-      lifecycle_rules = [{ age = var.retention_days }]
+      lifecycle_rules = [
+        { age = var.retention_days, matches_prefix = ["heatmaps/"] },
+        { days_since_custom_time = 31, matches_prefix = ["lesions/31d/"] },
+        { days_since_custom_time = 92, matches_prefix = ["lesions/92d/"] },
+        { days_since_custom_time = 183, matches_prefix = ["lesions/183d/"] },
+        { days_since_custom_time = 365, matches_prefix = ["lesions/365d/"] },
+        { age = 366 },
+      ]
     }
 
     # Training bucket: the public HAM10000 copy under ham10000/, run outputs under

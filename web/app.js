@@ -1,6 +1,8 @@
 // DeepSkin page: consent -> photo -> result (feedback, delete). No framework, no network beyond our functions.
 // The capability token lives only in this module's memory: closing or reloading the tab forgets it.
 
+import { forgetFollow, offerFollow } from "./follow.js";
+
 const ACCEPTED = ["image/jpeg", "image/png", "image/webp"];
 const MAX_BYTES = 20 * 1024 * 1024; // deepskin/core/checks.py MAX_BYTES
 const CLASSES = [
@@ -277,6 +279,7 @@ $("photo-form").addEventListener("submit", async (event) => {
 
 function renderResult(result) {
   const done = result.status === "done";
+  offerFollow(result, state.token, state.config);
   $("result-done").hidden = !done;
   $("result-retake").hidden = done;
   $("feedback-form").hidden = true;
@@ -475,6 +478,7 @@ $("delete").addEventListener("click", async () => {
     $("feedback-done").hidden = true;
     $("wrong-open").hidden = true;
     $("delete").hidden = true;
+    forgetFollow();
     $("again-hint").hidden = true;
     $("heatmap").removeAttribute("src");
     $("result-photo").removeAttribute("src");

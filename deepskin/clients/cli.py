@@ -3,14 +3,17 @@
     deepskin upload lesion.jpg --wait     # through the uploads bucket, the event path
     deepskin predict lesion.jpg           # through the HTTP API
     deepskin result ID | feedback ID --label mel | delete ID | status
+    deepskin follow ID --months 3 --consent   # follow this spot: keep it to compare with later photos
+    deepskin follow ID --lesion LESION        # add a later photo's result to the spot's history
+    deepskin lesion LESION [--reminder FILE.ics] [--delete]
     deepskin models [--rollback]          # operators: the served model, the gate's decisions, the ledger
 
 Exit codes scripts can trust: 0 done (or accepted), 2 usage error, 3 image rejected or unusable, 4 not found,
 5 service unavailable, 1 anything else. `--json` prints one JSON object on stdout: the result's fields,
 or for any error (a command line that does not parse and an unreadable tokens file included)
 {"error": code, "message": text}.
-Capability tokens received here are kept in ~/.deepskin/tokens.json (mode 0600), so `result`, `feedback` and
-`delete` work without --token.
+Capability tokens received here are kept in ~/.deepskin/tokens.json (mode 0600), so `result`, `feedback`,
+`delete`, `follow` and `lesion` work without --token (a followed spot's token under "lesion:ID").
 """
 
 from __future__ import annotations
@@ -228,6 +231,72 @@ def cmd_delete(client: Client, args: argparse.Namespace) -> int:
     return OK
 
 
+def lesion_key(lesion_id: str) -> str:
+    """A followed spot's entry in the tokens file (beside the results' own ids)."""
+    return f"lesion:{lesion_id}"
+
+
+def cmd_follow(client: Client, args: argparse.Namespace) -> int:
+    token = token_for(args.id, args.token)
+    tokens = load_tokens()  # (as for upload: before the new lesion's token exists)
+    if args.lesion:
+        lesion_token = token_for(lesion_key(args.lesion), args.lesion_token)
+        history = client.add_to_lesion(args.lesion, lesion_token, args.id, token)
+    else:
+        history = client.follow(args.id, token, args.months, consent=args.consent)
+        save_tokens({**tokens, lesion_key(history["id"]): history["token"]})
+    print(json.dumps(history, indent=2, sort_keys=True) if args.json else describe_lesion(history))
+    return OK
+
+
+def cmd_lesion(client: Client, args: argparse.Namespace) -> int:
+    key = lesion_key(args.lesion)
+    token = token_for(key, args.token)
+    if args.delete:
+        answer = client.delete_lesion(args.lesion, token)
+        tokens = load_tokens()
+        if tokens.pop(key, None):
+            save_tokens(tokens)
+        deleted = answer.get("deleted", {})
+        print(json.dumps(answer, indent=2) if args.json else
+              f"Deleted the spot {args.lesion}: {len(deleted.get('documents', []))} documents, "
+              f"{len(deleted.get('objects', []))} objects (every photo, result and report in its history).")
+        return OK
+    if args.reminder:
+        ics = client.lesion_reminder(args.lesion, token, args.date)
+        Path(args.reminder).write_text(ics, encoding="utf-8", newline="")  # its CRLF line ends as they are
+    history = client.lesion(args.lesion, token)
+    print(json.dumps(history, indent=2, sort_keys=True) if args.json else describe_lesion(history))
+    if args.reminder and not args.json:
+        print(f"Reminder saved to {args.reminder}: open it to add it to your calendar (nothing is sent by e-mail).")
+    return OK
+
+
+def describe_lesion(history: dict) -> str:
+    """A followed spot in plain lines: its photos over time, whether the band moved up, the same-spot hint."""
+    lines = [(f"Spot {history['id']}: followed for {history['months']} months; everything in it is deleted "
+             f"automatically on {history['expire_at'][:10]}.")]
+    for entry in history["entries"]:
+        reported = "; ".join(f"you reported {r['label']}" + (f" ({r['comment']})" if r.get("comment") else "")
+                             for r in entry["reported"])
+        lines.append(f"  {(entry['created_at'] or '')[:10]}  {(entry['risk'] or entry['status']).upper():<7} "
+                     f"result {entry['result_id']}" + (f"  [{reported}]" if reported else ""))
+    for change in history["changes"]:
+        if change["moved_up"]:
+            lines.append(f"The assessment MOVED UP from {change['from_band']} to {change['to_band']} (result "
+                         f"{change['to']}): have the spot checked by a doctor.")
+        if change["looks_alike"] is False:
+            lines.append(f"Same spot? DeepSkin cannot confirm that result {change['to']} shows the same spot as the "
+                         "photo before it: check that it does.")
+    if history["changes"]:
+        lines.append(f"(The same-spot check is a hint: {history['same_spot_note']})")
+    if history.get("suggested_reminder"):
+        lines.append(f"Next photo suggested on {history['suggested_reminder']} "
+                     f"(`deepskin lesion {history['id']} --reminder reminder.ics` writes a calendar file).")
+    lines.append(NOT_A_DIAGNOSIS)
+    return "\n".join(lines)
+
+
 def cmd_status(client: Client, args: argparse.Namespace) -> int:
     components = client.status()
     all_up = all(c.up for c in components)
@@ -325,6 +394,20 @@ def parser() -> argparse.ArgumentParser:
                           help="the local stack's clinician key (env DEEPSKIN_CLINICIAN_KEY)")
 
     command("delete", cmd_delete, "erase a result, its image and its reports", "id", "--token")
+    follow_ = command("follow", cmd_follow, "follow a result's spot over time, or add a later result to it", "id",
+                      "--token")
+    start = follow_.add_mutually_exclusive_group(required=True)
+    start.add_argument("--months", type=int, choices=(1, 3, 6, 12),
+                       help="start following: keep the history this long (instead of 30 days)")
+    start.add_argument("--lesion", metavar="LESION", help="add the result to this followed spot")
+    follow_.add_argument("--consent", action="store_true",
+                         help="you agree that the photos, results and reports are kept for the months chosen")
+    follow_.add_argument("--lesion-token")
+    lesion = command("lesion", cmd_lesion, "show a followed spot's history, a reminder, or delete it", "lesion",
+                     "--token")
+    lesion.add_argument("--reminder", metavar="ICS", help="write a calendar reminder (.ics) here")
+    lesion.add_argument("--date", help="the reminder's day, YYYY-MM-DD (default: the suggested one)")
+    lesion.add_argument("--delete", action="store_true", help="erase the spot: every photo, result and report in it")
     command("status", cmd_status, "is each component up? (exit 0 if all are)")
     models = command("models", cmd_models, "operators: the served model, promotions, refusals, rollbacks")
     models.add_argument("--rollback", action="store_true", help="serve the previous model version again")

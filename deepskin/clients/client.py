@@ -42,6 +42,7 @@ LOCAL_EMULATORS = {
     "NO_GCE_CHECK": "true",
 }
 TOKEN_HEADER = "X-DeepSkin-Token"  # a name, no secret  # nosec B105
+LESION_TOKEN_HEADER = "X-DeepSkin-Lesion-Token"  # a name, no secret  # nosec B105
 POLL_INTERVAL_S = 0.05  # a Firestore emulator read costs ~2 ms; the result lands within ~1 s
 
 
@@ -159,6 +160,39 @@ class Client:
 
     def delete(self, id_: str, token: str) -> dict:
         return self.call("DELETE", f"{self.urls.predict}/results/{id_}", headers={TOKEN_HEADER: token})
+
+    # --- following a spot (a lesion's history, kept for the chosen months with consent) ---------------------
+
+    def follow(self, id_: str, token: str, months: int, consent: bool = False) -> dict:
+        """Start following the spot of your result `id_`: the answer holds the lesion's id, its token (keep it:
+        it is the only key to the history) and the history. Without consent=True the service refuses
+        (consent_required): following keeps the photo and result for `months` (1, 3, 6 or 12) instead of 30 days."""
+        return self.call("POST", f"{self.urls.predict}/lesions", headers={TOKEN_HEADER: token},
+                         json={"result_id": id_, "consent": consent, "months": months})
+
+    def add_to_lesion(self, lesion_id: str, lesion_token: str, id_: str, token: str) -> dict:
+        """Add a later result of the same spot; repeating it is harmless (listed once). Returns the history."""
+        return self.call("POST", f"{self.urls.predict}/lesions/{lesion_id}/results", json={"result_id": id_},
+                         headers={LESION_TOKEN_HEADER: lesion_token, TOKEN_HEADER: token})
+
+    def lesion(self, lesion_id: str, lesion_token: str) -> dict:
+        """The history: entries (date, band, reports), changes (moved_up, looks_alike), expire_at."""
+        return self.call("GET", f"{self.urls.predict}/lesions/{lesion_id}",
+                         headers={LESION_TOKEN_HEADER: lesion_token})
+
+    def lesion_photo(self, lesion_id: str, lesion_token: str, id_: str) -> bytes:
+        return self.send("GET", f"{self.urls.predict}/lesions/{lesion_id}/photos/{id_}",
+                         headers={LESION_TOKEN_HEADER: lesion_token}).content
+
+    def lesion_reminder(self, lesion_id: str, lesion_token: str, day: str | None = None) -> str:
+        """An .ics calendar file (RFC 5545) for `day` (YYYY-MM-DD), or for the suggested day."""
+        return self.send("GET", f"{self.urls.predict}/lesions/{lesion_id}/reminder.ics",
+                         params={"date": day} if day else None, headers={LESION_TOKEN_HEADER: lesion_token}).text
+
+    def delete_lesion(self, lesion_id: str, lesion_token: str) -> dict:
+        """Erase the history in one action: every photo, result and report in it."""
+        return self.call("DELETE", f"{self.urls.predict}/lesions/{lesion_id}",
+                         headers={LESION_TOKEN_HEADER: lesion_token})
 
     def feedback(self, id_: str, label: str, token: str | None = None, role: str = "user",
                  histopathology: bool = False, comment: str | None = None,

@@ -21,6 +21,7 @@ from deepskin.services.config import settings
 
 PREDICTIONS = "predictions"
 FEEDBACK = "feedback"
+LESIONS = "lesions"  # followed spots (deepskin.services.lesions)
 HEATMAPS_PREFIX = "heatmaps/"
 # A claim older than this belongs to an attempt that died (the functions time out at 60 s).
 STALE_CLAIM = timedelta(seconds=120)
@@ -215,15 +216,15 @@ def blob_at(uri: str) -> storage.Blob:
 
 
 def delete_result(id_: str) -> dict[str, list[str]]:
-    """Erase everything derived from one upload: the image, the heatmap, the result and its feedback. Resumable:
-    the objects go first, then the documents that name them, the result (which proves ownership) last, so that
-    a delete that fails at any step finds on retry what is left and erases it."""
+    """Erase everything derived from one upload: the image (where it was uploaded, and its copy once followed),
+    the heatmap, the result and its feedback; a followed spot's history no longer lists it. Resumable: the
+    objects go first, then the documents that name them, the result (which proves ownership) last, so that a
+    delete that fails at any step finds on retry what is left and erases it."""
     db = firestore_client()
     result = get_result(id_) or {}
-    blobs = [heatmap_blob(id_)]
-    upload = result.get("upload")
-    if upload:
-        blobs.insert(0, storage_client().bucket(upload["bucket"]).blob(upload["name"]))
+    blobs = [storage_client().bucket(upload["bucket"]).blob(upload["name"])
+             for upload in (result.get("upload"), result.get("upload_before_follow")) if upload]
+    blobs.append(heatmap_blob(id_))
     feedback = list(db.collection(FEEDBACK).where(filter=firestore.FieldFilter("prediction_id", "==", id_)).stream())
     # A clinician-labelled upload was also copied to the training bucket (a copy per label the clinician gave):
     # the owner's delete erases them too.
@@ -234,6 +235,11 @@ def delete_result(id_: str) -> dict[str, list[str]]:
     for snapshot in feedback:
         snapshot.reference.delete()
     documents = [f"{FEEDBACK}/{snapshot.id}" for snapshot in feedback]
+    if result.get("lesion_id"):
+        try:
+            db.collection(LESIONS).document(result["lesion_id"]).update({"result_ids": firestore.ArrayRemove([id_])})
+        except NotFound:
+            pass  # the spot's history is gone already
     if result:
         prediction(id_).delete()
         documents.insert(0, f"{PREDICTIONS}/{id_}")

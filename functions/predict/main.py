@@ -4,7 +4,8 @@
 - on_upload_dead: the dead-letter topic of on_upload's subscription: an upload whose deliveries ran out.
 - predict_http: POST an image (optional age, sex, site and answers to the questions about the lesion,
   deepskin.core.patient.FIELDS, as form fields or query parameters), then GET or
-  DELETE its result with the returned capability token.
+  DELETE its result with the returned capability token. POST /lesions follows a result (a followed spot's
+  history, deepskin.services.lesions); /lesions/<id> is read, added to and deleted with the lesion's token.
 The work is done in deepskin.services.predict_service; this file only translates events and HTTP.
 """
 
@@ -23,13 +24,18 @@ from cloudevents.http import CloudEvent
 from deepskin.core import checks
 from deepskin.core.patient import FIELDS, InvalidPatientInfo, PatientInfo
 from deepskin.core.refused import Refused
-from deepskin.services import predict_service, results, store
+from deepskin.services import lesions, predict_service, results, store
 from deepskin.services.http import body_limit, refusal, with_cors
 
 # One line per result written (its id and status, never image data): what operators and the load test read.
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
 
 RESULT_PATH = re.compile(r"^/results/(?P<id>[0-9a-f]{32})(?P<heatmap>/heatmap)?/?$")
+LESION_PATH = re.compile(r"^/lesions/(?P<id>[0-9a-f]{32})"
+                         r"(?P<part>/results|/reminder\.ics|/photos/(?P<result>[0-9a-f]{32}))?/?$")
+RESULT_ID = re.compile(r"^[0-9a-f]{32}$")
+LESION_TOKEN = "X-DeepSkin-Lesion-Token"
+MAX_JSON = 4 * 1024
 RAW_TYPES = ("image/", "application/octet-stream")
 # Room for the multipart framing around an image of the maximum size.
 MAX_BODY = checks.MAX_BYTES + 64 * 1024
@@ -53,13 +59,18 @@ def on_upload_dead(cloud_event: CloudEvent) -> None:
 
 @functions_framework.http
 def predict_http(request: flask.Request) -> flask.Response:
-    return with_cors(request, route, "GET, POST, DELETE, OPTIONS", "Content-Type, X-DeepSkin-Token, Authorization")
+    return with_cors(request, route, "GET, POST, DELETE, OPTIONS",
+                     f"Content-Type, X-DeepSkin-Token, {LESION_TOKEN}, Authorization")
 
 
 def route(request: flask.Request) -> flask.Response:
     try:
         if request.method == "POST" and request.path in ("/", "/predict"):
             return post_image(request)
+        if request.method == "POST" and request.path.rstrip("/") == "/lesions":
+            return follow_result(request)
+        if (lesion := LESION_PATH.match(request.path)) is not None:
+            return lesion_request(request, lesion)
         match = RESULT_PATH.match(request.path)
         if match is None:
             raise Refused(404, "not_found")
@@ -83,6 +94,52 @@ def result_request(request: flask.Request, id_: str, heatmap: bool) -> flask.Res
     if request.method == "DELETE" and not heatmap:
         return flask.jsonify({"id": id_, "deleted": store.delete_result(id_)})
     raise Refused(405, "method_not_allowed")
+
+
+def follow_result(request: flask.Request) -> flask.Response:
+    """Start a followed spot from the owner's result: {"result_id", "consent": true, "months"}."""
+    body = read_json(request)
+    id_, token, history = lesions.start(result_id(body), request.headers.get("X-DeepSkin-Token"),
+                                        body.get("consent"), body.get("months"))
+    response = flask.jsonify({**history, "id": id_, "token": token})
+    response.status_code = 201
+    return response
+
+
+def lesion_request(request: flask.Request, match: re.Match) -> flask.Response:
+    id_, part = match["id"], match["part"] or ""
+    lesion = lesions.owned_lesion(id_, request.headers.get(LESION_TOKEN))  # a header, as for results
+    if lesion is None:
+        raise Refused(404, "not_found")  # the same answer whether or not the lesion exists
+    if request.method == "GET" and not part:
+        return flask.jsonify(lesions.history(id_, lesion))
+    if request.method == "DELETE" and not part:
+        return flask.jsonify({"id": id_, "deleted": lesions.delete(id_)})
+    if request.method == "POST" and part == "/results":
+        return flask.jsonify(lesions.add(id_, lesion, result_id(read_json(request)),
+                                         request.headers.get("X-DeepSkin-Token")))
+    if request.method == "GET" and part == "/reminder.ics":
+        return flask.Response(lesions.reminder(id_, lesion, request.args.get("date")), mimetype="text/calendar",
+                              headers={"Content-Disposition": 'attachment; filename="deepskin-reminder.ics"'})
+    if request.method == "GET" and match["result"]:
+        data, content_type = lesions.photo(lesion, match["result"])
+        return flask.Response(data, mimetype=content_type)
+    raise Refused(405, "method_not_allowed")
+
+
+def read_json(request: flask.Request) -> dict:
+    with body_limit(request, MAX_JSON):
+        body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise Refused(400, "invalid_json", "Send a JSON object.")
+    return body
+
+
+def result_id(body: dict) -> str:
+    value = body.get("result_id")
+    if not isinstance(value, str) or not RESULT_ID.match(value):
+        raise Refused(400, "invalid_result_id", "result_id: the id of one of your results.")
+    return value
 
 
 def post_image(request: flask.Request) -> flask.Response:

@@ -423,7 +423,7 @@ def check_firestore(config: dict) -> list[str]:
     dbs = config["resource"].get("google_firestore_database", {})
     if not any(b.get("type") == "FIRESTORE_NATIVE" for b in dbs.values()):
         problems.append("no google_firestore_database in FIRESTORE_NATIVE mode")
-    for coll in ("predictions", "feedback"):
+    for coll in ("predictions", "feedback", "lesions"):
         if coll not in ttl_collections(config):
             problems.append(f"no Firestore TTL policy on {coll}.expire_at")
     return problems
@@ -991,6 +991,18 @@ def test_expected_files_exist():
 @pytest.mark.parametrize("check", ALL_CHECKS, ids=lambda c: c.__name__)
 def test_stack(stack, check):
     assert check(stack) == []
+
+
+def test_followed_spots_photos_expire_after_the_chosen_duration(stack):
+    """deepskin.services.lesions keeps a followed spot's photos under lesions/<days>d/ in the results bucket, with
+    the spot's start as custom_time: one rule per duration a person may choose, and nothing kept past a year."""
+    from deepskin.core.follow import FOLLOW_DAYS  # pylint: disable=import-outside-toplevel
+
+    conditions = [first(r.get("condition")) for r in instances(stack, "google_storage_bucket")["results"]["lifecycle_rule"]]
+    by_prefix = {tuple(c.get("matches_prefix") or ()): c for c in conditions}
+    assert {days: by_prefix.get((f"lesions/{days}d/",), {}).get("days_since_custom_time")
+            for days in FOLLOW_DAYS.values()} == {days: days for days in FOLLOW_DAYS.values()}
+    assert [c.get("age") for c in conditions if not c.get("matches_prefix")] == [max(FOLLOW_DAYS.values()) + 1]
 
 
 def test_every_variable_has_description(stack):

@@ -52,6 +52,16 @@ def result_for(obj: dict) -> dict | None:
     return store.get_result(store.result_id(obj["bucket"], obj["name"], obj["generation"]))
 
 
+def every_store() -> tuple[set[str], set[str]]:
+    """(every object in the four buckets, every document in predictions, feedback and lesions), as paths."""
+    config, gcs, db = settings(), store.storage_client(), store.firestore_client()
+    buckets = (config.uploads_bucket, config.results_bucket, config.models_bucket, config.training_bucket)
+    objects = {f"gs://{bucket}/{blob.name}" for bucket in buckets for blob in gcs.list_blobs(bucket)}
+    documents = {f"{collection}/{s.id}" for collection in (store.PREDICTIONS, store.FEEDBACK, store.LESIONS)
+                 for s in db.collection(collection).stream()}
+    return objects, documents
+
+
 def personal_exif() -> Image.Exif:
     """EXIF as a phone writes it: GPS position, the camera owner's name, a caption; rotated 90 degrees."""
     exif = Image.Exif()

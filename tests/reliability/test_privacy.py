@@ -20,6 +20,7 @@ from support import (
     REPO,
     contains_personal_data,
     deliver_upload,
+    every_store,
     photo_with_personal_metadata,
     put_object,
 )
@@ -123,16 +124,6 @@ def test_the_python_client_strips_metadata_before_uploading(tmp_path):
               if b.metadata and b.metadata.get(results.TOKEN_KEY) ==
               results.token_sha256(uploaded["token"])]
     assert_no_metadata(blob.download_as_bytes())
-
-
-def every_store() -> tuple[set[str], set[str]]:
-    """(every object in the four buckets, every document in predictions and feedback), as paths."""
-    config, gcs, db = settings(), store.storage_client(), store.firestore_client()
-    buckets = (config.uploads_bucket, config.results_bucket, config.models_bucket, config.training_bucket)
-    objects = {f"gs://{bucket}/{blob.name}" for bucket in buckets for blob in gcs.list_blobs(bucket)}
-    documents = {f"{collection}/{s.id}" for collection in (store.PREDICTIONS, store.FEEDBACK)
-                 for s in db.collection(collection).stream()}
-    return objects, documents
 
 
 def test_delete_leaves_nothing_in_any_store(http_client, event_client, feedback_client, clinician):

@@ -239,7 +239,7 @@ def test_odds_in_words(page: Page):
 
 def test_page_is_self_contained(page: Page, stack):
     """Works offline from the local stack: no request leaves the loopback servers."""
-    for name in ("index.html", "app.js", "styles.css"):
+    for name in ("index.html", "app.js", "follow.js", "styles.css"):
         assert not re.search(r"https?://", (REPO / "web" / name).read_text()), f"web/{name} names an external URL"
     requested: list[str] = []
     page.on("request", lambda request: requested.append(request.url))
