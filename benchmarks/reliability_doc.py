@@ -23,7 +23,8 @@ REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO / "docs" / "reliability.template.md"
 DOC = REPO / "docs" / "reliability.md"
 TESTS = ("tests/reliability", "tests/feedback/test_jobs_never_jam.py", "tests/feedback/test_delete_after_retrain.py",
-         "tests/core/test_checks.py")
+         "tests/core/test_checks.py", "tests/feedback/test_permissions.py", "tests/feedback/test_trusted_records.py",
+         "tests/identity")
 PLACEHOLDER = re.compile(r"\{\{(?P<name>[a-z0-9_]+)@(?P<source>[^}]+)\}\}")
 RENDERED = re.compile(r"<!-- figure (?P<name>[a-z0-9_]+)@(?P<source>[^ ]+) -->(?P<body>.*?)<!-- /figure -->",
                       re.DOTALL)

@@ -60,6 +60,7 @@ resource "google_compute_region_network_endpoint_group" "edge" {
 }
 
 resource "google_compute_security_policy" "edge" {
+  #checkov:skip=CKV_GCP_73:the Log4j (JNDI lookup) WAF rule guards Java backends; behind this policy are Python functions that log no request header
   for_each = local.edge_functions
 
   project     = var.project_id

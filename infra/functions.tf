@@ -162,7 +162,8 @@ locals {
   #   service_account : key of its runtime identity in google_service_account.fn (iam.tf)
   #   sizing          : memory, vCPUs, concurrent requests per instance, min/max
   #                     instances, timeout (seconds)
-  #   ingress         : ALLOW_INTERNAL_ONLY for event functions; ALLOW_ALL for HTTP
+  #   ingress         : ALLOW_INTERNAL_ONLY for event functions; the edge's load balancer for predict_http and
+  #                     feedback; ALLOW_ALL for ops
   #                     functions, which IAM still guards (an identity token is required)
   #   env             : environment_variables
   #   trigger         : null for an HTTP function; otherwise the Eventarc trigger:
@@ -275,7 +276,7 @@ locals {
 }
 
 resource "google_cloudfunctions2_function" "fn" {
-  #checkov:skip=CKV_GCP_124:only the three HTTP functions take ALLOW_ALL ingress (browsers and the CLI call them) and none has a public invoker (run.invoker to named members, tests/infra); event functions are internal only
+  #checkov:skip=CKV_GCP_124:only the ops function takes ALLOW_ALL ingress (operators' browsers), with no public invoker (run.invoker to named members, tests/infra); predict_http and feedback take load-balancer traffic only (edge.tf); event functions are internal only
   for_each = local.functions
 
   name        = local.function_names[each.key]

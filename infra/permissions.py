@@ -70,7 +70,7 @@ FIRESTORE: dict[str, dict[str, frozenset[str]]] = {
     "predict_http": {"predictions": RW, "feedback": RW},  # the owner's delete removes the reports on a result
     "predict_dead": {"predictions": RW},
     "feedback": {"predictions": RW, "feedback": RW},  # counts the reports on a prediction (their cap)
-    "retrain": {"ledger": RW, "jobs": RW},
+    "retrain": {"feedback": R, "ledger": RW, "jobs": RW},  # a label's report names its clinician (two are needed)
     "sweeper": {"predictions": RW, "ledger": RW, "jobs": RW},
     "ops": {"models": R, "feedback": R, "ledger": R, "jobs": R},  # decisions, counts, the ledger and its job
     "training": {"feedback": R, "ledger": RW, "jobs": RW, "models": W},  # labels in; job state, decisions out

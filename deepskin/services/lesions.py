@@ -117,7 +117,7 @@ def tie(result_id: str, lesion_id: str, expire_at: datetime, new_lesion: dict | 
             batch.commit()
             return True
         except FailedPrecondition:
-            time.sleep(random.uniform(0, 0.05))  # changed meanwhile: read it again, apart from the other writer
+            time.sleep(random.uniform(0, 0.05))  # changed meanwhile: read again, apart from the other writer  # nosec B311 jitter, not a secret
     raise Aborted(f"result {result_id} kept changing while it was added to a lesion")
 
 

@@ -34,7 +34,7 @@ RESULT_PATH = re.compile(r"^/results/(?P<id>[0-9a-f]{32})(?P<heatmap>/heatmap)?/
 LESION_PATH = re.compile(r"^/lesions/(?P<id>[0-9a-f]{32})"
                          r"(?P<part>/results|/reminder\.ics|/photos/(?P<result>[0-9a-f]{32}))?/?$")
 RESULT_ID = re.compile(r"^[0-9a-f]{32}$")
-LESION_TOKEN = "X-DeepSkin-Lesion-Token"
+LESION_TOKEN = "X-DeepSkin-Lesion-Token"  # a header name, no secret  # nosec B105
 MAX_JSON = 4 * 1024
 RAW_TYPES = ("image/", "application/octet-stream")
 # Room for the multipart framing around an image of the maximum size.
