@@ -66,7 +66,7 @@ function buildQuestions() {
       label.append(input, ` ${text}`);
       group.append(label);
     }
-    $("history-questions").append(group);
+    $("symptoms-questions").append(group);
   }
 }
 
