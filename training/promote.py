@@ -300,14 +300,14 @@ def feedback_scores(onnx: Path, feedback: pd.DataFrame) -> pd.DataFrame:
 
 
 def gate(candidate_dir: Path, decision_id: str, folders: dict, limit: int = 0, job_id: str | None = None,
-         feedback: pd.DataFrame | None = None) -> dict:
+         feedback: pd.DataFrame | None = None, feedback_counts: dict | None = None) -> dict:
     """Score the candidate, the pinned baseline and (when it is another version) the current model on the gate
-    set, and the candidate and the current model on the feedback test set (`feedback`; none given: empty),
-    decide, promote (or await approval), record it all. Every source of the gate set is required
+    set, and the candidate and the current model on the feedback test set (`feedback`; none given: empty;
+    `feedback_counts`: what the job kept and dropped of the labels, recorded), decide, promote (or await approval), record it all. Every source of the gate set is required
     (training.gate_set.require_sources)."""
+    missing = require_sources(folders)  # first: a gate that cannot run touches nothing
     record = current_record()
     pinned = pinned_baseline(record)
-    missing = require_sources(folders)
     lesions, non_lesions = gate_lesions(folders, limit), gate_non_lesions(folders)
     feedback = pd.DataFrame(columns=["image_id", "path", "group", "truth"]) if feedback is None else feedback
 
@@ -321,7 +321,7 @@ def gate(candidate_dir: Path, decision_id: str, folders: dict, limit: int = 0, j
     decision = with_feedback_test(decision, superiority)
     decision.update(job_id=job_id, current={"version": record["version"]}, status="refused",
                     gate_set={**lesions.source.value_counts().to_dict(), "non_lesion": len(non_lesions),
-                              "limit": limit, "missing_sources": missing})
+                              "limit": limit, "missing_sources": missing}, feedback_set=feedback_counts or {})
     if decision["promoted"]:
         checkpoint = candidate_dir / registry.CHECKPOINT  # the next retrain fine-tunes from it
         if checkpoint.exists():

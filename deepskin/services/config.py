@@ -68,7 +68,7 @@ def settings() -> Settings:
         retrain_min_clinicians=int(env("DEEPSKIN_RETRAIN_MIN_CLINICIANS") or (2 if on_google_cloud else 1)),
         manual_retrains_per_day=int(env("DEEPSKIN_MANUAL_RETRAINS_PER_DAY", "2")),
         retrain_min_new_labels=int(env("DEEPSKIN_RETRAIN_MIN_NEW_LABELS") or (10 if on_google_cloud else 1)),
-        labelled_retention_days=int(env("DEEPSKIN_LABELLED_RETENTION_DAYS", "365")),
+        labelled_retention_days=int(env("DEEPSKIN_LABELLED_RETENTION_DAYS") or env("DEEPSKIN_RETENTION_DAYS", "30")),
         allow_partial_gate=env("DEEPSKIN_ALLOW_PARTIAL_GATE") == "fixtures",
     )
 

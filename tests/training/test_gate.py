@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 
 from deepskin.core.labels import CLASSES, MALIGNANT
-from training import promote, sources
-from training.data import load_split
-from training.gate_set import make_gate_set
+from training import promote, retrain, sources
+from training.data import data_root, load_split
+from training.gate_set import MissingDataSource, make_gate_set, require_sources
+from training.train import TrainConfig
 
 BENIGN = [c for c in CLASSES if c not in MALIGNANT]
 
@@ -188,3 +189,28 @@ def test_a_refusal_on_a_held_out_label_scores_as_no_information(held_out_truth):
     truth, _ = held_out_truth
     refused = feedback_scores(truth.astype(float), truth, refused=np.ones(60, bool))
     assert promote.brier(refused) == pytest.approx(promote.REFUSED_CHANCE ** 2)
+
+
+# --- no data source may be missing -----------------------------------------------------------------------
+
+@pytest.fixture
+def without_pad(monkeypatch, tmp_path):
+    """Production's rule (no partial gate) on a machine whose PAD-UFES-20 folder is missing."""
+    monkeypatch.delenv("DEEPSKIN_ALLOW_PARTIAL_GATE")
+    monkeypatch.setenv("DEEPSKIN_PAD_UFES20", str(tmp_path / "no-pad"))
+
+
+def test_the_gate_and_a_retrain_fail_closed_when_a_data_source_is_missing(without_pad, tmp_path):
+    with pytest.raises(MissingDataSource, match="pad_ufes20"):
+        promote.gate(tmp_path, "no-pad", {})
+    with pytest.raises(MissingDataSource, match="pad_ufes20"):
+        retrain.run("no-pad", TrainConfig(), data_root(), tmp_path, 0)
+
+
+def test_the_fixture_tests_alone_may_gate_on_part_of_the_set(monkeypatch, tmp_path):
+    monkeypatch.setenv("DEEPSKIN_PAD_UFES20", str(tmp_path / "no-pad"))
+    monkeypatch.setenv("DEEPSKIN_ALLOW_PARTIAL_GATE", "fixtures")
+    assert "pad_ufes20" in require_sources({})
+    monkeypatch.setenv("DEEPSKIN_ALLOW_PARTIAL_GATE", "1")  # nothing but the one declared value allows it
+    with pytest.raises(MissingDataSource):
+        require_sources({})
