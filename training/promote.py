@@ -303,8 +303,8 @@ def gate(candidate_dir: Path, decision_id: str, folders: dict, limit: int = 0, j
          feedback: pd.DataFrame | None = None, feedback_counts: dict | None = None) -> dict:
     """Score the candidate, the pinned baseline and (when it is another version) the current model on the gate
     set, and the candidate and the current model on the feedback test set (`feedback`; none given: empty;
-    `feedback_counts`: what the job kept and dropped of the labels, recorded), decide, promote (or await approval), record it all. Every source of the gate set is required
-    (training.gate_set.require_sources)."""
+    `feedback_counts`: what the job kept and dropped of the labels, recorded), decide, promote (or await
+    approval), record it all. Every source of the gate set is required (training.gate_set.require_sources)."""
     missing = require_sources(folders)  # first: a gate that cannot run touches nothing
     record = current_record()
     pinned = pinned_baseline(record)

@@ -20,8 +20,9 @@ is all this function may do there (infra/permissions.py: create under feedback/,
 A user's report expires with its prediction (the same `expire_at`); a clinician's label, and its training copy,
 are kept for the labelled retention ($DEEPSKIN_LABELLED_RETENTION_DAYS, the retention the product's consent
 states; the uploads' by default), so that the feedback set can grow past the uploads' 30 days. The owner's
-delete of the result removes both, while the result exists (after it expires the owner has nothing to name it by). A report names its `group` (the followed spot, else the prediction),
-by which training.feedback_set holds labels out. And a prediction takes at most REPORTS_PER_PREDICTION
+delete of the result removes both, while the result exists (after it expires the owner has nothing to name it
+by). A report names its `group` (the followed spot, else the prediction), by which training.feedback_set holds
+labels out. And a prediction takes at most REPORTS_PER_PREDICTION
 reports of each role (counted on the prediction's document): past that, 429 too_many_reports, so that one token
 cannot fill Firestore and the ledger.
 """

@@ -13,8 +13,8 @@ $DEEPSKIN_RETRAIN_MIN_LABELS (default 50) or on a clinician's manual trigger, cr
 marks it active; while a job is active no other starts. No job starts before the new labels come from
 $DEEPSKIN_RETRAIN_MIN_CLINICIANS distinct clinicians (2 on Google Cloud: one clinician alone cannot steer the
 model), no job, one started by hand included, starts with fewer than $DEEPSKIN_RETRAIN_MIN_NEW_LABELS new labels
-(10 on Google Cloud, 1 locally), and one clinician starts at most $DEEPSKIN_MANUAL_RETRAINS_PER_DAY jobs by hand per UTC day. The ledger
-knows clinicians by a pseudonym (a hash of their identity), never by e-mail. The launch happens after the commit (a
+(10 on Google Cloud, 1 locally), and one clinician starts at most $DEEPSKIN_MANUAL_RETRAINS_PER_DAY jobs by
+hand per UTC day. The ledger knows clinicians by a pseudonym (a hash of their identity), never by e-mail. The launch happens after the commit (a
 transaction body may run more than once); a failed launch fails the job and gives its labels back.
 
 Nothing keeps the ledger for good: a job runs at most $DEEPSKIN_JOB_TIMEOUT_S (Vertex AI enforces it; the

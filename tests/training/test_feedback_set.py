@@ -6,10 +6,12 @@ import io
 from pathlib import Path
 
 import pandas as pd
+import torch
 from PIL import Image
 
 from deepskin.core.spot import fingerprint
-from training import feedback_set
+from training import feedback_set, retrain, sources
+from training.train import Split, TrainConfig
 
 LESIONS = sorted((Path(__file__).parents[1] / "fixtures" / "lesions").glob("*.jpg"))
 
@@ -64,3 +66,12 @@ def test_a_feedback_image_that_copies_a_gate_or_test_image_is_found():
 def test_malignancy_of_a_label():
     assert feedback_set.malignant("mel") and feedback_set.malignant("malignant")
     assert not feedback_set.malignant("nv") and not feedback_set.malignant("benign")
+
+
+def test_a_biopsy_confirmed_label_is_drawn_more_often_in_training():
+    table = sources.table(["ham10000"])
+    replay = table[(table.split == "train") & table.path.map(lambda p: Path(p).is_file())].head(2)
+    feedback = labels(("a", "mel", True), ("b", "nv", False)).assign(path=LESIONS[:2])
+    rows = retrain.with_feedback({"train": replay, "val": replay}, feedback)
+    split = Split(rows["train"], TrainConfig(image_size=64).preprocess(), torch.device("cpu"), {"ham10000": 2.0})
+    assert split.weights.tolist() == [2.0, 2.0, feedback_set.BIOPSY_WEIGHT, 1.0]
