@@ -14,8 +14,9 @@ marks it active; while a job is active no other starts. No job starts before the
 $DEEPSKIN_RETRAIN_MIN_CLINICIANS distinct clinicians (2 on Google Cloud: one clinician alone cannot steer the
 model), no job, one started by hand included, starts with fewer than $DEEPSKIN_RETRAIN_MIN_NEW_LABELS new labels
 (10 on Google Cloud, 1 locally), and one clinician starts at most $DEEPSKIN_MANUAL_RETRAINS_PER_DAY jobs by
-hand per UTC day. The ledger knows clinicians by a pseudonym (a hash of their identity), never by e-mail. The launch happens after the commit (a
-transaction body may run more than once); a failed launch fails the job and gives its labels back.
+hand per UTC day. The ledger knows clinicians by a pseudonym (a hash of their identity), never by e-mail. The
+launch happens after the commit (a transaction body may run more than once); a failed launch fails the job and
+gives its labels back.
 
 Nothing keeps the ledger for good: a job runs at most $DEEPSKIN_JOB_TIMEOUT_S (Vertex AI enforces it; the
 sweep cancels one past it), the ledger's hold expires LEDGER_GRACE after that, and `sweep` (deepskin.services.sweeper,
