@@ -110,9 +110,14 @@ def feedback_sets(folder: Path, folders: dict, missing: list[str]) -> tuple[pd.D
     images = {row.image_id: Path(row.path).read_bytes() for row in labels.itertuples()}
     duplicates = feedback_set.near_duplicates(images, judging_fingerprints(folders, missing))
     train, test = feedback_set.split(labels[~labels.image_id.isin(duplicates)])
+    # Another photo of a held-out image, labelled on another prediction, would carry the test set into training.
+    copies = feedback_set.near_duplicates({i: images[i] for i in train.image_id},
+                                          [fingerprint(images[i]) for i in test.image_id])
+    train = train[~train.image_id.isin(copies)]
     counts = {"feedback_images": len(train), "feedback_test_labels": len(test),
               "feedback_biopsy_confirmed": int(train.histopathology.sum()), "feedback_labels_dropped": untrusted,
-              "feedback_disagreeing_dropped": disagreeing, "feedback_duplicates_dropped": len(duplicates)}
+              "feedback_disagreeing_dropped": disagreeing, "feedback_duplicates_dropped": len(duplicates),
+              "feedback_copies_of_held_out_dropped": len(copies)}
     return train, test.assign(truth=test.label.map(feedback_set.malignant)), counts
 
 
