@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from feedback_support import (
     CLINICIAN_KEY,
     DEAD_SUBSCRIPTION,
     LESIONS,
+    REPO,
     RETRAIN_SUBSCRIPTION,
     all_jobs,
     candidate_from_served,
@@ -265,6 +269,19 @@ def test_clinician_labels_start_exactly_one_job_whose_gate_decision_holds_both_m
     assert registry.current()["version"] == baseline["version"]
     assert decision["feedback_set"]["feedback_duplicates_dropped"] == 1
     assert ledger()["active_job"] is None
+
+
+def test_a_job_without_a_data_source_fails_closed_and_says_why():
+    """Production's rule: no partial gate. The fixture machine has no PAD-UFES-20 or non-lesion folder."""
+    jobs.job_doc("no-data").set({"status": "queued", "trigger": "manual"})
+    env = {k: v for k, v in os.environ.items() if k != "DEEPSKIN_ALLOW_PARTIAL_GATE"}
+    done = subprocess.run([sys.executable, "-m", "training.retrain", "--job-id", "no-data", "--config",
+                           "training/configs/retrain_smoke.json"], env=env, cwd=REPO, capture_output=True, text=True,
+                          timeout=300, check=False)
+    job = all_jobs()["no-data"]
+    assert done.returncode != 0 and job["status"] == "failed", done.stderr[-2000:]
+    assert job["error"].startswith("MissingDataSource: no folder for pad_ufes20, non_lesion")
+    assert "feedback_images" not in job  # it stopped before reading any label
 
 
 def test_a_worse_candidate_is_refused(tmp_path):
