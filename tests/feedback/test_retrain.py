@@ -264,7 +264,8 @@ def test_clinician_labels_start_exactly_one_job_whose_gate_decision_holds_both_m
     expected = all(d["ci95"][0] > -promote.CHECKS[c][0] if promote.CHECKS[c][1] > 0 else d["ci95"][1] < promote.CHECKS[c][0]
                    for c, d in decision["differences"].items())
     # Too few held-out labels to show that it learned: a candidate within the margins waits for a person.
-    assert decision["feedback_test"]["labels"] == job["feedback_test_labels"] and not decision["feedback_test"]["applies"]
+    held_out = decision["feedback_test"]
+    assert held_out["labels"] == job["feedback_test_labels"] and not held_out["applies"]
     assert not decision["promoted"] and decision["status"] == ("approved_pending" if expected else "refused")
     assert registry.current()["version"] == baseline["version"]
     assert decision["feedback_set"]["feedback_duplicates_dropped"] == 1

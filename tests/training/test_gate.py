@@ -200,7 +200,8 @@ def without_pad(monkeypatch, tmp_path):
     monkeypatch.setenv("DEEPSKIN_PAD_UFES20", str(tmp_path / "no-pad"))
 
 
-def test_the_gate_and_a_retrain_fail_closed_when_a_data_source_is_missing(without_pad, tmp_path):
+@pytest.mark.usefixtures("without_pad")
+def test_the_gate_and_a_retrain_fail_closed_when_a_data_source_is_missing(tmp_path):
     with pytest.raises(MissingDataSource, match="pad_ufes20"):
         promote.gate(tmp_path, "no-pad", {})
     with pytest.raises(MissingDataSource, match="pad_ufes20"):
