@@ -1,8 +1,9 @@
 # Firestore in native mode. Every collection the code writes has a TTL policy on
 # `expire_at`, set by the code (deepskin.services.store.lifecycle_fields), except
 # two single documents that hold no personal data (tests/infra check_firestore_ttl):
-#   predictions, feedback      health data: creation + var.retention_days; a report
-#                              expires with its prediction
+#   predictions, feedback      health data: creation + var.retention_days; a user's
+#                              report expires with its prediction, a clinician's
+#                              label after var.labelled_retention_days
 #   lesions                    followed spots (and their results and reports): the
 #                              spot's start + the 1 to 12 months its owner chose
 #   seen (ledger/state/seen)   the ledger's record of each counted message:

@@ -68,6 +68,8 @@ locals {
     DEEPSKIN_FEEDBACK_TOPIC      = google_pubsub_topic.feedback.name
     DEEPSKIN_FEEDBACK_DEAD_TOPIC = google_pubsub_topic.feedback_dead.name
     DEEPSKIN_RETENTION_DAYS      = tostring(var.retention_days)
+    # A clinician's label and its training copy (feedback function; storage.tf's feedback/ rule).
+    DEEPSKIN_LABELLED_RETENTION_DAYS = tostring(var.labelled_retention_days)
     # Jobs and gate decisions (Firestore TTL, firestore.tf).
     DEEPSKIN_RECORD_RETENTION_DAYS = tostring(var.record_retention_days)
     # Whether a person approves each candidate the gate passes: the retrain trigger passes it on to its
@@ -111,6 +113,7 @@ locals {
     DEEPSKIN_RETRAIN_MIN_LABELS       = tostring(var.retrain_min_labels)
     DEEPSKIN_RETRAIN_MIN_CLINICIANS   = tostring(var.retrain_min_clinicians)
     DEEPSKIN_MANUAL_RETRAINS_PER_DAY  = tostring(var.manual_retrains_per_day)
+    DEEPSKIN_RETRAIN_MIN_NEW_LABELS   = tostring(var.retrain_min_new_labels)
     DEEPSKIN_RETRAIN_CONFIG           = var.retrain_config
     DEEPSKIN_REGION                   = var.region
     DEEPSKIN_TRAINING_IMAGE           = local.training_image_uri

@@ -43,22 +43,22 @@ locals {
     }
 
     # Training bucket: the public HAM10000 copy under ham10000/, run outputs under
-    # runs/ and feedback-derived images under feedback/. Feedback images and runs
-    # expire after retention_days like every other user-derived object; everything
-    # else (the public data set) after training_data_retention_days.
+    # runs/ and clinician-labelled images under feedback/. Labelled images are kept
+    # for labelled_retention_days (the consented retention of a clinician's label,
+    # as its report in Firestore), runs for retention_days; everything else (the
+    # public data set) after training_data_retention_days.
     training = {
       versioning      = false
       soft_delete_off = true
       force_destroy   = var.force_destroy
       lifecycle_rules = [
         # feedback/ holds copies of clinician-labelled uploads whose custom_time is
-        # the ORIGINAL upload's creation time (deepskin.services.feedback.copy_for_training):
-        # this rule deletes a copy when the original upload is deleted, so a copy
-        # never outlives the upload's retention even though it was created later.
-        { days_since_custom_time = var.retention_days, matches_prefix = ["feedback/"] },
-        # Backstop by the copy's own age (e.g. an object written without
-        # custom_time), and the retention of run outputs.
-        { age = var.retention_days, matches_prefix = ["feedback/", "runs/"] },
+        # the time of the label (deepskin.services.feedback.copy_for_training): kept
+        # as long as the label's report, apart from the uploads' retention.
+        { days_since_custom_time = var.labelled_retention_days, matches_prefix = ["feedback/"] },
+        # Backstop by the copy's own age (e.g. an object written without custom_time).
+        { age = var.labelled_retention_days, matches_prefix = ["feedback/"] },
+        { age = var.retention_days, matches_prefix = ["runs/"] },
         { age = var.training_data_retention_days },
       ]
     }

@@ -38,6 +38,17 @@ variable "enable_apis" {
   default     = true
 }
 
+variable "labelled_retention_days" {
+  description = "Days a clinician's label and its training copy (training bucket feedback/) are kept, apart from the uploads' retention_days: the retention the product's consent states. Raise it above retention_days only where that consent covers it."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.labelled_retention_days >= 1 && var.labelled_retention_days <= 3650
+    error_message = "labelled_retention_days must be between 1 and 3650."
+  }
+}
+
 variable "retention_days" {
   description = "Days after which uploaded images, heatmaps and feedback-derived training data are deleted (bucket lifecycle), and the value the functions use to set the Firestore expire_at TTL field."
   type        = number
@@ -349,6 +360,17 @@ variable "retrain_min_clinicians" {
   validation {
     condition     = var.retrain_min_clinicians >= 2
     error_message = "A job needs the labels of at least two distinct clinicians."
+  }
+}
+
+variable "retrain_min_new_labels" {
+  description = "DEEPSKIN_RETRAIN_MIN_NEW_LABELS for the retrain trigger: new clinician labels any training job needs, one started by hand (POST /retrain) too."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.retrain_min_new_labels >= 1
+    error_message = "A job needs at least one new label."
   }
 }
 

@@ -29,6 +29,8 @@ EMULATOR_VARS = ("FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST", "STORAGE_EMU
 # Every test, and every process a test starts, reads the HAM10000 fixture in the repository: a fresh clone
 # needs nothing beside it, and results do not depend on which data a machine happens to have.
 os.environ["DEEPSKIN_HAM10000"] = str(Path(__file__).parent / "fixtures" / "ham10000_mini")
+# That fixture holds a part of the gate set only: the gate, which fails closed elsewhere, may run on it here.
+os.environ["DEEPSKIN_ALLOW_PARTIAL_GATE"] = "fixtures"
 
 
 @pytest.fixture(scope="session")
@@ -203,7 +205,10 @@ def gate_decision(candidate: str, baseline: str, job_id: str) -> dict:
               "needs lower bound > -0.02: passed")
     return {"promoted": True, "status": "promoted", "job_id": job_id, "checks": {"auc": True}, "reasons": [reason],
             "candidate": {"version": candidate, "auc": 0.93}, "baseline": {"version": baseline, "auc": 0.92},
-            "current": {"version": baseline}}
+            "current": {"version": baseline},
+            "feedback_set": {"feedback_images": 40, "feedback_test_labels": 31, "feedback_duplicates_dropped": 1},
+            "feedback_test": {"metric": "brier", "labels": 31, "difference": -0.021, "ci95": [-0.034, -0.008],
+                              "applies": True, "passed": True, "reason": "feedback test set (31 labels): passed"}}
 
 
 @pytest.fixture

@@ -26,6 +26,14 @@ each model's "high" cut-off is set on its own validation sample, so comparing th
 shares would mostly measure that sample's noise, or a change of what "high" means, not a better or worse
 model. What a person is told is guarded where it can hurt: malignant lesions reassured ("low"). A
 difference that cannot be computed (NaN: one class missing, or in over a tenth of the resamples) fails.
+Staying within margins is not learning: the candidate must also IMPROVE on the clinicians' held-out labels
+(training.feedback_set: the feedback test set, never trained on). The pre-declared check: the Brier score of
+P(malignant) on those labels (a refusal scored as 0.5), candidate minus the current model, paired bootstrap
+over label groups; the upper bound of its 95% interval must be below 0. Brier, not AUC: it is defined when
+the held-out labels are all of one class, and it rewards both ranking and calibration. With fewer than
+FEEDBACK_MIN_LABELS held-out labels the check cannot show anything but chance; the decision says so and a
+passing candidate then waits for a person's approval whatever the approval setting, rather than being
+refused (which would stop the loop until four times as many labels had come) or promoted unproven.
 Each model's own numbers come with their 95% intervals too (Wilson for the proportions), also per image
 type (HAM10000 is dermoscopy, PAD-UFES-20 phone photos): those are reported, not checks, since 78 phone
 photos cannot show a margin of a few points. With $DEEPSKIN_PROMOTION_APPROVAL=required (the default on
@@ -56,7 +64,7 @@ from deepskin.services.config import settings
 from training import checkpoint_file, sources
 from training.calibrate import expected_calibration_error
 from training.evaluate import group_resamples, score_set
-from training.gate_set import gate_lesions, gate_non_lesions
+from training.gate_set import gate_lesions, gate_non_lesions, require_sources
 
 # The PyTorch weights of models shipped in models/, by version: the first retrain's starting point.
 SHIPPED_CHECKPOINTS = Path(__file__).parent / "checkpoints"
@@ -70,6 +78,9 @@ RULE = ("promote only if, against the pinned baseline and the current model on t
 Z95 = 1.959964
 MIN_DEFINED = 0.9  # the share of bootstrap resamples in which a check must be defined
 IMAGE_TYPES = {"dermoscopy": False, "clinical": True}  # the gate table's `clinical` column
+FEEDBACK_METRIC = "brier"  # of P(malignant) on the feedback test set; lower is better
+FEEDBACK_MIN_LABELS = 30  # held-out labels below which superiority cannot be shown
+REFUSED_CHANCE = 0.5  # a refusal says nothing about malignancy
 
 
 def wilson(successes: int, n: int) -> list[float]:
@@ -218,6 +229,38 @@ def compare(candidate: dict, reference: dict, name: str) -> dict:
             "candidate": summary, name: theirs}
 
 
+def brier(scored: pd.DataFrame) -> float:
+    """Mean squared error of P(malignant) against the clinicians' truth (`truth`), a refusal counting 0.5."""
+    p = pd.to_numeric(scored.malignant, errors="coerce").where(scored.status == "done", REFUSED_CHANCE)
+    return float(((p.to_numpy(dtype=float) - scored.truth.to_numpy(dtype=float)) ** 2).mean())
+
+
+def feedback_superiority(candidate: pd.DataFrame, reference: pd.DataFrame) -> dict:
+    """The pre-declared superiority check on the feedback test set: both models' scores of the same rows."""
+    n, groups = len(candidate), candidate.group.astype(str).to_numpy()
+    diffs = [brier(candidate.iloc[t]) - brier(reference.iloc[t]) for t in group_resamples(groups)]
+    ci = [float(np.percentile(diffs, q)) for q in (2.5, 97.5)] if diffs else [float("nan")] * 2
+    ours, theirs = (brier(scores) if n else float("nan") for scores in (candidate, reference))
+    applies = n >= FEEDBACK_MIN_LABELS
+    passed = applies and ci[1] < 0
+    verdict = ("passed" if passed else "failed") if applies else (
+        f"not applied: {FEEDBACK_MIN_LABELS} held-out labels needed; a person decides")
+    reason = (f"feedback test set ({n} labels, {len(set(groups))} groups): {FEEDBACK_METRIC} candidate "
+              f"{ours:.4f} vs current {theirs:.4f}, difference {ours - theirs:+.4f} (95% CI {ci[0]:+.4f} to "
+              f"{ci[1]:+.4f}), needs upper bound < 0: {verdict}")
+    return {"metric": FEEDBACK_METRIC, "labels": n, "groups": len(set(groups)), "malignant": int(candidate.truth.sum()),
+            "candidate": ours, "current": theirs, "difference": ours - theirs, "ci95": ci, "applies": applies,
+            "passed": passed, "reason": reason}
+
+
+def with_feedback_test(decision: dict, superiority: dict) -> dict:
+    """The decision with the feedback check joined: it must pass where it applies."""
+    decision.update(feedback_test=superiority, reasons=[*decision["reasons"], superiority["reason"]])
+    if superiority["applies"]:
+        decision["promoted"] = decision["promoted"] and superiority["passed"]
+    return decision
+
+
 def current_record() -> dict:
     """The registry's current version; the first time, the model being served is registered as current, with
     its shipped checkpoint (training/checkpoints/<version>.pt) when there is one, so that the first retrain
@@ -249,27 +292,42 @@ def pin_baseline() -> dict:
     return record
 
 
-def gate(candidate_dir: Path, decision_id: str, folders: dict, limit: int = 0, job_id: str | None = None) -> dict:
+def feedback_scores(onnx: Path, feedback: pd.DataFrame) -> pd.DataFrame:
+    """A model's answers on the feedback test set (rows: image_id, path, group, truth), image only."""
+    if feedback.empty:
+        return pd.DataFrame(columns=["status", "malignant", "group", "truth"])
+    return score_set(feedback, Model(onnx), with_metadata=False)
+
+
+def gate(candidate_dir: Path, decision_id: str, folders: dict, limit: int = 0, job_id: str | None = None,
+         feedback: pd.DataFrame | None = None, feedback_counts: dict | None = None) -> dict:
     """Score the candidate, the pinned baseline and (when it is another version) the current model on the gate
-    set, decide, promote (or await approval), record it all."""
+    set, and the candidate and the current model on the feedback test set (`feedback`; none given: empty;
+    `feedback_counts`: what the job kept and dropped of the labels, recorded), decide, promote (or await
+    approval), record it all. Every source of the gate set is required (training.gate_set.require_sources)."""
+    missing = require_sources(folders)  # first: a gate that cannot run touches nothing
     record = current_record()
     pinned = pinned_baseline(record)
     lesions, non_lesions = gate_lesions(folders, limit), gate_non_lesions(folders)
+    feedback = pd.DataFrame(columns=["image_id", "path", "group", "truth"]) if feedback is None else feedback
 
     def numbers(onnx: Path) -> dict:
         return model_numbers(Model(onnx), lesions, non_lesions)
 
     current = None if record["version"] == pinned["version"] else numbers(registry.fetch(record))
     decision = decide(numbers(candidate_dir / registry.ONNX), numbers(registry.fetch(pinned)), current)
+    superiority = feedback_superiority(feedback_scores(candidate_dir / registry.ONNX, feedback),
+                                       feedback_scores(registry.fetch(record), feedback))
+    decision = with_feedback_test(decision, superiority)
     decision.update(job_id=job_id, current={"version": record["version"]}, status="refused",
                     gate_set={**lesions.source.value_counts().to_dict(), "non_lesion": len(non_lesions),
-                              "limit": limit})
+                              "limit": limit, "missing_sources": missing}, feedback_set=feedback_counts or {})
     if decision["promoted"]:
         checkpoint = candidate_dir / registry.CHECKPOINT  # the next retrain fine-tunes from it
         if checkpoint.exists():
             checkpoint_file.verify(checkpoint)  # the registry records the digest of exactly what training wrote
         new = registry.upload(candidate_dir / registry.ONNX, checkpoint if checkpoint.exists() else None)
-        if settings().approval_required:
+        if settings().approval_required or not superiority["applies"]:
             registry.write_anchor(registry.pending_name(decision_id), new)
             decision.update(promoted=False, status="approved_pending", candidate_record=new)
         else:

@@ -44,11 +44,13 @@ from google.cloud import firestore
 
 from deepskin.core.bundle import card_path, load_card
 from deepskin.core.report import LABELS, TRAINING_LABEL, clinician_report_id
+from deepskin.core.spot import fingerprint
 from deepskin.services import identity, jobs, registry, store
 from deepskin.services.config import settings
 from deepskin.services.feedback import EXTENSIONS, OTHER_EXTENSION, training_copy_name
-from training import checkpoint_file, promote, sources
+from training import checkpoint_file, feedback_set, promote, sources
 from training.data import FOLDER_ENV, data_root
+from training.gate_set import LESION_SOURCES, require_sources
 from training.net import EfficientNetLite, LiteConfig, pretrained
 from training.train import TrainConfig, fit, load_model, load_splits, seed_everything, split_rows
 
@@ -69,9 +71,9 @@ def starting_point(config: TrainConfig, record: dict, work: Path) -> tuple[Effic
     return net, config, init
 
 
-def feedback_images(folder: Path) -> tuple[pd.DataFrame, int]:
-    """Download the images of the trusted clinician labels whose report still exists; (rows of (image_id,
-    label, path), how many labels were dropped as untrusted)."""
+def clinician_labels(folder: Path) -> tuple[pd.DataFrame, int]:
+    """Download the images of the trusted clinician labels whose report still exists; (rows of
+    feedback_set.COLUMNS, how many labels were dropped as untrusted)."""
     folder.mkdir(parents=True, exist_ok=True)
     reports = (store.firestore_client().collection(store.FEEDBACK)
                .where(filter=firestore.FieldFilter("counts_as", "==", TRAINING_LABEL)).stream())
@@ -89,8 +91,34 @@ def feedback_images(folder: Path) -> tuple[pd.DataFrame, int]:
         except NotFound:
             path.unlink(missing_ok=True)
             continue
-        rows.append({"image_id": report.id, "label": data["label"], "path": path})
-    return pd.DataFrame(rows, columns=["image_id", "label", "path"]), dropped
+        rows.append({"image_id": report.id, "prediction_id": data["prediction_id"],
+                     "group": data.get("group") or data["prediction_id"], "label": data["label"],
+                     "histopathology": bool(data.get("histopathology")), "path": path})
+    return pd.DataFrame(rows, columns=feedback_set.COLUMNS), dropped
+
+
+def judging_fingerprints(folders: dict, missing: list[str]) -> list[dict]:
+    """The same-spot fingerprints of every lesion image that judges a model: the gate set and the test splits."""
+    table = sources.table([s for s in LESION_SOURCES if s not in missing], folders)
+    return [fingerprint(Path(path).read_bytes()) for path in table[table.split.isin(["gate", "test"])].path]
+
+
+def feedback_sets(folder: Path, folders: dict, missing: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """(labels to train on, the feedback test set, what was counted and dropped on the way)."""
+    labels, untrusted = clinician_labels(folder)
+    labels, disagreeing = feedback_set.resolve(labels)
+    images = {row.image_id: Path(row.path).read_bytes() for row in labels.itertuples()}
+    duplicates = feedback_set.near_duplicates(images, judging_fingerprints(folders, missing))
+    train, test = feedback_set.split(labels[~labels.image_id.isin(duplicates)])
+    # Another photo of a held-out image, labelled on another prediction, would carry the test set into training.
+    copies = feedback_set.near_duplicates({i: images[i] for i in train.image_id},
+                                          [fingerprint(images[i]) for i in test.image_id])
+    train = train[~train.image_id.isin(copies)]
+    counts = {"feedback_images": len(train), "feedback_test_labels": len(test),
+              "feedback_biopsy_confirmed": int(train.histopathology.sum()), "feedback_labels_dropped": untrusted,
+              "feedback_disagreeing_dropped": disagreeing, "feedback_duplicates_dropped": len(duplicates),
+              "feedback_copies_of_held_out_dropped": len(copies)}
+    return train, test.assign(truth=test.label.map(feedback_set.malignant)), counts
 
 
 def trusted_label(report_id: str, report: dict) -> bool:
@@ -109,6 +137,7 @@ def with_feedback(rows: dict[str, pd.DataFrame], feedback: pd.DataFrame) -> dict
     (clinical or dermoscopic) and age, sex, site unknown."""
     labelled = feedback.assign(source="feedback", split="train", dx=feedback.label, lesion=True,
                                clinical=float("nan"), group=feedback.image_id).reindex(columns=sources.COLUMNS)
+    labelled["sample_weight"] = feedback_set.sample_weight(feedback)  # a biopsy-confirmed label is drawn more often
     return {**rows, "train": pd.concat([rows["train"], labelled], ignore_index=True)}
 
 
@@ -124,11 +153,12 @@ def run(job_id: str, config: TrainConfig, root: Path, work: Path, eval_limit: in
     seed_everything(config.seed)
     candidate = work / "candidate"
     candidate.mkdir(parents=True, exist_ok=True)
+    folders = source_folders(root)
+    missing = require_sources(folders)  # before any work: no source of the gate set may be missing
     record = promote.current_record()
     net, config, init = starting_point(config, record, work)
-    feedback, dropped = feedback_images(jobs.scratch_dir(job_id))
-    jobs.mark_running(job_id, init=init, feedback_images=len(feedback), feedback_labels_dropped=dropped)
-    folders = source_folders(root)
+    feedback, feedback_test, counts = feedback_sets(jobs.scratch_dir(job_id), folders, missing)
+    jobs.mark_running(job_id, init=init, **counts)
     rows = with_feedback(split_rows(config, folders), feedback)
     best = candidate / registry.CHECKPOINT  # the EMA weights the ONNX is made of; uploaded if promoted
     checkpoint_file.copy(fit(net, *load_splits(rows, config), config, work / "fit"), best)
@@ -140,7 +170,8 @@ def run(job_id: str, config: TrainConfig, root: Path, work: Path, eval_limit: in
     card["training"].update(init=init, job_id=job_id, base_model=record["version"],
                             feedback_labels=feedback.label.value_counts().to_dict())
     card_path(onnx).write_text(json.dumps(card, indent=1) + "\n")
-    return promote.gate(candidate, job_id, folders, eval_limit, job_id=job_id)
+    return promote.gate(candidate, job_id, folders, eval_limit, job_id=job_id, feedback=feedback_test,
+                        feedback_counts=counts)
 
 
 def main() -> None:

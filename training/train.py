@@ -186,7 +186,10 @@ class Split:
         # NaN: not known (a clinician's label says nothing about the camera), left out of that loss.
         self.clinical = torch.tensor(self.rows.clinical.astype(float).values, dtype=torch.float32, device=device)
         self.meta = patient_vectors(self.rows).to(device)
-        self.weights = torch.tensor([source_weight.get(s, 1.0) for s in self.rows.source], dtype=torch.float64)
+        # How often a row is drawn: its source's weight times its own (a biopsy-confirmed clinician label's).
+        own = self.rows.get("sample_weight", pd.Series(1.0, index=self.rows.index)).fillna(1.0).to_numpy(float)
+        self.weights = torch.tensor([source_weight.get(s, 1.0) for s in self.rows.source], dtype=torch.float64) * \
+            torch.tensor(own, dtype=torch.float64)
 
     def __len__(self) -> int:
         return len(self.rows)

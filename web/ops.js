@@ -85,13 +85,14 @@ function showDecisions(decisions) {
     const [against, compared] = decision.numbers.baseline?.version
       ? ["baseline", decision.numbers.baseline] : ["current", decision.numbers.current];
     cell(row, `candidate: ${numbers(decision.numbers.candidate)} | ${against}: ${numbers(compared)}`);
+    cell(row, Object.keys(decision.feedback || {}).length ? numbers(decision.feedback) : "none recorded");
     row.dataset.decision = verdict;
     body.append(row);
   }
   if (!decisions.length) {
     const row = document.createElement("tr");
     cell(row, "No decision yet.");
-    row.firstChild.colSpan = 6;
+    row.firstChild.colSpan = 7;
     body.append(row);
   }
 }

@@ -34,6 +34,9 @@ class Settings:
     promotion_approval: str  # "required": a person promotes what the gate passed; "gate": the gate promotes alone
     retrain_min_clinicians: int  # distinct clinicians whose new labels a job needs (2 on Google Cloud, 1 locally)
     manual_retrains_per_day: int  # jobs one clinician may start by hand per UTC day
+    retrain_min_new_labels: int  # new clinician labels any job needs, one started by hand too (10 on Google Cloud, 1 locally)
+    labelled_retention_days: int  # a clinician's label and its training copy: the consented retention, not the uploads'
+    allow_partial_gate: bool  # the gate may run without a source's folder: the repository's fixture tests only
 
     @property
     def approval_required(self) -> bool:
@@ -64,6 +67,9 @@ def settings() -> Settings:
         promotion_approval=env("DEEPSKIN_PROMOTION_APPROVAL") or (APPROVAL_REQUIRED if on_google_cloud else GATE_ALONE),
         retrain_min_clinicians=int(env("DEEPSKIN_RETRAIN_MIN_CLINICIANS") or (2 if on_google_cloud else 1)),
         manual_retrains_per_day=int(env("DEEPSKIN_MANUAL_RETRAINS_PER_DAY", "2")),
+        retrain_min_new_labels=int(env("DEEPSKIN_RETRAIN_MIN_NEW_LABELS") or (10 if on_google_cloud else 1)),
+        labelled_retention_days=int(env("DEEPSKIN_LABELLED_RETENTION_DAYS") or env("DEEPSKIN_RETENTION_DAYS", "30")),
+        allow_partial_gate=env("DEEPSKIN_ALLOW_PARTIAL_GATE") == "fixtures",
     )
 
 

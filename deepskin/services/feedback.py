@@ -17,7 +17,12 @@ another copy; the report lists them all (`training_images`) for the owner's dele
 can be retried after a failure at any point: the copy's name is recorded on the report before the copy is
 made (so an owner's delete that comes in between finds it), and the copy is created only if absent, which
 is all this function may do there (infra/permissions.py: create under feedback/, never replace).
-A report expires with its prediction (the same `expire_at`), and a prediction takes at most REPORTS_PER_PREDICTION
+A user's report expires with its prediction (the same `expire_at`); a clinician's label, and its training copy,
+are kept for the labelled retention ($DEEPSKIN_LABELLED_RETENTION_DAYS, the retention the product's consent
+states; the uploads' by default), so that the feedback set can grow past the uploads' 30 days. The owner's
+delete of the result removes both, while the result exists (after it expires the owner has nothing to name it
+by). A report names its `group` (the followed spot, else the prediction), by which training.feedback_set holds
+labels out. And a prediction takes at most REPORTS_PER_PREDICTION
 reports of each role (counted on the prediction's document): past that, 429 too_many_reports, so that one token
 cannot fill Firestore and the ledger.
 """
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.api_core.exceptions import NotFound, PreconditionFailed
@@ -64,7 +70,8 @@ def submit(report: Report, token: str | None, headers: Any) -> dict:
     counts_as = TRAINING_LABEL if report.role == "clinician" else SIGNAL
     doc = store.firestore_client().collection(store.FEEDBACK).document(id_)
     fields = {**asdict(report), "counts_as": counts_as, "reporter": reporter, "published": False,
-              "model_version": result.get("model_version"), **store.lifecycle_fields(result.get("expire_at"))}
+              "model_version": result.get("model_version"), "group": result.get("lesion_id") or report.prediction_id,
+              **store.lifecycle_fields(report_expiry(result, counts_as))}
     fields.pop("idempotency_key")  # the id already encodes it; a client's key is not ours to keep
     stored = create_within_cap(store.firestore_client().transaction(), doc, store.prediction(report.prediction_id),
                                fields)
@@ -86,6 +93,13 @@ def submit(report: Report, token: str | None, headers: Any) -> dict:
     publish(id_, report, counts_as)
     doc.update({"published": True})
     return {"report_id": id_, "counts_as": counts_as}
+
+
+def report_expiry(result: dict, counts_as: str) -> datetime | None:
+    """A signal expires with its prediction; a clinician's label is kept for the labelled retention (the
+    consented one, DEEPSKIN_LABELLED_RETENTION_DAYS), or with its prediction when that is later (a followed spot)."""
+    theirs, kept = result.get("expire_at"), datetime.now(UTC) + timedelta(days=settings().labelled_retention_days)
+    return max(theirs or kept, kept) if counts_as == TRAINING_LABEL else theirs
 
 
 @firestore.transactional
@@ -128,8 +142,9 @@ def copy_for_training(doc: Any, id_: str, label: str, upload: dict) -> None:
         return
     # Set in the upload request itself: the function may create objects there, not update them.
     copy.metadata = {"label": label, "report_id": id_}
-    # The upload's creation time: a lifecycle rule on daysSinceCustomTime keeps the upload's deadline.
-    copy.custom_time = source.time_created
+    # The label's time: a lifecycle rule on daysSinceCustomTime keeps it for the labelled retention
+    # (infra/storage.tf), not the upload's, as its report in Firestore.
+    copy.custom_time = datetime.now(UTC)
     try:
         copy.upload_from_string(strip_metadata(data), content_type=source.content_type, if_generation_match=0)
     except PreconditionFailed:

@@ -12,9 +12,11 @@ One transaction counts a message and, when the training labels since the last jo
 $DEEPSKIN_RETRAIN_MIN_LABELS (default 50) or on a clinician's manual trigger, creates the queued job and
 marks it active; while a job is active no other starts. No job starts before the new labels come from
 $DEEPSKIN_RETRAIN_MIN_CLINICIANS distinct clinicians (2 on Google Cloud: one clinician alone cannot steer the
-model), and one clinician starts at most $DEEPSKIN_MANUAL_RETRAINS_PER_DAY jobs by hand per UTC day. The ledger
-knows clinicians by a pseudonym (a hash of their identity), never by e-mail. The launch happens after the commit (a
-transaction body may run more than once); a failed launch fails the job and gives its labels back.
+model), no job, one started by hand included, starts with fewer than $DEEPSKIN_RETRAIN_MIN_NEW_LABELS new labels
+(10 on Google Cloud, 1 locally), and one clinician starts at most $DEEPSKIN_MANUAL_RETRAINS_PER_DAY jobs by
+hand per UTC day. The ledger knows clinicians by a pseudonym (a hash of their identity), never by e-mail. The
+launch happens after the commit (a transaction body may run more than once); a failed launch fails the job and
+gives its labels back.
 
 Nothing keeps the ledger for good: a job runs at most $DEEPSKIN_JOB_TIMEOUT_S (Vertex AI enforces it; the
 sweep cancels one past it), the ledger's hold expires LEDGER_GRACE after that, and `sweep` (deepskin.services.sweeper,
@@ -170,7 +172,7 @@ def count(transaction: firestore.Transaction, counted: Counted, threshold: int) 
     at_last_job = state.get("clinician_labels_at_last_job", {})
     clinicians = sum(n > at_last_job.get(who, 0) for who, n in by_clinician.items())
     due = counted.kind == MANUAL or (counted.kind == TRAINING_LABEL and new_labels >= threshold)
-    refused = not_yet(state, counted, clinicians) if due else None
+    refused = not_yet(state, counted, clinicians, new_labels) if due else None
     job_id = None
     if refused:
         log.info("training is due but %s", refused)
@@ -203,10 +205,12 @@ def manual_jobs_today(state: dict, counted: Counted) -> int:
     return used.get("jobs", 0) if used.get("day") == today() else 0
 
 
-def not_yet(state: dict, counted: Counted, clinicians: int) -> str | None:
+def not_yet(state: dict, counted: Counted, clinicians: int, new_labels: int) -> str | None:
     """Why a due job may not start now (None: it may)."""
     if holds_ledger(state):
         return f"job {state['active_job']} is still active"
+    if new_labels < settings().retrain_min_new_labels:  # a job by hand too: retraining on nothing new learns nothing
+        return f"{new_labels} new label(s) since the last job, {settings().retrain_min_new_labels} needed"
     if clinicians < settings().retrain_min_clinicians:
         return f"the new labels come from {clinicians} clinician(s), {settings().retrain_min_clinicians} needed"
     if counted.kind == MANUAL and manual_jobs_today(state, counted) >= settings().manual_retrains_per_day:

@@ -20,7 +20,8 @@ from deepskin.services.results import jsonable
 # The evaluation plots of training/reports (staged beside deepskin/ for the function, infra/stage_functions.py).
 PLOTS = Path(__file__).resolve().parents[2] / "training" / "reports"
 DECISIONS_SHOWN = 20
-JOB_FIELDS = ("status", "trigger", "new_labels", "init", "feedback_images", "created_at", "started_at")
+JOB_FIELDS = ("status", "trigger", "new_labels", "init", "feedback_images", "feedback_test_labels", "created_at",
+              "started_at")
 
 
 def overview() -> dict:
@@ -62,9 +63,16 @@ def decision_summary(decision: dict) -> dict:
     return {"id": decision["id"], "kind": decision.get("kind", "gate"), "job_id": decision.get("job_id"),
             "candidate": candidate.get("version"), "current": current.get("version"),
             "promoted": bool(decision.get("promoted")), "status": decision.get("status"), "reasons": reasons(decision),
-            "decided_at": decision.get("decided_at"),
+            "decided_at": decision.get("decided_at"), "feedback": feedback_numbers(decision),
             # The gate compares with the pinned baseline (training.promote); older decisions, with the current model.
             "numbers": {"candidate": candidate, "current": current, "baseline": decision.get("baseline") or {}}}
+
+
+def feedback_numbers(decision: dict) -> dict:
+    """The clinicians' labels behind a decision: what the job trained on and dropped, and the held-out test
+    set's superiority check (its reason line is among the reasons already)."""
+    test = {k: v for k, v in (decision.get("feedback_test") or {}).items() if k != "reason"}
+    return {**(decision.get("feedback_set") or {}), **{f"test_{k}": v for k, v in test.items()}}
 
 
 def reasons(decision: dict) -> list[str]:

@@ -97,13 +97,20 @@ def test_user_report_is_a_signal_stored_and_published_once(feedback_client, pred
     assert reused.status_code == 409 and pull(RETRAIN_SUBSCRIPTION) == []
 
 
-def test_a_report_expires_with_its_prediction(feedback_client, prediction):
+def test_a_users_report_expires_with_its_prediction_and_a_clinicians_label_is_kept_longer(feedback_client, prediction,
+                                                                                          monkeypatch):
+    monkeypatch.setenv("DEEPSKIN_LABELLED_RETENTION_DAYS", "365")
     id_, token = prediction
     soon = datetime.now(UTC) + timedelta(days=3)  # a prediction made 27 days ago
     store.prediction(id_).update({"expire_at": soon})
     assert post(feedback_client, report(id_), {"X-DeepSkin-Token": token}).status_code == 202
     assert post(feedback_client, report(id_, role="clinician"), CLINICIAN).status_code == 202
-    assert [doc["expire_at"] for doc in feedback_docs()] == [soon, soon]
+    docs = {doc["counts_as"]: doc for doc in feedback_docs()}
+    assert docs["signal"]["expire_at"] == soon
+    assert round((docs["training_label"]["expire_at"] - datetime.now(UTC)) / timedelta(days=1)) == 365
+    copy = store.blob_at(docs["training_label"]["training_image"])
+    copy.reload()
+    assert abs(copy.custom_time - datetime.now(UTC)) < timedelta(minutes=5)  # its lifecycle counts from the label
 
 
 def test_a_prediction_takes_a_few_reports_per_role(feedback_client, prediction):

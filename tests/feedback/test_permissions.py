@@ -220,11 +220,13 @@ def test_training_job(tmp_path, feedback_client, prediction):
     jobs.job_doc("job").set({"status": "queued", "labels_at_previous_job": 0})
     folder, version = candidate_from_served(tmp_path)
     with acting_as("training") as calls:
-        images, dropped = retrain.feedback_images(tmp_path / "scratch")
+        images, dropped = retrain.clinician_labels(tmp_path / "scratch")
         jobs.mark_running("job", feedback_images=len(images))
-        decision = promote.gate(folder, "job", {}, job_id="job")
+        decision = promote.gate(folder, "job", {}, job_id="job")  # no held-out labels: it waits for a person
         jobs.finish(store.firestore_client().transaction(), "job", {"status": "done"})
-    assert (len(images), dropped) == (1, 0) and decision["promoted"] and registry.current()["version"] == version
+    promote.approve("job")  # a person's act, not the job's
+    assert (len(images), dropped) == (1, 0) and decision["status"] == "approved_pending"
+    assert registry.current()["version"] == version
     assert_within_the_table(calls)
     assert_every_grant_used(calls)
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from feedback_support import (
     CLINICIAN_KEY,
     DEAD_SUBSCRIPTION,
     LESIONS,
+    REPO,
     RETRAIN_SUBSCRIPTION,
     all_jobs,
     candidate_from_served,
@@ -207,11 +211,34 @@ def test_each_clinician_has_a_daily_quota_of_manual_retrains(feedback_client, tr
     assert len(fake_launcher.launched) == 2
 
 
+def test_no_job_starts_without_enough_new_labels_not_even_by_hand(feedback_client, trigger_client, fake_launcher,
+                                                                  monkeypatch):
+    monkeypatch.setenv("DEEPSKIN_RETRAIN_MIN_NEW_LABELS", "3")
+    monkeypatch.setenv("DEEPSKIN_RETRAIN_MIN_LABELS", "50")
+    label(feedback_client, trigger_client, CLINICIAN, 2)
+    assert feedback_client.post("/retrain", headers=CLINICIAN).status_code == 202
+    redeliver_pulled(trigger_client, pull(RETRAIN_SUBSCRIPTION))
+    assert fake_launcher.launched == []  # two new labels: refused
+    label(feedback_client, trigger_client, CLINICIAN)
+    assert feedback_client.post("/retrain", headers=CLINICIAN).status_code == 202
+    redeliver_pulled(trigger_client, pull(RETRAIN_SUBSCRIPTION))
+    [job_id] = fake_launcher.launched
+    assert all_jobs()[job_id]["new_labels"] == 3
+
+
 # --- a real job, the gate and the registry ----------------------------------------------------------------
+
+def approved(folder: Path, decision_id: str) -> dict:
+    """A candidate that passes every margin on the gate set, with no clinicians' held-out labels to show that
+    it learned, waits for a person (training.promote): here, one approves it."""
+    decision = promote.gate(folder, decision_id, FOLDERS)
+    assert (decision["status"], decision["feedback_test"]["applies"]) == ("approved_pending", False)
+    return promote.approve(decision_id)
+
 
 def test_clinician_labels_start_exactly_one_job_whose_gate_decision_holds_both_models(feedback_client,
                                                                                      trigger_client):
-    labels = ["mel", "nv", "malignant", "bkl"]
+    labels = ["mel", "nv", "malignant", "bkl"]  # the third image (LESIONS[2]) is in the fixture's gate set
     for (id_, _), label in zip(predictions(4), labels):
         answer = feedback_client.post("/feedback", json=report(id_, role="clinician", label=label),
                                       headers=CLINICIAN)
@@ -224,7 +251,8 @@ def test_clinician_labels_start_exactly_one_job_whose_gate_decision_holds_both_m
     job = all_jobs()[job_id]
     assert returncode == 0 and job["status"] == "done", Path(job["handle"].rsplit("log ", 1)[-1]).read_text()[-3000:]
     # The first job fine-tunes the served weights: the shipped model's checkpoint was registered with it.
-    assert job["feedback_images"] == 4 and job["init"] == f"checkpoint of model {SHIPPED_VERSION}"
+    assert job["init"] == f"checkpoint of model {SHIPPED_VERSION}"
+    assert job["feedback_duplicates_dropped"] == 1 and job["feedback_images"] + job["feedback_test_labels"] == 3
     decision = job["decision"]
     stored = registry.decision_doc(job_id).get().to_dict()
     assert {k: stored[k] for k in decision} == decision
@@ -234,9 +262,26 @@ def test_clinician_labels_start_exactly_one_job_whose_gate_decision_holds_both_m
     assert candidate["images"] == baseline["images"] == len(gate_lesions(FOLDERS))
     expected = all(d["ci95"][0] > -promote.CHECKS[c][0] if promote.CHECKS[c][1] > 0 else d["ci95"][1] < promote.CHECKS[c][0]
                    for c, d in decision["differences"].items())
-    assert decision["promoted"] == expected and decision["status"] == ("promoted" if expected else "refused")
-    assert registry.current()["version"] == (candidate["version"] if expected else baseline["version"])
+    # Too few held-out labels to show that it learned: a candidate within the margins waits for a person.
+    held_out = decision["feedback_test"]
+    assert held_out["labels"] == job["feedback_test_labels"] and not held_out["applies"]
+    assert not decision["promoted"] and decision["status"] == ("approved_pending" if expected else "refused")
+    assert registry.current()["version"] == baseline["version"]
+    assert decision["feedback_set"]["feedback_duplicates_dropped"] == 1
     assert ledger()["active_job"] is None
+
+
+def test_a_job_without_a_data_source_fails_closed_and_says_why():
+    """Production's rule: no partial gate. The fixture machine has no PAD-UFES-20 or non-lesion folder."""
+    jobs.job_doc("no-data").set({"status": "queued", "trigger": "manual"})
+    env = {k: v for k, v in os.environ.items() if k != "DEEPSKIN_ALLOW_PARTIAL_GATE"}
+    done = subprocess.run([sys.executable, "-m", "training.retrain", "--job-id", "no-data", "--config",
+                           "training/configs/retrain_smoke.json"], env=env, cwd=REPO, capture_output=True, text=True,
+                          timeout=300, check=False)
+    job = all_jobs()["no-data"]
+    assert done.returncode != 0 and job["status"] == "failed", done.stderr[-2000:]
+    assert job["error"].startswith("MissingDataSource: no folder for pad_ufes20, non_lesion")
+    assert "feedback_images" not in job  # it stopped before reading any label
 
 
 def test_a_worse_candidate_is_refused(tmp_path):
@@ -256,14 +301,14 @@ def test_candidates_are_compared_with_the_pinned_baseline_and_a_promoted_checkpo
     folder, first = candidate_from_served(tmp_path)  # the same network: non-inferior on every check
     config = TrainConfig(image_size=64)
     checkpoint_file.save(checkpoint(pretrained(LiteConfig()), config), folder / registry.CHECKPOINT)
-    assert promote.gate(folder, "first", FOLDERS)["promoted"]
+    assert approved(folder, "first")["promoted"]
     assert registry.current()["version"] == first and registry.current()["checkpoint_uri"]
     assert registry.current()["checkpoint_sha256"] == checkpoint_file.file_sha256(folder / registry.CHECKPOINT)
     _, _, init = retrain.starting_point(config, registry.current(), tmp_path)
     assert init == f"checkpoint of model {first}"
 
     second, version = candidate_from_served(tmp_path / "next")
-    decision = promote.gate(second, "second", FOLDERS)
+    decision = approved(second, "second")
     assert decision["baseline"]["version"] == served and decision["current"]["version"] == first
     assert registry.current()["version"] == version
 
@@ -289,7 +334,7 @@ def test_when_a_person_must_approve_a_passing_candidate_waits_for_them(tmp_path,
 def test_a_promotion_reaches_the_predict_path_without_a_redeploy_and_rolls_back(tmp_path, monkeypatch):
     served = served_model().version
     folder, version = candidate_from_served(tmp_path)
-    decision = promote.gate(folder, "better", FOLDERS)
+    decision = approved(folder, "better")
     assert decision["promoted"] and decision["status"] == "promoted"
     assert registry.current()["version"] == version and registry.current()["previous"]["version"] == served
 
@@ -309,7 +354,7 @@ def test_a_promotion_reaches_the_predict_path_without_a_redeploy_and_rolls_back(
 
 def test_a_model_file_changed_after_promotion_is_never_loaded(tmp_path):
     folder, version = candidate_from_served(tmp_path)  # the same network: non-inferior on every check
-    assert promote.gate(folder, "tampered", FOLDERS)["promoted"]
+    assert approved(folder, "tampered")["promoted"]
     record = registry.current()
     assert record["onnx_sha256"] == registry.sha256(folder / registry.ONNX)
     assert registry.fetch(record, tmp_path / "cache").exists()
@@ -326,7 +371,7 @@ def test_the_registry_pointer_is_in_the_models_bucket(tmp_path):
     """Not in Firestore, where the predict functions could rewrite it (infra/iam.tf: only the training
     identity writes the models bucket)."""
     folder, version = candidate_from_served(tmp_path)
-    promote.gate(folder, "pointer", FOLDERS)
+    approved(folder, "pointer")
     stored = json.loads(registry.pointer_blob().download_as_bytes())
     assert stored["version"] == version == registry.current()["version"]
     assert not store.firestore_client().collection("models").document("current").get().exists

@@ -68,11 +68,11 @@ def test_the_job_trains_only_on_labels_it_can_verify(tmp_path, feedback_client, 
     # Not the id of this reporter's report on this prediction (so not a report the feedback function made).
     reports.document("c" * 32).set({**genuine, "training_image": f"gs://{training.name}/feedback/{'c' * 32}.bcc.jpg"})
 
-    images, dropped = retrain.feedback_images(tmp_path / "scratch")
+    images, dropped = retrain.clinician_labels(tmp_path / "scratch")
     assert (list(images.image_id), list(images.label), dropped) == ([ids[0]], ["bcc"], 6)
 
     monkeypatch.setenv("DEEPSKIN_LOCAL_CLINICIAN_KEYS", "1" * 64)  # the clinician is no longer allowed
-    assert retrain.feedback_images(tmp_path / "again")[0].empty
+    assert retrain.clinician_labels(tmp_path / "again")[0].empty
 
 
 @pytest.mark.parametrize("launcher", ["local", "vertex"])

@@ -286,14 +286,14 @@ def check_buckets(config: dict) -> list[str]:
         ):
             problems.append(f"{where}: user data must expire after var.retention_days")
     if "training" in buckets and not any(
-        refers_to(first(r.get("condition")).get("days_since_custom_time"), "var.retention_days")
+        refers_to(first(r.get("condition")).get("days_since_custom_time"), "var.labelled_retention_days")
         and first(r.get("condition")).get("matches_prefix") == ["feedback/"]
         for r in buckets["training"].get("lifecycle_rule") or []
         if first(r.get("action")).get("type") == "Delete"
     ):
-        # Feedback copies carry the original upload's creation time as custom_time.
+        # Labelled copies carry the label's time as custom_time: kept as long as the label's report.
         problems.append("google_storage_bucket.training: feedback/ copies need a Delete rule with "
-                        "days_since_custom_time = var.retention_days (they must not outlive the upload)")
+                        "days_since_custom_time = var.labelled_retention_days (as long as their report)")
     for required in ("uploads", "results", "models", "training"):
         if required not in buckets:
             problems.append(f"missing bucket {required}")
@@ -657,6 +657,9 @@ SAFE_DEFAULTS = {
     # them (check_required_settings).
     "DEEPSKIN_RETRAIN_MIN_CLINICIANS": "read by the retrain trigger only",
     "DEEPSKIN_MANUAL_RETRAINS_PER_DAY": "read by the retrain trigger only",
+    "DEEPSKIN_RETRAIN_MIN_NEW_LABELS": "read by the retrain trigger only",
+    # Unset: the promotion gate requires every source of its set (only the repository's fixture tests set it).
+    "DEEPSKIN_ALLOW_PARTIAL_GATE": "the gate fails closed",
     # Unset: 60 s, the default of var.model_check_seconds; the predict functions set it explicitly
     # (test_required_function_settings); feedback/retrain import the registry but never serve a model.
     "DEEPSKIN_MODEL_CHECK_SECONDS": "60 s",
@@ -788,6 +791,8 @@ def check_required_settings(config: dict) -> list[str]:
          "must come from var.retrain_min_clinicians")
     want("retrain_trigger", "DEEPSKIN_MANUAL_RETRAINS_PER_DAY", lambda v: refers_to(v, "var.manual_retrains_per_day"),
          "must come from var.manual_retrains_per_day")
+    want("retrain_trigger", "DEEPSKIN_RETRAIN_MIN_NEW_LABELS", lambda v: refers_to(v, "var.retrain_min_new_labels"),
+         "must come from var.retrain_min_new_labels")
     want("retrain_trigger", "DEEPSKIN_FEEDBACK_DEAD_TOPIC",
          lambda v: refers_to(v, "google_pubsub_topic.feedback_dead"), "must be the feedback-dead topic")
     for var in ("DEEPSKIN_REGION", "DEEPSKIN_TRAINING_IMAGE", "DEEPSKIN_TRAINING_SERVICE_ACCOUNT",

@@ -43,6 +43,10 @@ def test_overview_shows_model_decisions_feedback_and_the_running_job(ops_client,
     promoted = view["decisions"][0]  # as the gate records it now: its own reasons, against the pinned baseline
     assert promoted["reasons"][0].startswith("auc: candidate 0.930 vs baseline 0.920") and promoted["status"] == "promoted"
     assert promoted["numbers"]["baseline"] == {"version": learning_loop["version"], "auc": 0.92}
+    assert promoted["feedback"] == {"feedback_images": 40, "feedback_test_labels": 31, "feedback_duplicates_dropped": 1,
+                                    "test_metric": "brier", "test_labels": 31, "test_difference": -0.021,
+                                    "test_ci95": [-0.034, -0.008], "test_applies": True, "test_passed": True}
+    assert refused["feedback"] == {}  # a decision from before the feedback test set
     expected = Counter(learning_loop["reports"])
     assert {(role, label): n for role, labels in view["feedback"].items() for label, n in labels.items()} == expected
     assert "private words" not in json.dumps(view) and "local:abc" not in json.dumps(view)

@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 
 from deepskin.core.labels import CLASSES, MALIGNANT
-from training import promote, sources
-from training.data import load_split
-from training.gate_set import make_gate_set
+from training import promote, retrain, sources
+from training.data import data_root, load_split
+from training.gate_set import MissingDataSource, make_gate_set, require_sources
+from training.train import TrainConfig
 
 BENIGN = [c for c in CLASSES if c not in MALIGNANT]
 
@@ -143,3 +144,74 @@ def test_training_runs_never_see_the_gate_set():
     gate = set(pd.read_csv(sources.GATE_CSV, dtype=str).image_id)
     assert (table.split == "gate").any()
     assert set(table.image_id[table.split.isin(["train", "val"])]).isdisjoint(gate)
+
+
+# --- the feedback test set: superiority on the clinicians' held-out labels ------------------------------
+
+def feedback_scores(p: np.ndarray, truth: np.ndarray, refused: np.ndarray | None = None) -> pd.DataFrame:
+    """What promote.feedback_scores returns: one answer per held-out label, one group each."""
+    refused = np.zeros(len(p), bool) if refused is None else refused
+    return pd.DataFrame({"status": np.where(refused, "refused:not_a_lesion", "done"), "malignant": p,
+                         "group": np.arange(len(p)).astype(str), "truth": truth})
+
+
+@pytest.fixture
+def held_out_truth():
+    rng = np.random.default_rng(11)
+    return rng.random(60) < 0.4, rng
+
+
+def test_a_candidate_must_be_better_on_the_clinicians_held_out_labels(held_out_truth):
+    truth, rng = held_out_truth
+    current = feedback_scores(np.clip(truth * 0.3 + rng.random(60) * 0.7, 0, 1), truth)
+    better = feedback_scores(np.clip(truth * 0.8 + rng.random(60) * 0.2, 0, 1), truth)
+    check = promote.feedback_superiority(better, current)
+    assert check["applies"] and check["passed"] and check["ci95"][1] < 0 and check["labels"] == 60
+    same = promote.feedback_superiority(current, current)  # merely as good: not learning
+    assert same["applies"] and not same["passed"] and same["ci95"] == [0.0, 0.0]
+    decision = promote.with_feedback_test({"promoted": True, "reasons": []}, same)
+    assert not decision["promoted"] and "failed" in decision["reasons"][-1]
+
+
+def test_too_few_held_out_labels_do_not_apply_the_check_and_say_so(held_out_truth):
+    truth, rng = held_out_truth
+    few = promote.FEEDBACK_MIN_LABELS - 1
+    better = feedback_scores(truth[:few].astype(float), truth[:few])
+    check = promote.feedback_superiority(better, feedback_scores(rng.random(few), truth[:few]))
+    assert not check["applies"] and not check["passed"] and "a person decides" in check["reason"]
+    assert promote.with_feedback_test({"promoted": True, "reasons": []}, check)["promoted"]  # gate() then waits
+    empty = promote.feedback_superiority(feedback_scores(np.array([]), np.array([], bool)),
+                                         feedback_scores(np.array([]), np.array([], bool)))
+    assert (empty["labels"], empty["applies"]) == (0, False) and np.isnan(empty["ci95"]).all()
+
+
+def test_a_refusal_on_a_held_out_label_scores_as_no_information(held_out_truth):
+    truth, _ = held_out_truth
+    refused = feedback_scores(truth.astype(float), truth, refused=np.ones(60, bool))
+    assert promote.brier(refused) == pytest.approx(promote.REFUSED_CHANCE ** 2)
+
+
+# --- no data source may be missing -----------------------------------------------------------------------
+
+@pytest.fixture
+def without_pad(monkeypatch, tmp_path):
+    """Production's rule (no partial gate) on a machine whose PAD-UFES-20 folder is missing."""
+    monkeypatch.delenv("DEEPSKIN_ALLOW_PARTIAL_GATE")
+    monkeypatch.setenv("DEEPSKIN_PAD_UFES20", str(tmp_path / "no-pad"))
+
+
+@pytest.mark.usefixtures("without_pad")
+def test_the_gate_and_a_retrain_fail_closed_when_a_data_source_is_missing(tmp_path):
+    with pytest.raises(MissingDataSource, match="pad_ufes20"):
+        promote.gate(tmp_path, "no-pad", {})
+    with pytest.raises(MissingDataSource, match="pad_ufes20"):
+        retrain.run("no-pad", TrainConfig(), data_root(), tmp_path, 0)
+
+
+def test_the_fixture_tests_alone_may_gate_on_part_of_the_set(monkeypatch, tmp_path):
+    monkeypatch.setenv("DEEPSKIN_PAD_UFES20", str(tmp_path / "no-pad"))
+    monkeypatch.setenv("DEEPSKIN_ALLOW_PARTIAL_GATE", "fixtures")
+    assert "pad_ufes20" in require_sources({})
+    monkeypatch.setenv("DEEPSKIN_ALLOW_PARTIAL_GATE", "1")  # nothing but the one declared value allows it
+    with pytest.raises(MissingDataSource):
+        require_sources({})

@@ -51,6 +51,9 @@ def test_the_page_shows_model_decisions_feedback_and_the_running_job(page: Page,
     expect(rows.nth(1)).to_contain_text("roc_auc: candidate 0.850 vs current 0.920: failed")
     expect(rows.nth(0)).to_contain_text("auc: candidate 0.930 vs baseline 0.920")
     expect(rows.nth(0)).to_contain_text("baseline: auc 0.920")
+    expect(rows.nth(0)).to_contain_text("feedback_test_labels 31")
+    expect(rows.nth(0)).to_contain_text("test_ci95 -0.034 to -0.008, test_difference -0.021")
+    expect(rows.nth(1)).to_contain_text("none recorded")
     pairs = {(role, label) for role, label in learning_loop["reports"]}
     expect(page.locator("#feedback tbody tr")).to_have_count(len(pairs))
     expect(page.locator("#feedback")).to_contain_text("clinician")
