@@ -22,6 +22,7 @@ from deepskin.services.config import settings
 REPO = Path(__file__).resolve().parents[2]
 LESIONS = sorted((REPO / "tests" / "fixtures" / "lesions").glob("*.jpg"))
 CLINICIAN_KEY = "local-clinician-key-for-tests"
+CLINICIAN = {"X-DeepSkin-Clinician": CLINICIAN_KEY}  # the headers of a request from that clinician
 RETRAIN_SUBSCRIPTION = "feedback-retrain"
 DEAD_SUBSCRIPTION = "feedback-dead-store"
 

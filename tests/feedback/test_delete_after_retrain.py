@@ -13,14 +13,20 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from feedback_support import CLINICIAN_KEY, LESIONS, RETRAIN_SUBSCRIPTION, all_jobs, pull, redeliver_pulled, report
+from feedback_support import (
+    CLINICIAN,
+    LESIONS,
+    RETRAIN_SUBSCRIPTION,
+    all_jobs,
+    pull,
+    redeliver_pulled,
+    report,
+)
 from google.cloud.firestore import FieldFilter
 from PIL import Image
 
 from deepskin.services import jobs, predict_service, store
 from deepskin.services.config import settings
-
-CLINICIAN = {"X-DeepSkin-Clinician": CLINICIAN_KEY}
 
 
 def every_object() -> Iterator[tuple[str, bytes]]:

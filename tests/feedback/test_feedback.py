@@ -8,14 +8,13 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from feedback_support import CLINICIAN_KEY, RETRAIN_SUBSCRIPTION, pull, report
+from feedback_support import CLINICIAN, RETRAIN_SUBSCRIPTION, pull, report
 
 from deepskin.core.report import MAX_BODY
 from deepskin.services import feedback, identity, store
 from deepskin.services.config import settings
 
 ORIGIN = "http://localhost:8080"
-CLINICIAN = {"X-DeepSkin-Clinician": CLINICIAN_KEY}
 
 
 def post(client, body, headers=None, **kwargs):

@@ -10,7 +10,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from feedback_support import (
-    CLINICIAN_KEY,
+    CLINICIAN,
     RETRAIN_SUBSCRIPTION,
     all_jobs,
     ledger,
@@ -22,8 +22,6 @@ from feedback_support import (
 from google.cloud import firestore
 
 from deepskin.services import jobs, sweeper
-
-CLINICIAN = {"X-DeepSkin-Clinician": CLINICIAN_KEY}
 
 
 def label(feedback_client, trigger_client, count: int = 1) -> None:

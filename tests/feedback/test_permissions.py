@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 import permissions
 import pytest
 from feedback_support import (
-    CLINICIAN_KEY,
+    CLINICIAN,
     LESIONS,
     RETRAIN_SUBSCRIPTION,
     candidate_from_served,
@@ -36,8 +36,6 @@ from deepskin.services import jobs, registry, results, served_model, store, swee
 from deepskin.services.config import settings
 from local import bridge
 from training import promote, retrain
-
-CLINICIAN = {"X-DeepSkin-Clinician": CLINICIAN_KEY}
 
 
 @pytest.fixture(autouse=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from feedback_support import (
+    CLINICIAN,
     CLINICIAN_KEY,
     DEAD_SUBSCRIPTION,
     LESIONS,
@@ -43,7 +44,6 @@ from training.gate_set import gate_lesions
 from training.net import LiteConfig, pretrained
 from training.train import TrainConfig, checkpoint
 
-CLINICIAN = {"X-DeepSkin-Clinician": CLINICIAN_KEY}
 SHIPPED_VERSION = load_card(BUNDLED_MODEL)["version"]
 
 

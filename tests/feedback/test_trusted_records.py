@@ -14,14 +14,13 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from feedback_support import CLINICIAN_KEY, candidate_from_served, predictions, report
+from feedback_support import CLINICIAN, candidate_from_served, predictions, report
 
 from deepskin.core.bundle import BUNDLED_MODEL, load_card
 from deepskin.services import jobs, registry, store, sweeper
 from deepskin.services.config import settings
 from training import promote, retrain
 
-CLINICIAN = {"X-DeepSkin-Clinician": CLINICIAN_KEY}
 SHIPPED_VERSION = load_card(BUNDLED_MODEL)["version"]
 FOLDERS: dict = {}  # the fixture HAM10000 alone (see test_retrain.py)
 WORSE = {"thresholds": {kind: {"low": 0.3, "high": 1.01} for kind in ("dermoscopy", "clinical")}}
