@@ -5,6 +5,8 @@
 const $ = (id) => document.getElementById(id);
 const LESION_HEADER = "X-DeepSkin-Lesion-Token";
 const BANDS = { low: "Low risk", medium: "Medium risk", high: "High risk" };
+// The questions about the spot (deepskin.core.patient.QUESTIONS), as a history line says them.
+const SAID = { changed: "changed", grew: "grown", bled: "bled", itches: "itches", hurts: "hurts", raised: "raised" };
 const ERRORS = { // the predict function's refusals -> plain words
   consent_required: "Please tick the box to agree first.",
   invalid_duration: "Choose how long to keep the history.",
@@ -161,6 +163,12 @@ async function showHistory(history) {
     });
     caption.append(Object.assign(document.createElement("time"), { dateTime: entry.created_at, textContent: day(entry.created_at) }),
       document.createElement("br"), band);
+    const answered = Object.entries(entry.answers || {});
+    if (answered.length) {
+      const said = Object.assign(document.createElement("span"), { className: "history-reported" });
+      said.textContent = `You said: ${answered.map(([question, answer]) => `${SAID[question] || question}: ${answer}`).join("; ")}`;
+      caption.append(document.createElement("br"), said);
+    }
     for (const report of entry.reported) {
       const said = Object.assign(document.createElement("span"), { className: "history-reported" });
       said.textContent = `You reported: ${report.label}${report.comment ? ` (“${report.comment}”)` : ""}`;

@@ -27,6 +27,7 @@ from google.api_core.exceptions import Aborted, FailedPrecondition, NotFound, Pr
 from google.cloud import firestore
 
 from deepskin.core import follow, spot
+from deepskin.core.patient import QUESTIONS
 from deepskin.core.refused import Refused
 from deepskin.services import results, store
 from deepskin.services.config import settings
@@ -184,6 +185,8 @@ def entry(result_id: str, doc: dict) -> dict:
     return {"result_id": result_id, **{k: doc.get(k) for k in ("created_at", "status", "risk", "malignant_probability",
                                                                 "top_class", "caveat_text", "model_version")},
             "has_photo": bool(doc.get("upload")),
+            # What the person said with the photo (the questions about the spot) and said of it afterwards.
+            "answers": {q: a for q, a in (doc.get("patient") or {}).items() if q in QUESTIONS},
             "reported": [{k: r.get(k) for k in ("label", "comment", "created_at")}
                          for r in (s.to_dict() for s in reported) if r.get("role") == "user"]}
 

@@ -107,10 +107,12 @@ def test_the_history_shows_photos_bands_changes_and_reports(http_client, feedbac
     report = {"prediction_id": first["id"], "label": "nv", "role": "user", "comment": "it itches",
               "idempotency_key": "k"}
     feedback_client.post("/feedback", json=report, headers={"X-DeepSkin-Token": first["token"]})
-    later = predicted(http_client, LESIONS[1])
+    later = http_client.post("/predict?grew=yes&bled=no", data=LESIONS[1].read_bytes(),
+                             content_type="image/jpeg").get_json()
     response = add(http_client, lesion, later)
     assert response.status_code == 200
     history = http_client.get(f"/lesions/{lesion['id']}", headers={LESION_TOKEN: lesion["token"]}).get_json()
+    assert [e["answers"] for e in history["entries"]] == [{}, {"grew": "yes", "bled": "no"}]  # what was said
     assert [e["result_id"] for e in history["entries"]] == [first["id"], later["id"]]
     assert [e["risk"] for e in history["entries"]] == [first["risk"], later["risk"]]
     assert all(e["created_at"] and e["has_photo"] for e in history["entries"])
