@@ -50,6 +50,7 @@ import argparse
 import getpass
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -92,30 +93,38 @@ def wilson(successes: int, n: int) -> list[float]:
     return [round(float(centre - half), 12), round(float(centre + half), 12)]  # 1.0, not 0.9999999999999999
 
 
-def outcomes(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(malignant, melanoma, ranking score, referred, told "low") per row: a refusal ranks above every answer
-    and counts as referred, never as "low"."""
+class Outcomes(NamedTuple):
+    """Per row of one model's scores: a refusal ranks above every answer and counts as referred, never "low"."""
+    malignant: np.ndarray
+    melanoma: np.ndarray
+    answered: np.ndarray
+    p: np.ndarray  # P(malignant) as told (NaN where refused)
+    score: np.ndarray  # the ranking: p, or 2 for a refusal
+    referred: np.ndarray  # "high" or refused
+    low: np.ndarray
+
+
+def outcomes(frame: pd.DataFrame) -> Outcomes:
     answered = (frame.status == "done").to_numpy()
     p = pd.to_numeric(frame.malignant, errors="coerce").to_numpy()
-    return (frame.dx.isin(MALIGNANT).to_numpy(), (frame.dx == "mel").to_numpy(), np.where(answered, p, 2.0),
-            ~answered | (frame.risk == "high").to_numpy(), answered & (frame.risk == "low").to_numpy())
+    return Outcomes(frame.dx.isin(MALIGNANT).to_numpy(), (frame.dx == "mel").to_numpy(), answered, p,
+                    np.where(answered, p, 2.0), ~answered | (frame.risk == "high").to_numpy(),
+                    answered & (frame.risk == "low").to_numpy())
 
 
 def share(flags: np.ndarray) -> float:
     return float(flags.mean()) if len(flags) else np.nan
 
 
-def statistics(scored: pd.DataFrame, take: np.ndarray) -> dict:
-    """One model's own values on rows `take` of its scores, at its own bands (NaN where one is undefined)."""
-    frame = scored.iloc[take]
-    y, mel, score, referred, low = outcomes(frame)
-    answered = (frame.status == "done").to_numpy()
-    p = pd.to_numeric(frame.malignant, errors="coerce").to_numpy()
-    return {"auc": roc_auc_score(y, score) if 0 < y.sum() < len(y) else np.nan,
-            "sensitivity_high": share(referred[y]), "specificity_high": share(~referred[~y]),
-            "melanoma_sensitivity_high": share(referred[mel]), "malignant_low": share(low[y]),
-            "ece": expected_calibration_error(p[answered], y[answered].astype(int)) if answered.any() else np.nan,
-            "lesions_refused": share(~answered)}
+def values_of(o: Outcomes) -> dict:
+    """One model's own values at its own bands (NaN where one is undefined)."""
+    y = o.malignant
+    return {"auc": roc_auc_score(y, o.score) if 0 < y.sum() < len(y) else np.nan,
+            "sensitivity_high": share(o.referred[y]), "specificity_high": share(~o.referred[~y]),
+            "melanoma_sensitivity_high": share(o.referred[o.melanoma]), "malignant_low": share(o.low[y]),
+            "ece": expected_calibration_error(o.p[o.answered], y[o.answered].astype(int)) if o.answered.any()
+            else np.nan,
+            "lesions_refused": share(~o.answered)}
 
 
 def specificity_at(score: np.ndarray, malignant: np.ndarray, sensitivity: float) -> float:
@@ -142,21 +151,21 @@ def check_values(candidate: pd.DataFrame, reference: pd.DataFrame, take: np.ndar
     checks read both models' ROC curves at the reference's own operating point (its "high" band or a refusal):
     the specificity where each refers as many malignant lesions, the melanoma sensitivity where each refers
     as few benign ones. A candidate that ranks the lesions alike scores alike, whatever its cut-offs."""
-    ours, theirs = statistics(candidate, take), statistics(reference, take)
-    sensitivity, specificity = theirs["sensitivity_high"], theirs["specificity_high"]
-    for values, frame in ((ours, candidate), (theirs, reference)):
-        y, mel, score, _, _ = outcomes(frame.iloc[take])
-        values["specificity_matched"] = specificity_at(score, y, sensitivity)
-        values["melanoma_sensitivity_matched"] = sensitivity_at(score, ~y, mel, specificity)
-    return ours, theirs
+    ours, theirs = outcomes(candidate.iloc[take]), outcomes(reference.iloc[take])
+    values = values_of(ours), values_of(theirs)
+    sensitivity, specificity = values[1]["sensitivity_high"], values[1]["specificity_high"]
+    for numbers, o in zip(values, (ours, theirs), strict=True):
+        numbers["specificity_matched"] = specificity_at(o.score, o.malignant, sensitivity)
+        numbers["melanoma_sensitivity_matched"] = sensitivity_at(o.score, ~o.malignant, o.melanoma, specificity)
+    return values
 
 
 def own_numbers(scored: pd.DataFrame) -> dict:
     """A model's own values with 95% intervals for its proportions."""
-    y, mel, _, referred, low = outcomes(scored)
-    values = statistics(scored, np.arange(len(scored)))
+    o = outcomes(scored)
+    y, mel, referred, low = o.malignant, o.melanoma, o.referred, o.low
     return {"images": len(scored), "malignant": int(y.sum()), "melanoma": int(mel.sum()),
-            **{k: float(v) for k, v in values.items()},
+            **{k: float(v) for k, v in values_of(o).items()},
             "sensitivity_high_ci95": wilson(int(referred[y].sum()), int(y.sum())),
             "specificity_high_ci95": wilson(int((~referred[~y]).sum()), int((~y).sum())),
             "melanoma_sensitivity_high_ci95": wilson(int(referred[mel].sum()), int(mel.sum())),

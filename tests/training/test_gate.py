@@ -19,7 +19,7 @@ def scored_model(p: np.ndarray, dx: np.ndarray, groups: np.ndarray, refused: np.
     """What model_numbers returns, built from scores: refused images have no answer."""
     scores = pd.DataFrame({"status": np.where(refused, "refused:not_a_lesion", "done"), "malignant": p,
                            "risk": np.where(p >= high, "high", "low"), "dx": dx, "group": groups})
-    values = promote.statistics(scores, np.arange(len(scores)))
+    values = promote.values_of(promote.outcomes(scores))
     return {**values, "non_lesions_refused": 1.0, "scores": scores, "refused": np.ones(len(p) // 4, bool)}
 
 
