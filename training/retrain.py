@@ -59,16 +59,23 @@ def starting_point(config: TrainConfig, record: dict, work: Path) -> tuple[Effic
     """(network, config with the starting model's architecture, how it was initialised)."""
     saved = registry.fetch_checkpoint(record, work / "current.pt")
     if saved is not None:
-        net, ckpt = load_model(saved, record["checkpoint_sha256"])
-        shape = ckpt["config"]
-        init = f"checkpoint of model {record['version']}"
-    else:
-        shape = load_card(registry.fetch(record)).get("training", {}).get("config", {})
-        net = pretrained(LiteConfig(**shape["net"])) if "net" in shape else pretrained(config.net)
-        init = f"ImageNet backbone (model {record['version']} has no checkpoint with a recorded SHA-256, only ONNX)"
-    config = replace(config, net=LiteConfig(**shape.get("net", vars(config.net))),
-                     image_size=shape.get("image_size", config.image_size), serve_size=shape.get("serve_size", 0))
-    return net, config, init
+        return (*from_checkpoint(config, saved, record["checkpoint_sha256"]), f"checkpoint of model {record['version']}")
+    shape = load_card(registry.fetch(record)).get("training", {}).get("config", {})
+    net = pretrained(LiteConfig(**shape["net"])) if "net" in shape else pretrained(config.net)
+    init = f"ImageNet backbone (model {record['version']} has no checkpoint with a recorded SHA-256, only ONNX)"
+    return net, shaped_like(config, shape), init
+
+
+def from_checkpoint(config: TrainConfig, path: Path, sha256: str | None = None) -> tuple[EfficientNetLite, TrainConfig]:
+    """The checkpoint's network, and `config` with its architecture and input size."""
+    net, ckpt = load_model(path, sha256)
+    return net, shaped_like(config, ckpt["config"])
+
+
+def shaped_like(config: TrainConfig, shape: dict) -> TrainConfig:
+    """The job's schedule with the starting model's architecture and input size: the weights must fit."""
+    return replace(config, net=LiteConfig(**shape.get("net", vars(config.net))),
+                   image_size=shape.get("image_size", config.image_size), serve_size=shape.get("serve_size", 0))
 
 
 def clinician_labels(folder: Path) -> tuple[pd.DataFrame, int]:
@@ -103,9 +110,10 @@ def judging_fingerprints(folders: dict, missing: list[str]) -> list[dict]:
     return [fingerprint(Path(path).read_bytes()) for path in table[table.split.isin(["gate", "test"])].path]
 
 
-def feedback_sets(folder: Path, folders: dict, missing: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """(labels to train on, the feedback test set, what was counted and dropped on the way)."""
-    labels, untrusted = clinician_labels(folder)
+def feedback_sets(labels: pd.DataFrame, untrusted: int, folders: dict, missing: list[str]
+                  ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """The clinicians' labels (rows of feedback_set.COLUMNS; `untrusted` of them already dropped) as (labels to
+    train on, the feedback test set, what was counted and dropped on the way)."""
     labels, disagreeing = feedback_set.resolve(labels)
     images = {row.image_id: Path(row.path).read_bytes() for row in labels.itertuples()}
     duplicates = feedback_set.near_duplicates(images, judging_fingerprints(folders, missing))
@@ -149,23 +157,36 @@ def source_folders(ham10000: Path) -> dict[str, str]:
                                           if path.is_dir() and not os.environ.get(FOLDER_ENV[s])}}
 
 
+def train_candidate(net: EfficientNetLite, config: TrainConfig, folders: dict, feedback: pd.DataFrame,
+                    candidate: Path, work: Path) -> Path:
+    """Fine-tune `net` on the replay rows plus the feedback training labels, export it calibrated on the same
+    folders the model was trained on and the gate will measure; the candidate's ONNX (its checkpoint beside it)."""
+    candidate.mkdir(parents=True, exist_ok=True)
+    rows = with_feedback(split_rows(config, folders), feedback)
+    best = candidate / registry.CHECKPOINT  # the EMA weights the ONNX is made of; uploaded if promoted
+    checkpoint_file.copy(fit(net, *load_splits(rows, config), config, work / "fit"), best)
+    return export_candidate(candidate, folders, config.limit_val)
+
+
+def export_candidate(candidate: Path, folders: dict, limit_val: int) -> Path:
+    """`python -m training.export` of the candidate's checkpoint: its ONNX, the card calibrated on (`limit_val`
+    of) the validation rows of the checkpoint's sources."""
+    onnx = candidate / registry.ONNX
+    subprocess.run([sys.executable, "-m", "training.export", "--checkpoint", str(candidate / registry.CHECKPOINT),
+                    "--out", str(onnx), *sources.folder_arguments(folders), "--limit", str(limit_val)], check=True)
+    return onnx
+
+
 def run(job_id: str, config: TrainConfig, root: Path, work: Path, eval_limit: int) -> dict:
     seed_everything(config.seed)
     candidate = work / "candidate"
-    candidate.mkdir(parents=True, exist_ok=True)
     folders = source_folders(root)
     missing = require_sources(folders)  # before any work: no source of the gate set may be missing
     record = promote.current_record()
     net, config, init = starting_point(config, record, work)
-    feedback, feedback_test, counts = feedback_sets(jobs.scratch_dir(job_id), folders, missing)
+    feedback, feedback_test, counts = feedback_sets(*clinician_labels(jobs.scratch_dir(job_id)), folders, missing)
     jobs.mark_running(job_id, init=init, **counts)
-    rows = with_feedback(split_rows(config, folders), feedback)
-    best = candidate / registry.CHECKPOINT  # the EMA weights the ONNX is made of; uploaded if promoted
-    checkpoint_file.copy(fit(net, *load_splits(rows, config), config, work / "fit"), best)
-    onnx = candidate / registry.ONNX
-    # The export calibrates on the same folders the model was trained on and the gate will measure.
-    subprocess.run([sys.executable, "-m", "training.export", "--checkpoint", str(best), "--out", str(onnx),
-                    *sources.folder_arguments(folders), "--limit", str(config.limit_val)], check=True)
+    onnx = train_candidate(net, config, folders, feedback, candidate, work)
     card = load_card(onnx)
     card["training"].update(init=init, job_id=job_id, base_model=record["version"],
                             feedback_labels=feedback.label.value_counts().to_dict())

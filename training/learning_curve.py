@@ -1,0 +1,200 @@
+"""Does the loop learn? A model that has never seen one lesion source is fed that source's training photos as
+clinician labels, round after round, through the loop's own steps; the source's test part, which no round
+trains, chooses or gates on, shows whether what the loop promotes gets better. A last round of deliberately
+wrong labels (every label flipped: malignant called benign and benign malignant) must be refused.
+
+    git show 5659c08:training/checkpoints/2026.11.29-8c2a0e49.pt > /tmp/start.pt   # trained before ISIC was here
+    python -m training.learning_curve --start /tmp/start.pt --source isic_archive --rounds 4 --per-round 400 \\
+        --out training/reports/learning_curve.md
+
+Each round, as a retraining job does it (training.retrain, training.promote), without Firestore and the
+models bucket, which only carry the labels and the models there:
+- the labels fed so far (one per lesion, no biopsies) are resolved, de-duplicated against the gate set and the
+  test splits, and split by a fixed hash of their lesion into training labels and the rolling feedback test
+  set (training.feedback_set);
+- the current model is fine-tuned on a replay sample of its sources plus the training labels and exported
+  calibrated on its sources' validation rows (`retrain.train_candidate`, the job's config);
+- the gate compares the candidate with the pinned baseline (the starting model) and the current model on the
+  frozen gate set, and with the current model on the feedback test set (`promote.decide`,
+  `promote.feedback_superiority`); a candidate is promoted here only when the gate would promote it without
+  a person (a check that cannot apply, with under FEEDBACK_MIN_LABELS held-out labels, leaves it unpromoted);
+- the candidate and the current model are scored on the source's test part: ROC-AUC (refusals as
+  referrals) and what people are told, with 95% intervals (grouped bootstrap, Clopper-Pearson).
+The poisoned round's held-out labels join the feedback test set like any others: the loop cannot know them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from deepskin.core.model import Model
+from deepskin.services import registry
+from training import checkpoint_file, feedback_set, promote, retrain, sources
+from training.data import data_root
+from training.evaluate import auc_with_ci, score_set, told_shares
+from training.gate_set import gate_lesions, gate_non_lesions, require_sources
+from training.train import TrainConfig, seed_everything
+
+REPORT = Path(__file__).parent / "reports" / "learning_curve.md"
+FLIPPED = {True: "benign", False: "malignant"}  # a poisoned label, by the lesion's true malignancy
+
+
+@dataclass(frozen=True)
+class Experiment:
+    start: Path  # a checkpoint that never saw `source`
+    source: str = "isic_archive"
+    rounds: int = 4
+    per_round: int = 400  # lesions labelled per round
+    config: str = "training/configs/retrain_cpu.json"  # the retraining job's own schedule
+    overrides: tuple[str, ...] = ()
+    eval_limit: int = 0  # gate on a fixed subset of N gate-set lesions (the short version in the tests)
+    test_limit: int = 0  # score N lesions of the source's test part (the short version)
+    seed: int = 0
+
+
+def fed_rounds(table: pd.DataFrame, experiment: Experiment) -> list[pd.DataFrame]:
+    """The source's training lesions as clinician labels (feedback_set.COLUMNS), `per_round` lesions a round in
+    a fixed random order (all images of a lesion together), then one round of flipped labels."""
+    rows = table[table.split == "train"]
+    lesions = np.random.default_rng(experiment.seed).permutation(sorted(rows.group.astype(str).unique()))
+    per_lesion = rows.assign(group=rows.group.astype(str)).groupby("group")
+    chunks = [lesions[i * experiment.per_round:(i + 1) * experiment.per_round]
+              for i in range(experiment.rounds + 1)]
+    if len(chunks[-1]) < experiment.per_round:
+        raise SystemExit(f"{experiment.source} has {len(lesions)} training lesions: too few for "
+                         f"{experiment.rounds} + 1 rounds of {experiment.per_round}")
+    fed = [pd.concat([per_lesion.get_group(g) for g in chunk]) for chunk in chunks]
+    labels = [pd.DataFrame({"image_id": f.image_id, "prediction_id": f.image_id, "group": f.group, "label": f.dx,
+                            "histopathology": False, "path": f.path}, columns=feedback_set.COLUMNS) for f in fed]
+    labels[-1] = labels[-1].assign(label=labels[-1].label.map(feedback_set.malignant).map(FLIPPED))
+    return labels
+
+
+def held_out_numbers(onnx: Path, test: pd.DataFrame) -> dict:
+    """What a model tells the source's test lesions: AUC (refusals as referrals) and the told shares, with CIs."""
+    scored = score_set(test, Model(onnx), with_metadata=False)
+    malignant = scored.dx.map(feedback_set.malignant).to_numpy(dtype=bool)
+    auc, ci = auc_with_ci(scored, malignant)
+    return {"lesions": len(scored), "malignant": int(malignant.sum()), "auc": auc, "auc_ci95": ci,
+            **told_shares(scored, malignant)}
+
+
+def run(experiment: Experiment, folders: dict, work: Path) -> list[dict]:
+    """Every round's record: what was fed and kept, the gate's decision and the held-out numbers."""
+    seed_everything(experiment.seed)
+    missing = require_sources(folders)
+    table = sources.table([experiment.source], folders)
+    test = table[table.split == "test"]
+    test = test.sample(experiment.test_limit, random_state=0) if experiment.test_limit else test
+    lesions, non_lesions = gate_lesions(folders, experiment.eval_limit), gate_non_lesions(folders)
+    config = TrainConfig.load(experiment.config, list(experiment.overrides))
+
+    def gate_numbers(onnx: Path) -> dict:
+        return promote.model_numbers(Model(onnx), lesions, non_lesions)
+
+    # The starting model goes through the same export as every candidate: all are calibrated alike.
+    start = work / "round0"
+    start.mkdir(parents=True, exist_ok=True)
+    checkpoint_file.copy(experiment.start, start / registry.CHECKPOINT)
+    baseline_onnx = retrain.export_candidate(start, folders, config.limit_val)
+    baseline = current = gate_numbers(baseline_onnx)
+    current_onnx, current_checkpoint = baseline_onnx, start / registry.CHECKPOINT
+    records = [{"round": 0, "kind": "start", "held_out": held_out_numbers(baseline_onnx, test)}]
+    fed = pd.DataFrame(columns=feedback_set.COLUMNS)
+    for number, labels in enumerate(fed_rounds(table, experiment), start=1):
+        fed = pd.concat([fed, labels], ignore_index=True)
+        train, feedback_test, counts = retrain.feedback_sets(fed, 0, folders, missing)
+        net, config = retrain.from_checkpoint(config, current_checkpoint)
+        folder = work / f"round{number}"
+        onnx = retrain.train_candidate(net, config, folders, train, folder, folder)
+        candidate = gate_numbers(onnx)
+        decision = promote.decide(candidate, baseline, None if current is baseline else current)
+        superiority = promote.feedback_superiority(promote.feedback_scores(onnx, feedback_test),
+                                                   promote.feedback_scores(current_onnx, feedback_test))
+        decision = promote.with_feedback_test(decision, superiority)
+        promoted = decision["promoted"] and superiority["applies"]
+        records.append({"round": number, "kind": "poisoned" if number > experiment.rounds else "clean",
+                        "labels_fed": len(labels), "labels_so_far": len(fed), **counts, "promoted": promoted,
+                        "failed": [r for r in decision["reasons"] if not r.endswith("passed")],
+                        "feedback_test": {k: superiority[k] for k in ("labels", "malignant", "candidate", "current",
+                                                                      "difference", "ci95")},
+                        "candidate_held_out": held_out_numbers(onnx, test)})
+        if promoted:
+            current, current_onnx, current_checkpoint = candidate, onnx, folder / registry.CHECKPOINT
+        records[-1]["held_out"] = held_out_numbers(current_onnx, test) if promoted else records[-2]["held_out"]
+    return records
+
+
+def ci(value: float, interval: list[float], fmt: str = "{:.3f}") -> str:
+    return f"{fmt.format(value)} ({fmt.format(interval[0])}-{fmt.format(interval[1])})"
+
+
+def told(numbers: dict, key: str) -> str:
+    return ci(100 * numbers[key], [100 * b for b in numbers[f"{key}_ci95"]], "{:.1f}") + "%"
+
+
+def markdown(records: list[dict], experiment: Experiment, command: str) -> str:
+    start = records[0]["held_out"]
+    lines = [
+        "# Does the loop learn? A learning curve on a source the model never saw", "",
+        (f"Generated by `{command}` (training/learning_curve.py says how each round runs). Starting model: "
+        f"`{experiment.start.name}`; fed source: `{experiment.source}` training lesions, {experiment.per_round} "
+        f"a round as clinician labels; held out: its test part ({start['lesions']} images, {start['malignant']} "
+        "malignant), never trained, chosen or gated on. Job config: "
+        f"`{experiment.config}` {' '.join(experiment.overrides)}. 95% intervals: AUC by grouped bootstrap, "
+        "shares by Clopper-Pearson, the feedback test set's Brier difference (candidate minus current model) by "
+        "paired bootstrap over lesions."), "",
+        "## What the current model tells the held-out test part after each round", "",
+        "| round | labels | gate decision | held-out AUC, current model | malignant told low | benign told low |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in records:
+        h, fed = r["held_out"], (f"{r['labels_so_far']} ({r['kind']})" if r["round"] else "none (start)")
+        verdict = "-" if not r["round"] else "promoted" if r["promoted"] else "refused"
+        lines.append(f"| {r['round']} | {fed} | {verdict} | {ci(h['auc'], h['auc_ci95'])} | {told(h, 'malignant_low')} "
+                     f"| {told(h, 'benign_low')} |")
+    lines += ["", "## Each round's candidate", "",
+              ("| round | trained on / held out (feedback test) | feedback test Brier: candidate vs current, difference "
+              "(95% CI) | candidate's held-out AUC | checks that failed |"), "| --- | --- | --- | --- | --- |"]
+    for r in records[1:]:
+        f, c = r["feedback_test"], r["candidate_held_out"]
+        failed = "; ".join(reason.split(":")[0] for reason in r["failed"]) or "none"
+        lines.append(f"| {r['round']} ({r['kind']}) | {r['feedback_images']} / {f['labels']} ({f['malignant']} malignant) "
+                     f"| {f['candidate']:.4f} vs {f['current']:.4f}, {ci(f['difference'], f['ci95'], '{:+.4f}')} "
+                     f"| {ci(c['auc'], c['auc_ci95'])} | {failed} |")
+    lines += ["", "Every failed check's full reason is in `training/reports/learning_curve.json`.", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--start", type=Path, required=True, help="checkpoint (with its .sha256) of a model that "
+                                                                  "never saw --source")
+    parser.add_argument("--source", default=Experiment.source, choices=sorted(sources.EXTERNAL))
+    parser.add_argument("--rounds", type=int, default=Experiment.rounds, help="clean rounds (a poisoned one follows)")
+    parser.add_argument("--per-round", type=int, default=Experiment.per_round, help="lesions labelled a round")
+    parser.add_argument("--config", default=Experiment.config, help="the retraining job's config")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    parser.add_argument("--eval-limit", type=int, default=0, help="gate on a fixed subset of N gate-set lesions")
+    parser.add_argument("--test-limit", type=int, default=0, help="score N of the source's test lesions")
+    sources.add_folder_arguments(parser, ("ham10000",))
+    parser.add_argument("--work", type=Path, default=Path("runs/learning_curve"))
+    parser.add_argument("--out", type=Path, default=REPORT)
+    args = parser.parse_args()
+    experiment = Experiment(args.start, args.source, args.rounds, args.per_round, args.config, tuple(args.set),
+                            args.eval_limit, args.test_limit)
+    records = run(experiment, retrain.source_folders(data_root(args.ham10000)), args.work)
+    args.out.write_text(markdown(records, experiment, "python -m training.learning_curve " + " ".join(sys.argv[1:])))
+    args.out.with_suffix(".json").write_text(json.dumps(promote.json_safe(records), indent=1, default=float) + "\n")
+    print(args.out.read_text())
+
+
+if __name__ == "__main__":
+    main()
