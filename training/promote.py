@@ -34,9 +34,10 @@ the held-out labels are all of one class, and it rewards both ranking and calibr
 FEEDBACK_MIN_LABELS held-out labels the check cannot show anything but chance; the decision says so and a
 passing candidate then waits for a person's approval whatever the approval setting, rather than being
 refused (which would stop the loop until four times as many labels had come) or promoted unproven.
-Each model's own numbers come with their 95% intervals too (Wilson for the proportions), also per image
-type (HAM10000 is dermoscopy, PAD-UFES-20 phone photos): those are reported, not checks, since 78 phone
-photos cannot show a margin of a few points. With $DEEPSKIN_PROMOTION_APPROVAL=required (the default on
+The pool is mostly HAM10000's dermoscopy, so the AUC and the malignant lesions told "low" are checked again on
+each image type of the gate set (TYPE_CHECKS: HAM10000 is dermoscopy, PAD-UFES-20 phone photos), with wider
+margins for the 78 phone photos. Each model's own numbers come with their 95% intervals too (Wilson for the
+proportions), overall and per image type. With $DEEPSKIN_PROMOTION_APPROVAL=required (the default on
 Google Cloud, deepskin.services.config) a passing candidate is uploaded, its record kept in the models
 bucket (pending/<ID>.json) and the decision recorded "approved_pending"; `--approve ID` promotes that
 record. Every decision is stored in Firestore models/decisions/jobs/{id} (and, for a retraining job, in
@@ -73,12 +74,19 @@ SHIPPED_CHECKPOINTS = Path(__file__).parent / "checkpoints"
 CHECKS = {"auc": (0.02, +1), "specificity_matched": (0.05, +1), "melanoma_sensitivity_matched": (0.08, +1),
           "malignant_low": (0.02, -1), "ece": (0.02, -1), "lesions_refused": (0.02, -1),
           "non_lesions_refused": (0.05, +1)}
+IMAGE_TYPES = {"dermoscopy": False, "clinical": True}  # the gate table's `clinical` column
+# The pooled checks are mostly HAM10000's dermoscopy (740 of 818 gate lesions): these are checked again on each
+# image type of the gate set, so that a phone-photo regression cannot hide in the pool. check -> type -> margin.
+# The clinical margins are wider because the sample is small: 78 phone photos (45 malignant, 3 melanomas, so no
+# melanoma check of their own) put the 95% interval of a paired AUC difference some 0.03 wide on each side.
+TYPE_CHECKS = {"auc": {"dermoscopy": 0.02, "clinical": 0.05}, "malignant_low": {"dermoscopy": 0.02, "clinical": 0.05}}
 RULE = ("promote only if, against the pinned baseline and the current model on the frozen gate set (paired grouped "
         "bootstrap, 95%): " + "; ".join(f"{c} difference {'lower bound > -' if d > 0 else 'upper bound < +'}{m}"
-                                         for c, (m, d) in CHECKS.items()))
+                                         for c, (m, d) in CHECKS.items())
+        + "; and per image type: " + "; ".join(f"{c}_{kind} margin {m}" for c, by_type in TYPE_CHECKS.items()
+                                               for kind, m in by_type.items()))
 Z95 = 1.959964
 MIN_DEFINED = 0.9  # the share of bootstrap resamples in which a check must be defined
-IMAGE_TYPES = {"dermoscopy": False, "clinical": True}  # the gate table's `clinical` column
 FEEDBACK_METRIC = "brier"  # of P(malignant) on the feedback test set; lower is better
 FEEDBACK_MIN_LABELS = 30  # held-out labels below which superiority cannot be shown
 REFUSED_CHANCE = 0.5  # a refusal says nothing about malignancy
@@ -154,10 +162,26 @@ def check_values(candidate: pd.DataFrame, reference: pd.DataFrame, take: np.ndar
     ours, theirs = outcomes(candidate.iloc[take]), outcomes(reference.iloc[take])
     values = values_of(ours), values_of(theirs)
     sensitivity, specificity = values[1]["sensitivity_high"], values[1]["specificity_high"]
+    clinical = image_types(candidate)[take]
     for numbers, o in zip(values, (ours, theirs), strict=True):
         numbers["specificity_matched"] = specificity_at(o.score, o.malignant, sensitivity)
         numbers["melanoma_sensitivity_matched"] = sensitivity_at(o.score, ~o.malignant, o.melanoma, specificity)
+        for kind, flag in IMAGE_TYPES.items():
+            of_type = values_of(Outcomes(*(column[clinical == flag] for column in o)))
+            numbers.update({f"{check}_{kind}": of_type[check] for check in TYPE_CHECKS})
     return values
+
+
+def image_types(scores: pd.DataFrame) -> np.ndarray:
+    """Each gate row's image type (the `clinical` flag; None where the table does not say)."""
+    return scores["clinical"].to_numpy(dtype=object) if "clinical" in scores else np.full(len(scores), None)
+
+
+def checks_for(scores: pd.DataFrame) -> dict:
+    """CHECKS, and TYPE_CHECKS for each image type the gate set holds (a fixture gate may lack phone photos)."""
+    present = set(image_types(scores))
+    return {**CHECKS, **{f"{check}_{kind}": (margin, CHECKS[check][1]) for check, by_type in TYPE_CHECKS.items()
+                         for kind, margin in by_type.items() if IMAGE_TYPES[kind] in present}}
 
 
 def own_numbers(scored: pd.DataFrame) -> dict:
@@ -196,7 +220,7 @@ def paired_differences(candidate: dict, reference: dict) -> dict:
     ours["non_lesions_refused"], theirs["non_lesions_refused"] = (candidate["non_lesions_refused"],
                                                                   reference["non_lesions_refused"])
     out = {}
-    for check in CHECKS:
+    for check in checks_for(candidate["scores"]):
         if check == "non_lesions_refused":
             diffs = np.array(draws_non_lesion)
         else:
@@ -223,7 +247,7 @@ def decide(candidate: dict, baseline: dict, current: dict | None = None) -> dict
 
 def compare(candidate: dict, reference: dict, name: str) -> dict:
     differences, checks, reasons = paired_differences(candidate, reference), {}, []
-    for check, (margin, direction) in CHECKS.items():
+    for check, (margin, direction) in checks_for(candidate["scores"]).items():
         ours, theirs, (low, high) = differences[check]
         bound = low if direction > 0 else high
         checks[check] = bool(bound > -margin) if direction > 0 else bool(bound < margin)  # NaN fails both

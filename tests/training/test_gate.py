@@ -215,3 +215,33 @@ def test_the_fixture_tests_alone_may_gate_on_part_of_the_set(monkeypatch, tmp_pa
     monkeypatch.setenv("DEEPSKIN_ALLOW_PARTIAL_GATE", "1")  # nothing but the one declared value allows it
     with pytest.raises(MissingDataSource):
         require_sources({})
+
+
+def with_types(model: dict, clinical: np.ndarray) -> dict:
+    return {**model, "scores": model["scores"].assign(clinical=clinical)}
+
+
+def test_each_image_type_is_checked_on_its_own_so_a_phone_photo_regression_cannot_hide_in_the_pool(lesions):
+    dx, groups, p, rng = lesions
+    clinical = np.arange(len(p)) // 2 % 10 == 0  # one lesion in ten is a phone photo, as in the gate set
+    # Phone photos score in a band of their own (as another camera can), between the benign and the malignant
+    # dermoscopy, ranked well within it by the baseline and at random by the candidate: few pairs of the pool
+    # are phone-photo pairs, so the pool barely moves.
+    malignant = np.isin(dx, MALIGNANT)
+    dermoscopy = np.where(malignant, 0.6 + 0.8 * (p - 0.5), 0.8 * p)  # benign 0-0.4, malignant 0.6-1
+    on_phones = np.where(clinical, 0.4 + 0.2 * p, dermoscopy)
+    baseline = with_types(scored_model(on_phones, dx, groups, np.zeros(len(p), bool), high=0.5), clinical)
+    decision = promote.decide(baseline, baseline)
+    assert decision["promoted"] and {"auc_clinical", "auc_dermoscopy", "malignant_low_clinical"} <= set(decision["checks"])
+    random_on_phones = np.where(clinical, 0.4 + 0.2 * rng.random(len(p)), dermoscopy)
+    candidate = with_types(scored_model(random_on_phones, dx, groups, np.zeros(len(p), bool), high=0.5), clinical)
+    decision = promote.decide(candidate, baseline)
+    assert decision["checks"]["auc"] and decision["checks"]["auc_dermoscopy"]
+    assert not decision["checks"]["auc_clinical"] and not decision["promoted"]
+
+
+def test_a_gate_set_without_phone_photos_has_no_phone_photo_check(lesions):
+    dx, groups, p, _ = lesions
+    dermoscopy_only = with_types(scored_model(p, dx, groups, np.zeros(len(p), bool), high=0.5), np.zeros(len(p), bool))
+    checks = promote.decide(dermoscopy_only, dermoscopy_only)["checks"]
+    assert "auc_dermoscopy" in checks and not any(c.endswith("_clinical") for c in checks)
