@@ -1,7 +1,7 @@
 """The launchers that start a retraining job (`python -m training.retrain`), and the job's scratch folder.
 
 Which one runs is a setting (deepskin.services.config: DEEPSKIN_JOB_LAUNCHER, else a local child process with
-the emulators and a Vertex AI custom job on Google Cloud). The sweep (deepskin.loop.ledger) asks the same
+the emulators and a Vertex AI custom job otherwise). The sweep (deepskin.loop.ledger) asks the same
 launcher about a job, never the one its document names, and acts only on a handle that launcher gave to that
 job (`owns`): a Vertex AI job of this region labelled with the job's id, or a local process running this
 job's training.retrain.
