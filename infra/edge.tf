@@ -13,7 +13,7 @@
 # functions.tf), so the limits cannot be bypassed through the functions' own
 # URLs; IAM still requires an identity token on every request. The code adds
 # its own limits where it knows more: a prediction takes a few reports per role
-# (deepskin/services/feedback.py).
+# (deepskin/loop/feedback.py).
 #
 # Clients use output edge_predict_url and edge_feedback_url; clinicians still
 # mint their ID tokens for output feedback_http_url (the audience the feedback

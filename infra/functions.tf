@@ -107,7 +107,7 @@ locals {
   })
 
   # Retrain trigger: when to train (ledger threshold) and how VertexLauncher
-  # submits the Vertex AI custom job (deepskin/services/jobs.py; same spec as vertex.tf).
+  # submits the Vertex AI custom job (deepskin/loop/launchers.py; same spec as vertex.tf).
   retrain_env = merge(local.common_env, {
     DEEPSKIN_JOB_LAUNCHER             = "vertex"
     DEEPSKIN_RETRAIN_MIN_LABELS       = tostring(var.retrain_min_labels)
@@ -261,7 +261,7 @@ locals {
       }
     }
 
-    # HTTP, operators only: the operator page's data (deepskin/services/ops.py), read-only.
+    # HTTP, operators only: the operator page's data (deepskin/loop/ops.py), read-only.
     # Only var.operator_members may invoke it (http_invoker), and the function
     # admits only a verified ID token of var.operator_emails (local.ops_env).
     # Concurrency 10: I/O-bound (Firestore + the models bucket).

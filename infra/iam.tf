@@ -121,7 +121,7 @@ resource "google_pubsub_topic_iam_member" "feedback_publisher" {
   member  = "serviceAccount:${google_service_account.fn["feedback"].email}"
 }
 
-# The retrain trigger dead-letters poison messages itself (deepskin.services.jobs.dead_letter
+# The retrain trigger dead-letters poison messages itself (deepskin.loop.ledger.dead_letter
 # publishes them to DEEPSKIN_FEEDBACK_DEAD_TOPIC, then acknowledges them).
 resource "google_pubsub_topic_iam_member" "retrain_dead_letter_publisher" {
   project = var.project_id

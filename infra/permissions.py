@@ -19,7 +19,7 @@ roles/datastore.viewer. The collections below are what each identity's code touc
 recording), not a boundary that IAM keeps. So nothing a function must be unable to change is decided from
 Firestore: the registry pointer, the pinned baseline and the candidates awaiting approval are in the models
 bucket, which only the training identity writes (deepskin.services.registry); the retraining job checks each
-label again (training.retrain.trusted_label) and the sweep each job handle (deepskin.services.jobs) before
+label again (deepskin.loop.labels.trusted_label) and the sweep each job handle (deepskin.loop.ledger) before
 using them.
 """
 

@@ -53,7 +53,7 @@ locals {
       force_destroy   = var.force_destroy
       lifecycle_rules = [
         # feedback/ holds copies of clinician-labelled uploads whose custom_time is
-        # the time of the label (deepskin.services.feedback.copy_for_training): kept
+        # the time of the label (deepskin.loop.feedback.copy_for_training): kept
         # as long as the label's report, apart from the uploads' retention.
         { days_since_custom_time = var.labelled_retention_days, matches_prefix = ["feedback/"] },
         # Backstop by the copy's own age (e.g. an object written without custom_time).

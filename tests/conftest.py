@@ -20,7 +20,8 @@ from functions_framework import create_app
 from google.auth import crypt, jwt
 
 from deepskin.core.bundle import BUNDLED_MODEL
-from deepskin.services import identity, jobs, registry, store
+from deepskin.loop import launchers, ledger
+from deepskin.services import identity, registry, store
 from deepskin.services.config import settings
 from local.emulators import DEFAULT_PROJECT, Emulators, create_resources
 
@@ -142,8 +143,8 @@ class FakeLauncher:
 @pytest.fixture
 def fake_launcher(monkeypatch) -> FakeLauncher:
     fake = FakeLauncher()
-    monkeypatch.setattr(jobs, "launcher", lambda: fake)
-    monkeypatch.setitem(jobs.LAUNCHERS, jobs.launcher_name(), lambda: fake)  # the sweep's view of the job
+    monkeypatch.setattr(launchers, "launcher", lambda: fake)
+    monkeypatch.setitem(launchers.LAUNCHERS, launchers.launcher_name(), lambda: fake)  # the sweep's view of the job
     return fake
 
 
@@ -192,7 +193,7 @@ def google_tokens(monkeypatch) -> GoogleTokens:
 
 def older_refusal(candidate: str, current: str, job_id: str) -> dict:
     """A refusal as training.promote recorded it before the pinned baseline: the candidate against the current
-    model, each check's outcome and no reasons (deepskin.services.ops writes them from the numbers)."""
+    model, each check's outcome and no reasons (deepskin.loop.ops writes them from the numbers)."""
     return {"promoted": False, "job_id": job_id, "checks": {"roc_auc": False, "sensitivity_high": True},
             "candidate": {"version": candidate, "roc_auc": 0.85, "sensitivity_high": 0.96},
             "current": {"version": current, "roc_auc": 0.92, "sensitivity_high": 0.95}}
@@ -220,9 +221,9 @@ def learning_loop(clean_firestore) -> dict:
     registry.record_decision("job-refused", older_refusal("cand-1", version, "job-refused"))
     time.sleep(0.01)  # decided_at orders them
     registry.record_decision("job-promoted", gate_decision("cand-2", version, "job-promoted"))
-    jobs.state_doc().set({"training_labels": 3, "signals": 1, "labels_at_last_job": 3, "active_job": "job-running",
+    ledger.state_doc().set({"training_labels": 3, "signals": 1, "labels_at_last_job": 3, "active_job": "job-running",
                           "last_job": "job-running"})
-    jobs.job_doc("job-running").set({"status": "running", "trigger": "training_label", "new_labels": 3})
+    ledger.job_doc("job-running").set({"status": "running", "trigger": "training_label", "new_labels": 3})
     for n, (role, label) in enumerate(LOOP_REPORTS):
         store.firestore_client().collection(store.FEEDBACK).document(f"report-{n}").set(
             {"role": role, "label": label, "comment": "private words", "reporter": "local:abc"})

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 PACKAGES = ("deepskin", "training", "local", "benchmarks")
@@ -25,17 +27,24 @@ def test_import_contracts_hold():
     assert "0 broken" in run.stdout
 
 
-def test_import_contracts_catch_a_core_module_that_reaches_up(tmp_path):
-    """The contracts can fail: the circle this layout removed (the model asking the registry) breaks them."""
+@pytest.mark.parametrize(("module", "imported"), [
+    # The circle this layout removed: the model asking the registry.
+    ("core/model.py", "deepskin.services.registry"),
+    # The services under the loop: the registry reaching up to the gate's side of it.
+    ("services/registry.py", "deepskin.loop.promotion"),
+])
+def test_import_contracts_catch_a_module_that_reaches_up(tmp_path, module, imported):
+    """The contracts can fail: an import from a floor above breaks them."""
     shutil.copy(REPO / "pyproject.toml", tmp_path)
     for package in PACKAGES:
         shutil.copytree(REPO / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
-    model = tmp_path / "deepskin" / "core" / "model.py"
-    model.write_text(model.read_text() + "\nfrom deepskin.services import registry  # noqa\n")
+    path = tmp_path / "deepskin" / module
+    package, name = imported.rsplit(".", 1)
+    path.write_text(path.read_text() + f"\nfrom {package} import {name}  # noqa\n")
     run = lint_imports(tmp_path)
     assert run.returncode != 0
     assert "deepskin's floors" in run.stdout and "BROKEN" in run.stdout
-    assert "deepskin.core.model -> deepskin.services.registry" in run.stdout
+    assert f"deepskin.{module.removesuffix('.py').replace('/', '.')} -> {imported}" in run.stdout
 
 
 def test_every_import_is_declared_and_every_dependency_used():

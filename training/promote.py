@@ -40,29 +40,28 @@ margins for the 78 phone photos. Each model's own numbers come with their 95% in
 proportions), overall and per image type. With $DEEPSKIN_PROMOTION_APPROVAL=required (the default on
 Google Cloud, deepskin.services.config) a passing candidate is uploaded, its record kept in the models
 bucket (pending/<ID>.json) and the decision recorded "approved_pending"; `--approve ID` promotes that
-record. Every decision is stored in Firestore models/decisions/jobs/{id} (and, for a retraining job, in
-jobs/{id}) for people to read; what decides (the baseline, a pending candidate, the pointer) is read from the
-models bucket only, which the functions cannot write (deepskin.services.registry, infra/permissions.py).
+record. This module scores and decides; what the decision does to the registry, and the records that decide
+(the baseline, a pending candidate, the pointer: the models bucket only, which the functions cannot write), are
+deepskin.loop.promotion's. Every decision is stored in Firestore models/decisions/jobs/{id} (and, for a
+retraining job, in jobs/{id}) for people to read.
 """
 
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
-from google.cloud import firestore
 from sklearn.metrics import roc_auc_score
 
-from deepskin.core.bundle import BUNDLED_MODEL, load_card
+from deepskin.core.bundle import load_card
 from deepskin.core.labels import MALIGNANT
 from deepskin.core.model import Model
+from deepskin.loop import promotion
 from deepskin.services import registry
-from deepskin.services.config import settings
 from training import checkpoint_file, sources
 from training.calibrate import expected_calibration_error
 from training.evaluate import group_resamples, score_set
@@ -294,35 +293,14 @@ def with_feedback_test(decision: dict, superiority: dict) -> dict:
     return decision
 
 
-def current_record() -> dict:
-    """The registry's current version; the first time, the model being served is registered as current, with
-    its shipped checkpoint (training/checkpoints/<version>.pt) when there is one, so that the first retrain
-    fine-tunes the served weights instead of starting from ImageNet."""
-    record = registry.current()
-    if record is None:
-        baseline = Path(settings().model_path or BUNDLED_MODEL)
-        shipped = SHIPPED_CHECKPOINTS / f"{load_card(baseline)['version']}.pt"
-        if shipped.is_file():
-            checkpoint_file.verify(shipped)
-        try:
-            record = registry.set_current(registry.upload(baseline, shipped if shipped.is_file() else None),
-                                          expected=None)
-        except RuntimeError:  # registered meanwhile by another gate
-            record = registry.current()
-    return record
-
-
-def pinned_baseline(current: dict) -> dict:
-    """The registry's baseline record; the first gate pins the current version."""
-    registry.write_anchor(registry.BASELINE, {k: current.get(k) for k in registry.RECORD_FIELDS}, replace=False)
-    return registry.read_anchor(registry.BASELINE)
-
-
-def pin_baseline() -> dict:
-    """An operator's deliberate choice: from now on candidates are compared with the current version."""
-    record = {k: registry.current().get(k) for k in registry.RECORD_FIELDS}
-    registry.write_anchor(registry.BASELINE, record)
-    return record
+def shipped_checkpoint(version: str) -> Path | None:
+    """The PyTorch weights shipped for a model of models/ (training/checkpoints/<version>.pt), checked against
+    the digest beside them; None when there are none. The registry registers them with the served model."""
+    shipped = SHIPPED_CHECKPOINTS / f"{version}.pt"
+    if not shipped.is_file():
+        return None
+    checkpoint_file.verify(shipped)
+    return shipped
 
 
 def feedback_scores(onnx: Path, feedback: pd.DataFrame) -> pd.DataFrame:
@@ -336,11 +314,12 @@ def gate(candidate_dir: Path, decision_id: str, folders: dict, limit: int = 0, j
          feedback: pd.DataFrame | None = None, feedback_counts: dict | None = None) -> dict:
     """Score the candidate, the pinned baseline and (when it is another version) the current model on the gate
     set, and the candidate and the current model on the feedback test set (`feedback`; none given: empty;
-    `feedback_counts`: what the job kept and dropped of the labels, recorded), decide, promote (or await
-    approval), record it all. Every source of the gate set is required (training.gate_set.require_sources)."""
+    `feedback_counts`: what the job kept and dropped of the labels, recorded), decide, and let the loop promote
+    (or await approval) and record it all (deepskin.loop.promotion.act); returns the decision as recorded.
+    Every source of the gate set is required (training.gate_set.require_sources)."""
     missing = require_sources(folders)  # first: a gate that cannot run touches nothing
-    record = current_record()
-    pinned = pinned_baseline(record)
+    record = promotion.current_record(shipped_checkpoint)
+    pinned = promotion.pinned_baseline(record)
     lesions, non_lesions = gate_lesions(folders, limit), gate_non_lesions(folders)
     feedback = pd.DataFrame(columns=["image_id", "path", "group", "truth"]) if feedback is None else feedback
 
@@ -355,34 +334,11 @@ def gate(candidate_dir: Path, decision_id: str, folders: dict, limit: int = 0, j
     decision.update(job_id=job_id, current={"version": record["version"]}, status="refused",
                     gate_set={**lesions.source.value_counts().to_dict(), "non_lesion": len(non_lesions),
                               "limit": limit, "missing_sources": missing}, feedback_set=feedback_counts or {})
-    if decision["promoted"]:
-        checkpoint = candidate_dir / registry.CHECKPOINT  # the next retrain fine-tunes from it
-        if checkpoint.exists():
-            checkpoint_file.verify(checkpoint)  # the registry records the digest of exactly what training wrote
-        new = registry.upload(candidate_dir / registry.ONNX, checkpoint if checkpoint.exists() else None)
-        if settings().approval_required or not superiority["applies"]:
-            registry.write_anchor(registry.pending_name(decision_id), new)
-            decision.update(promoted=False, status="approved_pending", candidate_record=new)
-        else:
-            registry.set_current(new, expected=record["version"])
-            decision.update(status="promoted")
-    registry.record_decision(decision_id, json_safe(decision))
-    return decision
-
-
-def approve(decision_id: str) -> dict:
-    """A person's approval of a candidate the gate passed: its record, kept in the models bucket by the gate,
-    becomes current. The Firestore decision is only the log: anything could have written it."""
-    pending = registry.pending_name(decision_id)
-    record = registry.read_anchor(pending)
-    if record is None:
-        raise SystemExit(f"decision {decision_id} is not awaiting approval (no {pending} in the models bucket)")
-    registry.set_current(record, expected=registry.current()["version"])
-    registry.anchor_blob(pending).delete()
-    doc = registry.decision_doc(decision_id)
-    doc.set({"status": "promoted", "promoted": True, "approved_by": getpass.getuser(),
-             "approved_at": firestore.SERVER_TIMESTAMP}, merge=True)
-    return doc.get().to_dict()
+    checkpoint = candidate_dir / registry.CHECKPOINT  # the next retrain fine-tunes from it
+    if decision["promoted"] and checkpoint.exists():
+        checkpoint_file.verify(checkpoint)  # the registry records the digest of exactly what training wrote
+    return promotion.act(decision_id, json_safe(decision), candidate_dir / registry.ONNX,
+                         checkpoint if checkpoint.exists() else None, record, superiority["applies"])
 
 
 def json_safe(value):
@@ -413,9 +369,12 @@ def main() -> None:
         folders = sources.folders_from(args)
         result = gate(args.candidate_dir, decision_id, folders, args.eval_limit)
     elif args.approve:
-        result = approve(args.approve)
+        try:
+            result = promotion.approve(args.approve)
+        except promotion.NotAwaitingApproval as refused:
+            raise SystemExit(str(refused)) from None
     elif args.pin_baseline:
-        result = pin_baseline()
+        result = promotion.pin_baseline()
     elif args.rollback:
         result = registry.rollback()
     else:

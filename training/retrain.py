@@ -4,7 +4,7 @@ the training data, export a candidate, and let the promotion gate (training.prom
     python -m training.retrain --job-id ID --config training/configs/retrain_cpu.json [--set KEY=VALUE]
                                [--data DIR] [--work DIR] [--eval-limit N]
 
-Started by deepskin.services.jobs: LocalLauncher runs it as a child process, VertexLauncher as a Vertex AI job.
+Started by deepskin.loop.launchers: LocalLauncher runs it as a child process, VertexLauncher as a Vertex AI job.
 - Starting weights: the current registry version's checkpoint when it has one (versions promoted by this
   job do). Otherwise, the served model being ONNX only, the ImageNet backbone with the current model's
   architecture and input size from its card. The card's `training.init` says which. The job's config
@@ -14,12 +14,12 @@ Started by deepskin.services.jobs: LocalLauncher runs it as a child process, Ver
   model does not forget them) plus every clinician-labelled image under gs://<training bucket>/feedback/
   whose report still exists (reports expire, and are deleted with their result), trained by
   training.train's own loop (`fit`). A coarse label (benign/malignant) trains the summed probability of
-  its classes. Reports are in Firestore, which every function may write: each is checked again here
-  (`trusted_label`: a known label, a reporter who is a clinician now and whose report on that prediction it
-  is, and the image the feedback function copied for that very report and label,
+  its classes. Reports are in Firestore, which every function may write: each is checked again
+  (deepskin.loop.labels.trusted_label: a known label, a reporter who is a clinician now and whose report on
+  that prediction it is, and the image the feedback function copied for that very report and label,
   feedback/<report id>.<label>.<ext> in the training bucket, which only it may create);
   the others are dropped and counted. Those images are downloaded to the job's local scratch folder
-  (deepskin.services.jobs.scratch_dir), never to the run folder (on Vertex AI that is the training bucket's runs/<job>/, out of reach of an
+  (deepskin.loop.launchers.scratch_dir), never to the run folder (on Vertex AI that is the training bucket's runs/<job>/, out of reach of an
   owner's delete), and removed when the job ends; so is a temporary run folder.
 - Other sources' folders: beside --data (the training bucket's layout), else their usual defaults.
 - Then `python -m training.export` (ONNX + card calibrated on validation) and the gate, which uploads
@@ -39,15 +39,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
-from google.api_core.exceptions import NotFound
-from google.cloud import firestore
 
 from deepskin.core.bundle import card_path, load_card
-from deepskin.core.report import LABELS, TRAINING_LABEL, clinician_report_id
 from deepskin.core.spot import fingerprint
-from deepskin.services import identity, jobs, registry, store
-from deepskin.services.config import settings
-from deepskin.services.feedback import EXTENSIONS, OTHER_EXTENSION, training_copy_name
+from deepskin.loop import launchers, ledger, promotion
+from deepskin.loop.labels import clinician_labels
+from deepskin.services import registry, store
 from training import checkpoint_file, feedback_set, promote, sources
 from training.data import FOLDER_ENV, data_root
 from training.gate_set import LESION_SOURCES, require_sources
@@ -78,32 +75,6 @@ def shaped_like(config: TrainConfig, shape: dict) -> TrainConfig:
                    image_size=shape.get("image_size", config.image_size), serve_size=shape.get("serve_size", 0))
 
 
-def clinician_labels(folder: Path) -> tuple[pd.DataFrame, int]:
-    """Download the images of the trusted clinician labels whose report still exists; (rows of
-    feedback_set.COLUMNS, how many labels were dropped as untrusted)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    reports = (store.firestore_client().collection(store.FEEDBACK)
-               .where(filter=firestore.FieldFilter("counts_as", "==", TRAINING_LABEL)).stream())
-    rows, dropped = [], 0
-    for report in reports:
-        data = report.to_dict()
-        if not data.get("training_image"):
-            continue  # the upload was gone, or never assessed, when the report came
-        if not trusted_label(report.id, data):
-            dropped += 1
-            continue
-        path = folder / data["training_image"].rsplit("/", 1)[-1]
-        try:
-            store.blob_at(data["training_image"]).download_to_filename(str(path))
-        except NotFound:
-            path.unlink(missing_ok=True)
-            continue
-        rows.append({"image_id": report.id, "prediction_id": data["prediction_id"],
-                     "group": data.get("group") or data["prediction_id"], "label": data["label"],
-                     "histopathology": bool(data.get("histopathology")), "path": path})
-    return pd.DataFrame(rows, columns=feedback_set.COLUMNS), dropped
-
-
 def judging_fingerprints(folders: dict, missing: list[str]) -> list[dict]:
     """The same-spot fingerprints of every lesion image that judges a model: the gate set and the test splits."""
     table = sources.table([s for s in LESION_SOURCES if s not in missing], folders)
@@ -127,17 +98,6 @@ def feedback_sets(labels: pd.DataFrame, untrusted: int, folders: dict, missing: 
               "feedback_disagreeing_dropped": disagreeing, "feedback_duplicates_dropped": len(duplicates),
               "feedback_copies_of_held_out_dropped": len(copies)}
     return train, test.assign(truth=test.label.map(feedback_set.malignant)), counts
-
-
-def trusted_label(report_id: str, report: dict) -> bool:
-    """A label the feedback function could have stored: a known label from a clinician allowed now, in the
-    report whose id is that clinician's on that prediction, on the image copied for this report and this
-    label (gs://<training bucket>/feedback/<report id>.<label>.<ext>, nothing else)."""
-    image, reporter, label = str(report.get("training_image")), str(report.get("reporter")), report.get("label")
-    copies = {f"gs://{settings().training_bucket}/{training_copy_name(report_id, str(label), extension)}"
-              for extension in (*EXTENSIONS.values(), OTHER_EXTENSION)}
-    return (report.get("role") == "clinician" and label in LABELS and identity.still_clinician(reporter)
-            and report_id == clinician_report_id(str(report.get("prediction_id")), reporter) and image in copies)
 
 
 def with_feedback(rows: dict[str, pd.DataFrame], feedback: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -182,10 +142,12 @@ def run(job_id: str, config: TrainConfig, root: Path, work: Path, eval_limit: in
     candidate = work / "candidate"
     folders = source_folders(root)
     missing = require_sources(folders)  # before any work: no source of the gate set may be missing
-    record = promote.current_record()
+    record = promotion.current_record(promote.shipped_checkpoint)
     net, config, init = starting_point(config, record, work)
-    feedback, feedback_test, counts = feedback_sets(*clinician_labels(jobs.scratch_dir(job_id)), folders, missing)
-    jobs.mark_running(job_id, init=init, **counts)
+    rows, untrusted = clinician_labels(launchers.scratch_dir(job_id))
+    feedback, feedback_test, counts = feedback_sets(pd.DataFrame(rows, columns=feedback_set.COLUMNS), untrusted,
+                                                    folders, missing)
+    ledger.mark_running(job_id, init=init, **counts)
     onnx = train_candidate(net, config, folders, feedback, candidate, work)
     card = load_card(onnx)
     card["training"].update(init=init, job_id=job_id, base_model=record["version"],
@@ -197,7 +159,7 @@ def run(job_id: str, config: TrainConfig, root: Path, work: Path, eval_limit: in
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--job-id", required=True, help="the jobs/{id} document deepskin.services.jobs created")
+    parser.add_argument("--job-id", required=True, help="the jobs/{id} document deepskin.loop.ledger created")
     parser.add_argument("--config", required=True, help="JSON config (training/configs/*.json)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field")
     sources.add_folder_arguments(parser, ("ham10000",))
@@ -209,15 +171,15 @@ def main() -> None:
     try:
         decision = run(args.job_id, config, data_root(args.ham10000), work, args.eval_limit)
     except BaseException as exc:
-        jobs.finish(store.firestore_client().transaction(), args.job_id,
-                    {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:500]})
+        ledger.finish(store.firestore_client().transaction(), args.job_id,
+                      {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:500]})
         raise
     finally:
-        shutil.rmtree(jobs.scratch_dir(args.job_id), ignore_errors=True)
+        shutil.rmtree(launchers.scratch_dir(args.job_id), ignore_errors=True)
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
-    jobs.finish(store.firestore_client().transaction(), args.job_id,
-                {"status": "done", "decision": promote.json_safe(decision)})
+    ledger.finish(store.firestore_client().transaction(), args.job_id,
+                  {"status": "done", "decision": promote.json_safe(decision)})
     print(json.dumps(promote.json_safe(decision), indent=1))
 
 

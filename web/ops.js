@@ -1,4 +1,4 @@
-// The operator page: one GET of the ops function (deepskin.services.ops), shown as it is. The key stays in this tab's
+// The operator page: one GET of the ops function (deepskin.loop.ops), shown as it is. The key stays in this tab's
 // memory only; plots are fetched with it too (an <img> cannot send a header) and shown from blob URLs.
 const $ = (selector) => document.querySelector(selector);
 let opsUrl = "";

@@ -1,1 +1,1 @@
-"""Clients: the Python client and the `deepskin` CLI; may import deepskin.core and deepskin.services."""
+"""Clients: the Python client and the `deepskin` CLI; may import deepskin.core, deepskin.services and deepskin.loop."""

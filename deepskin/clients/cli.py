@@ -313,7 +313,7 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
 def cmd_models(_client: Client, args: argparse.Namespace) -> int:
     """Straight from Firestore and the models bucket, so only with an operator's Google Cloud rights (or the
     local emulators): the same view as the operator page."""
-    from deepskin.services import ops  # pylint: disable=import-outside-toplevel  # the Google clients, for this command only
+    from deepskin.loop import ops  # pylint: disable=import-outside-toplevel  # the Google clients, for this command only
 
     if args.rollback:
         try:
@@ -330,7 +330,7 @@ def cmd_models(_client: Client, args: argparse.Namespace) -> int:
 
 
 def describe_models(view: dict, number) -> str:
-    """The overview in plain lines; `number` formats a model's number (deepskin.services.ops.number)."""
+    """The overview in plain lines; `number` formats a model's number (deepskin.loop.ops.number)."""
     model = view["model"] or {}
     lines = [f"Serving: {view['current'] or 'no model registered yet'}"]
     lines += [f"  {name}: {number(value)}" for name, value in model.get("numbers", {}).items()]

@@ -6,7 +6,7 @@
 - An operator (the ops function): a Google ID token minted for one of $DEEPSKIN_OPS_AUDIENCES whose verified
   e-mail is in $DEEPSKIN_OPERATORS. Being invoked on Cloud Run proves nothing by itself: IAM checks that some
   caller may invoke the function, this checks that the caller is an operator.
-- Locally (emulators in use, not on Cloud Run) the stand-in for both is the header X-DeepSkin-Clinician with a
+- Locally (the emulators in use, not Google Cloud) the stand-in for both is the header X-DeepSkin-Clinician with a
   key whose sha256 is in $DEEPSKIN_LOCAL_CLINICIAN_KEYS.
 Unset lists admit nobody. Settings come from deepskin.services.config.
 
@@ -21,7 +21,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -31,7 +30,7 @@ from google.auth import exceptions, jwt
 from google.auth.transport import requests as google_requests
 
 from deepskin.core.refused import Refused
-from deepskin.services.config import settings
+from deepskin.services.config import EMULATORS, settings
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +77,9 @@ LOCAL_ID_CHARS = 12  # a local clinician is named by this much of their key's ha
 
 
 def local_stand_in() -> bool:
-    """Emulators in use and not running on Cloud Run: only then is the local clinician key accepted."""
-    return bool(os.environ.get("FIRESTORE_EMULATOR_HOST")) and not os.environ.get("K_SERVICE")
+    """The emulators in use, not Google Cloud (deepskin.services.config.runs_on): only then is the local
+    clinician key accepted."""
+    return settings().runs_on == EMULATORS
 
 
 def clinician_identity(headers: Any) -> str | None:

@@ -124,7 +124,7 @@ def predict_bytes(data: bytes, content_type: str, token: str, patient: PatientIn
     only when it was answered.
 
     A photo the checks (or the scope gate) refuse is never stored: only an answered photo can become training
-    data (deepskin.services.feedback), and a rejected POST must not leave up to 20 MB in the bucket for the
+    data (deepskin.loop.feedback), and a rejected POST must not leave up to 20 MB in the bucket for the
     retention period. Its result document, which the caller's token reads and deletes, is kept either way.
     What is stored is the image without its metadata (EXIF, GPS, comments): the HTTP caller sent it to be
     assessed, not archived. The returned fields are the stored document's, as GET /results/<id> shows them.

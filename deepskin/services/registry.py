@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import tempfile
 from datetime import UTC, datetime
@@ -46,13 +45,6 @@ POINTER, BASELINE, PENDING = "current.json", "baseline.json", "pending/"
 RECORD_FIELDS = ("version", "onnx_uri", "card_uri", "checkpoint_uri", "onnx_sha256", "card_sha256", "checkpoint_sha256")
 HISTORY_KEPT = 20
 CACHE = Path(tempfile.gettempdir()) / "deepskin-models"
-
-
-def configured() -> bool:
-    """A registry exists where the emulators or Google Cloud (K_SERVICE: Cloud Run functions) are in use."""
-    if os.environ.get("DEEPSKIN_MODEL_REGISTRY", "").lower() == "off":
-        return False
-    return bool(os.environ.get("FIRESTORE_EMULATOR_HOST") or os.environ.get("K_SERVICE"))
 
 
 class IntegrityError(RuntimeError):

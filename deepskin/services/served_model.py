@@ -4,7 +4,6 @@ changes (checked at most every $DEEPSKIN_MODEL_CHECK_SECONDS; on any registry er
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 
@@ -41,10 +40,10 @@ def use_model(model: Model | None) -> None:
 def refreshed(model: Model | None) -> Model | None:
     """The registry's current model if it differs from `model`; `model` itself between checks or on any error."""
     global _next_check  # pylint: disable=global-statement
-    now = time.monotonic()
-    if not registry.configured() or now < _next_check:
+    now, config = time.monotonic(), settings()
+    if not config.model_registry or now < _next_check:
         return model
-    _next_check = now + float(os.environ.get("DEEPSKIN_MODEL_CHECK_SECONDS", "60"))
+    _next_check = now + config.model_check_seconds
     try:
         record = registry.current()
         if record is None or (model is not None and record["version"] == model.version):

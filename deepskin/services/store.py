@@ -25,7 +25,7 @@ LESIONS = "lesions"  # followed spots (deepskin.services.lesions)
 HEATMAPS_PREFIX = "heatmaps/"
 # A claim older than this belongs to an attempt that died (the functions time out at 60 s).
 STALE_CLAIM = timedelta(seconds=120)
-# A claim nobody has taken over for this long is abandoned (deepskin.services.sweeper): far past STALE_CLAIM, so
+# A claim nobody has taken over for this long is abandoned (deepskin.loop.sweeper): far past STALE_CLAIM, so
 # that a storage event's redeliveries have had their chance to finish it.
 ABANDONED_AFTER = timedelta(minutes=15)
 ABANDONED = {"status": "failed", "reason": "abandoned",

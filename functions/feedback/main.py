@@ -1,6 +1,6 @@
 """Feedback function (entry point feedback_http): POST a report on a prediction; POST /retrain (clinicians).
 
-The rules (who may report, what counts as a training label, idempotency) live in deepskin.services.feedback;
+The rules (who may report, what counts as a training label, idempotency) live in deepskin.loop.feedback;
 this file only translates HTTP.
 """
 
@@ -11,7 +11,8 @@ import functions_framework
 
 from deepskin.core.refused import Refused
 from deepskin.core.report import MAX_BODY, parse_report
-from deepskin.services import feedback, identity
+from deepskin.loop import feedback
+from deepskin.services import identity
 from deepskin.services.http import body_limit, refusal, with_cors
 
 

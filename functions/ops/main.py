@@ -3,7 +3,7 @@
 Open to operators only, checked twice: IAM lets only var.operator_members invoke this function
 (infra/functions.tf), and every request must carry an operator's verified identity
 (deepskin.services.identity.operator_identity: a Google ID token of an e-mail in var.operator_emails; locally the
-clinician key). The data is deepskin.services.ops's: counts and model numbers, never a report's text.
+clinician key). The data is deepskin.loop.ops's: counts and model numbers, never a report's text.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import flask
 import functions_framework
 
 from deepskin.core.refused import Refused
-from deepskin.services import identity, ops
+from deepskin.loop import ops
+from deepskin.services import identity
 from deepskin.services.http import refusal, with_cors
 
 

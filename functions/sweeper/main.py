@@ -1,5 +1,5 @@
 """Sweeper (entry point on_sweep): Cloud Scheduler publishes to the sweep topic every few minutes and
-Eventarc delivers it here; locally, local/stack.py's timer posts the same event. deepskin.services.sweeper does
+Eventarc delivers it here; locally, local/stack.py's timer posts the same event. deepskin.loop.sweeper does
 the work; an error propagates, and the next tick sweeps again.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from deepskin.services import sweeper
+from deepskin.loop import sweeper
 
 
 @functions_framework.cloud_event

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from deepskin.clients.client import Client
-from deepskin.services import jobs, registry
+from deepskin.loop import ledger
+from deepskin.services import registry
 from local import containers
 from local.emulators import HOST, free_port
 from local.stack import answers
@@ -81,7 +82,7 @@ def test_predict_in_its_container_assesses_a_lesion(serving_image, emulators, cl
 
 def test_retrain_in_its_container_ends_with_a_candidate_and_a_decision(training_image, emulators, clean_firestore):
     job_id = uuid.uuid4().hex[:20]
-    jobs.job_doc(job_id).set({"status": "queued", "trigger": "manual"})  # as deepskin.services.jobs would create it
+    ledger.job_doc(job_id).set({"status": "queued", "trigger": "manual"})  # as deepskin.loop.ledger would create it
     data = data_root()
     done = subprocess.run(
         [*podman_run(training_image, emulators, "-v", f"{data}:/data:ro", "--entrypoint", "python"),
@@ -89,7 +90,7 @@ def test_retrain_in_its_container_ends_with_a_candidate_and_a_decision(training_
          "--data", "/data", "--eval-limit", "16"],
         capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    job = jobs.job_doc(job_id).get().to_dict()
+    job = ledger.job_doc(job_id).get().to_dict()
     assert job["status"] == "done", job
     decision = registry.decision_doc(job_id).get().to_dict()
     assert isinstance(decision["promoted"], bool)

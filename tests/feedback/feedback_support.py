@@ -16,7 +16,8 @@ from google.api_core.exceptions import DeadlineExceeded
 from google.cloud import pubsub_v1
 
 from deepskin.core.bundle import BUNDLED_MODEL, card_path, load_card
-from deepskin.services import jobs, predict_service, registry, store
+from deepskin.loop import ledger
+from deepskin.services import predict_service, registry, store
 from deepskin.services.config import settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -77,12 +78,12 @@ def redeliver_pulled(client, messages) -> list[int]:
     return [deliver(client, pubsub_event(m.data, dict(m.attributes), m.message_id)) for m in messages]
 
 
-def ledger() -> dict:
-    return jobs.state_doc().get().to_dict() or {}
+def ledger_state() -> dict:
+    return ledger.state_doc().get().to_dict() or {}
 
 
 def all_jobs() -> dict[str, dict]:
-    return {s.id: s.to_dict() for s in store.firestore_client().collection(jobs.JOBS).stream()}
+    return {s.id: s.to_dict() for s in store.firestore_client().collection(ledger.JOBS).stream()}
 
 
 def predictions(n: int) -> list[tuple[str, str]]:

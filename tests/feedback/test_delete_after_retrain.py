@@ -25,7 +25,8 @@ from feedback_support import (
 from google.cloud.firestore import FieldFilter
 from PIL import Image
 
-from deepskin.services import jobs, predict_service, store
+from deepskin.loop import launchers
+from deepskin.services import predict_service, store
 from deepskin.services.config import settings
 
 
@@ -83,7 +84,7 @@ def test_an_owners_delete_reaches_every_copy_after_a_retrain(feedback_client, tr
         photos[id_].append(store.blob_at(copy).download_as_bytes())  # the training copy, metadata stripped
     redeliver_pulled(trigger_client, pull(RETRAIN_SUBSCRIPTION))
     [job_id] = all_jobs()
-    jobs.launcher().wait(job_id, timeout=400)
+    launchers.launcher().wait(job_id, timeout=400)
     job = all_jobs()[job_id]  # the job did download the photos (done or failed after)
     assert job["feedback_images"] + job["feedback_test_labels"] + job["feedback_duplicates_dropped"] == 3
 

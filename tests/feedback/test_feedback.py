@@ -11,7 +11,8 @@ import pytest
 from feedback_support import CLINICIAN, RETRAIN_SUBSCRIPTION, pull, report
 
 from deepskin.core.report import MAX_BODY
-from deepskin.services import feedback, identity, store
+from deepskin.loop import feedback
+from deepskin.services import identity, store
 from deepskin.services.config import settings
 
 ORIGIN = "http://localhost:8080"

@@ -1,6 +1,6 @@
 """Retraining cannot stop for good: a job that dies, never starts or runs too long frees the ledger.
 
-The sweep (deepskin.services.sweeper, scheduled) reads each active job's real state from its launcher; the ledger's
+The sweep (deepskin.loop.sweeper, scheduled) reads each active job's real state from its launcher; the ledger's
 hold on a job also expires on its own.
 """
 
@@ -13,7 +13,7 @@ from feedback_support import (
     CLINICIAN,
     RETRAIN_SUBSCRIPTION,
     all_jobs,
-    ledger,
+    ledger_state,
     predictions,
     pull,
     redeliver_pulled,
@@ -21,7 +21,7 @@ from feedback_support import (
 )
 from google.cloud import firestore
 
-from deepskin.services import jobs, sweeper
+from deepskin.loop import launchers, ledger, sweeper
 
 
 def label(feedback_client, trigger_client, count: int = 1) -> None:
@@ -44,28 +44,28 @@ def test_a_job_killed_mid_run_is_swept_and_the_next_label_starts_a_new_one(feedb
     label(feedback_client, trigger_client, 3)  # the threshold: the real local launcher starts training.retrain
     [killed] = all_jobs()
     wait_for_status(killed, "running")
-    assert jobs.scratch_dir(killed).is_dir()  # it holds the clinicians' images while it runs
-    launcher = jobs.launcher()
+    assert launchers.scratch_dir(killed).is_dir()  # it holds the clinicians' images while it runs
+    launcher = launchers.launcher()
     launcher.cancel(all_jobs()[killed]["handle"])  # SIGKILL: pre-emption; the job cannot record anything
     launcher.wait(killed, timeout=30)
-    assert ledger()["active_job"] == killed  # nothing else would ever free it
+    assert ledger_state()["active_job"] == killed  # nothing else would ever free it
 
     assert sweeper.sweep()["freed_job"] == killed
     job = all_jobs()[killed]
     assert (job["status"], job["error"]) == ("failed", "ended_without_closing")
-    assert ledger()["active_job"] is None and ledger()["labels_at_last_job"] == 0  # its labels are given back
-    assert not jobs.scratch_dir(killed).exists()
+    assert ledger_state()["active_job"] is None and ledger_state()["labels_at_last_job"] == 0  # its labels are given back
+    assert not launchers.scratch_dir(killed).exists()
 
     fake = request.getfixturevalue("fake_launcher")  # the next job need not train for real
     label(feedback_client, trigger_client)
     assert len(fake.launched) == 1 and fake.launched[0] != killed
-    assert ledger()["active_job"] == fake.launched[0]
+    assert ledger_state()["active_job"] == fake.launched[0]
 
 
 def test_a_running_job_is_left_alone(feedback_client, trigger_client, fake_launcher):
     label(feedback_client, trigger_client, 3)
     assert sweeper.sweep()["freed_job"] is None and fake_launcher.cancelled == []
-    assert ledger()["active_job"] == fake_launcher.launched[0]
+    assert ledger_state()["active_job"] == fake_launcher.launched[0]
 
 
 def test_a_job_past_its_timeout_is_cancelled_and_frees_the_ledger(feedback_client, trigger_client, fake_launcher,
@@ -75,32 +75,32 @@ def test_a_job_past_its_timeout_is_cancelled_and_frees_the_ledger(feedback_clien
     [job_id] = fake_launcher.launched
     assert sweeper.sweep()["freed_job"] == job_id
     assert fake_launcher.cancelled == [f"fake {job_id}"] and all_jobs()[job_id]["error"] == "timed_out"
-    assert ledger()["active_job"] is None
+    assert ledger_state()["active_job"] is None
 
 
 def test_a_job_that_never_started_is_swept(feedback_client, trigger_client, fake_launcher):
     label(feedback_client, trigger_client, 3)
     [job_id] = fake_launcher.launched
     # As if the trigger died between creating the job and launching it.
-    jobs.job_doc(job_id).update({"handle": firestore.DELETE_FIELD,
-                                 "created_at": datetime.now(UTC) - jobs.LAUNCH_GRACE})
+    ledger.job_doc(job_id).update({"handle": firestore.DELETE_FIELD,
+                                 "created_at": datetime.now(UTC) - ledger.LAUNCH_GRACE})
     assert sweeper.sweep()["freed_job"] == job_id
-    assert all_jobs()[job_id]["error"] == "never_started" and ledger()["active_job"] is None
+    assert all_jobs()[job_id]["error"] == "never_started" and ledger_state()["active_job"] is None
 
 
 def test_a_finished_job_is_never_marked_failed_by_the_sweep(feedback_client, trigger_client, fake_launcher):
     label(feedback_client, trigger_client, 3)
     [job_id] = fake_launcher.launched
-    jobs.job_doc(job_id).update({"status": "done"})  # it recorded its result, then died before freeing the ledger
+    ledger.job_doc(job_id).update({"status": "done"})  # it recorded its result, then died before freeing the ledger
     assert sweeper.sweep()["freed_job"] == job_id
-    assert all_jobs()[job_id]["status"] == "done" and ledger()["active_job"] is None
-    assert ledger()["labels_at_last_job"] == 3  # a finished job keeps its labels
+    assert all_jobs()[job_id]["status"] == "done" and ledger_state()["active_job"] is None
+    assert ledger_state()["labels_at_last_job"] == 3  # a finished job keeps its labels
 
 
 def test_an_expired_hold_on_the_ledger_lets_the_next_job_start(feedback_client, trigger_client, fake_launcher):
     label(feedback_client, trigger_client, 3)
     label(feedback_client, trigger_client, 3)
     assert len(fake_launcher.launched) == 1  # held by the first
-    jobs.state_doc().update({"active_job_expires_at": datetime.now(UTC) - timedelta(seconds=1)})
+    ledger.state_doc().update({"active_job_expires_at": datetime.now(UTC) - timedelta(seconds=1)})
     label(feedback_client, trigger_client)
-    assert len(fake_launcher.launched) == 2 and ledger()["active_job"] == fake_launcher.launched[1]
+    assert len(fake_launcher.launched) == 2 and ledger_state()["active_job"] == fake_launcher.launched[1]

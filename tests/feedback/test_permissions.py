@@ -32,10 +32,12 @@ from google.api_core.exceptions import Forbidden
 from google.cloud import pubsub_v1
 from iam_support import Calls, Died, acting_as
 
-from deepskin.services import jobs, registry, results, served_model, store, sweeper
+from deepskin.loop import launchers, ledger, promotion, sweeper
+from deepskin.loop.labels import clinician_labels
+from deepskin.services import registry, results, served_model, store
 from deepskin.services.config import settings
 from local import bridge
-from training import promote, retrain
+from training import promote
 
 
 @pytest.fixture(autouse=True)
@@ -182,7 +184,7 @@ def test_retrain_trigger(feedback_client, trigger_client, fake_launcher, monkeyp
     messages = pull(RETRAIN_SUBSCRIPTION)
     with acting_as("retrain") as calls:
         with monkeypatch.context() as patch:
-            patch.setattr(jobs, "launcher", Broken)
+            patch.setattr(launchers, "launcher", Broken)
             redeliver_pulled(trigger_client, messages[:3])  # a failed launch gives the labels back
         redeliver_pulled(trigger_client, messages[3:])
     assert len(fake_launcher.launched) == 1
@@ -193,8 +195,8 @@ def test_retrain_trigger(feedback_client, trigger_client, fake_launcher, monkeyp
 def test_sweeper(fake_launcher):
     store.claim("abandoned", {"bucket": "b", "name": "n", "generation": "1"})
     store.prediction("abandoned").update({"claimed_at": datetime.now(UTC) - store.ABANDONED_AFTER})
-    jobs.state_doc().set({"active_job": "ended", "labels_at_last_job": 3})
-    jobs.job_doc("ended").set({"status": "running", "launcher": jobs.launcher_name(), "handle": "fake ended",
+    ledger.state_doc().set({"active_job": "ended", "labels_at_last_job": 3})
+    ledger.job_doc("ended").set({"status": "running", "launcher": launchers.launcher_name(), "handle": "fake ended",
                                "created_at": datetime.now(UTC) - timedelta(minutes=1), "labels_at_previous_job": 0})
     fake_launcher.ended.add("fake ended")
     with acting_as("sweeper") as calls:
@@ -214,15 +216,15 @@ def test_ops(ops_client, learning_loop):
 def test_training_job(tmp_path, feedback_client, prediction):
     id_, _ = prediction
     labelled(id_, feedback_client)
-    jobs.state_doc().set({"active_job": "job", "labels_at_last_job": 1})
-    jobs.job_doc("job").set({"status": "queued", "labels_at_previous_job": 0})
+    ledger.state_doc().set({"active_job": "job", "labels_at_last_job": 1})
+    ledger.job_doc("job").set({"status": "queued", "labels_at_previous_job": 0})
     folder, version = candidate_from_served(tmp_path)
     with acting_as("training") as calls:
-        images, dropped = retrain.clinician_labels(tmp_path / "scratch")
-        jobs.mark_running("job", feedback_images=len(images))
+        images, dropped = clinician_labels(tmp_path / "scratch")
+        ledger.mark_running("job", feedback_images=len(images))
         decision = promote.gate(folder, "job", {}, job_id="job")  # no held-out labels: it waits for a person
-        jobs.finish(store.firestore_client().transaction(), "job", {"status": "done"})
-    promote.approve("job")  # a person's act, not the job's
+        ledger.finish(store.firestore_client().transaction(), "job", {"status": "done"})
+    promotion.approve("job")  # a person's act, not the job's
     assert (len(images), dropped) == (1, 0) and decision["status"] == "approved_pending"
     assert registry.current()["version"] == version
     assert_within_the_table(calls)

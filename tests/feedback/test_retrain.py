@@ -27,7 +27,7 @@ from feedback_support import (
     all_jobs,
     candidate_from_served,
     deliver,
-    ledger,
+    ledger_state,
     predictions,
     pubsub_event,
     pull,
@@ -36,7 +36,8 @@ from feedback_support import (
 )
 
 from deepskin.core.bundle import BUNDLED_MODEL, card_path, load_card
-from deepskin.services import jobs, ops, predict_service, registry, store
+from deepskin.loop import launchers, ledger, ops, promotion
+from deepskin.services import predict_service, registry, store
 from deepskin.services.config import settings
 from deepskin.services.served_model import served_model
 from training import checkpoint_file, promote, retrain
@@ -63,7 +64,7 @@ def test_user_reports_are_counted_as_signals_and_never_train(feedback_client, tr
     messages = pull(RETRAIN_SUBSCRIPTION)
     assert len(messages) == 4
     assert redeliver_pulled(trigger_client, messages) == [200] * 4
-    assert (ledger()["signals"], ledger()["training_labels"]) == (4, 0)
+    assert (ledger_state()["signals"], ledger_state()["training_labels"]) == (4, 0)
     assert all_jobs() == {} and fake_launcher.launched == []
 
 
@@ -75,7 +76,7 @@ def test_what_the_loop_records_expires(feedback_client, trigger_client, fake_lau
     redeliver_pulled(trigger_client, pull(RETRAIN_SUBSCRIPTION))
     [job_id] = fake_launcher.launched
     registry.record_decision("rollback-1", {"kind": "rollback", "promoted": True, "job_id": None})
-    seen = [doc.to_dict() for doc in jobs.state_doc().collection("seen").stream()]
+    seen = [doc.to_dict() for doc in ledger.state_doc().collection("seen").stream()]
 
     def days_kept(doc: dict) -> int:
         return round((doc["expire_at"] - datetime.now(UTC)) / timedelta(days=1))
@@ -98,7 +99,7 @@ def test_a_forged_user_training_label_and_undecodable_messages_go_to_the_dead_le
     assert sorted(m.attributes["dead_letter_reason"] for m in dead) == sorted(
         ["undecodable", "undecodable", "counts_as_does_not_match_role", "manual_trigger_not_from_clinician"])
     assert dead[0].data and all(m.attributes["original_message_id"] for m in dead)
-    assert ledger() == {} and all_jobs() == {} and fake_launcher.launched == []
+    assert ledger_state() == {} and all_jobs() == {} and fake_launcher.launched == []
 
 
 def test_redelivered_messages_count_once_and_an_active_job_blocks_another(feedback_client, trigger_client,
@@ -107,19 +108,19 @@ def test_redelivered_messages_count_once_and_an_active_job_blocks_another(feedba
         assert feedback_client.post("/feedback", json=report(id_, role="clinician"), headers=CLINICIAN).status_code == 202
     messages = pull(RETRAIN_SUBSCRIPTION)
     redeliver_pulled(trigger_client, messages[:2] * 3)  # each delivered three times
-    assert ledger()["training_labels"] == 2 and fake_launcher.launched == []
+    assert ledger_state()["training_labels"] == 2 and fake_launcher.launched == []
     redeliver_pulled(trigger_client, messages[2:] * 2)
-    assert ledger()["training_labels"] == 5
+    assert ledger_state()["training_labels"] == 5
     [job_id] = fake_launcher.launched  # the third label launched it; the two after found it active
     assert all_jobs()[job_id]["status"] == "queued" and all_jobs()[job_id]["handle"] == f"fake {job_id}"
-    assert ledger()["active_job"] == job_id
+    assert ledger_state()["active_job"] == job_id
 
     # A clinician's manual trigger waits for the active job too, then starts one of its own.
     assert feedback_client.post("/retrain", headers=CLINICIAN).status_code == 202
     manual = pull(RETRAIN_SUBSCRIPTION)
     redeliver_pulled(trigger_client, manual)
     assert len(fake_launcher.launched) == 1
-    jobs.finish(store.firestore_client().transaction(), job_id, {"status": "done"})
+    ledger.finish(store.firestore_client().transaction(), job_id, {"status": "done"})
     redeliver_pulled(trigger_client, manual)  # counted already: a redelivery is not a new request
     assert len(fake_launcher.launched) == 1
     assert feedback_client.post("/retrain", headers=CLINICIAN).status_code == 202
@@ -137,7 +138,7 @@ def test_a_clinician_label_counts_once_per_prediction_and_a_later_one_replaces_i
     [doc] = [s.to_dict() for s in store.firestore_client().collection(store.FEEDBACK).stream()]
     assert doc["label"] == "mel"
     redeliver_pulled(trigger_client, pull(RETRAIN_SUBSCRIPTION))
-    assert ledger()["training_labels"] == 1 and fake_launcher.launched == []
+    assert ledger_state()["training_labels"] == 1 and fake_launcher.launched == []
 
 
 def test_a_failed_launch_gives_the_labels_back(feedback_client, trigger_client, monkeypatch):
@@ -145,13 +146,13 @@ def test_a_failed_launch_gives_the_labels_back(feedback_client, trigger_client, 
         def launch(self, job_id):
             raise RuntimeError("quota")
 
-    monkeypatch.setattr(jobs, "launcher", Broken)
+    monkeypatch.setattr(launchers, "launcher", Broken)
     for id_, _ in predictions(3):
         feedback_client.post("/feedback", json=report(id_, role="clinician"), headers=CLINICIAN)
     assert redeliver_pulled(trigger_client, pull(RETRAIN_SUBSCRIPTION)) == [200] * 3
     [job] = all_jobs().values()
     assert (job["status"], job["error"]) == ("failed", "launch_failed")
-    assert ledger()["active_job"] is None and ledger()["labels_at_last_job"] == 0  # the next label retries
+    assert ledger_state()["active_job"] is None and ledger_state()["labels_at_last_job"] == 0  # the next label retries
 
 
 @pytest.fixture
@@ -172,15 +173,15 @@ def label(feedback_client, trigger_client, headers: dict, n: int = 1) -> None:
 
 def test_one_clinician_alone_never_starts_a_job(feedback_client, trigger_client, fake_launcher, second_clinician):
     label(feedback_client, trigger_client, CLINICIAN, 4)  # past the threshold of 3, but one clinician's
-    assert ledger()["training_labels"] == 4 and fake_launcher.launched == []
+    assert ledger_state()["training_labels"] == 4 and fake_launcher.launched == []
     assert feedback_client.post("/retrain", headers=CLINICIAN).status_code == 202  # nor by hand
     redeliver_pulled(trigger_client, pull(RETRAIN_SUBSCRIPTION))
     assert fake_launcher.launched == []
-    assert "clinician" not in json.dumps(ledger(), default=str).replace("clinician_labels", "")  # pseudonyms only
+    assert "clinician" not in json.dumps(ledger_state(), default=str).replace("clinician_labels", "")  # pseudonyms only
     label(feedback_client, trigger_client, second_clinician)
     [job_id] = fake_launcher.launched
     assert (all_jobs()[job_id]["new_labels"], all_jobs()[job_id]["clinicians"]) == (5, 2)
-    jobs.finish(store.firestore_client().transaction(), job_id, {"status": "done"})
+    ledger.finish(store.firestore_client().transaction(), job_id, {"status": "done"})
     label(feedback_client, trigger_client, CLINICIAN, 3)  # new labels again, one clinician's: no second job
     assert len(fake_launcher.launched) == 1
 
@@ -189,7 +190,7 @@ def test_a_failed_job_gives_its_clinicians_back_too(feedback_client, trigger_cli
     label(feedback_client, trigger_client, CLINICIAN, 2)
     label(feedback_client, trigger_client, second_clinician)
     [job_id] = fake_launcher.launched
-    jobs.finish(store.firestore_client().transaction(), job_id, {"status": "failed"}, give_labels_back=True)
+    ledger.finish(store.firestore_client().transaction(), job_id, {"status": "failed"}, give_labels_back=True)
     assert feedback_client.post("/retrain", headers=CLINICIAN).status_code == 202  # both clinicians' labels count
     redeliver_pulled(trigger_client, pull(RETRAIN_SUBSCRIPTION))
     assert len(fake_launcher.launched) == 2
@@ -204,7 +205,7 @@ def test_each_clinician_has_a_daily_quota_of_manual_retrains(feedback_client, tr
         label(feedback_client, trigger_client, second_clinician)
         assert feedback_client.post("/retrain", headers=CLINICIAN).status_code == 202
         redeliver_pulled(trigger_client, pull(RETRAIN_SUBSCRIPTION))
-        jobs.finish(store.firestore_client().transaction(), fake_launcher.launched[-1], {"status": "done"})
+        ledger.finish(store.firestore_client().transaction(), fake_launcher.launched[-1], {"status": "done"})
     assert len(fake_launcher.launched) == 1  # the second request the same day was refused
     assert feedback_client.post("/retrain", headers=second_clinician).status_code == 202  # another's quota
     redeliver_pulled(trigger_client, pull(RETRAIN_SUBSCRIPTION))
@@ -233,7 +234,7 @@ def approved(folder: Path, decision_id: str) -> dict:
     it learned, waits for a person (training.promote): here, one approves it."""
     decision = promote.gate(folder, decision_id, FOLDERS)
     assert (decision["status"], decision["feedback_test"]["applies"]) == ("approved_pending", False)
-    return promote.approve(decision_id)
+    return promotion.approve(decision_id)
 
 
 def test_clinician_labels_start_exactly_one_job_whose_gate_decision_holds_both_models(feedback_client,
@@ -247,7 +248,7 @@ def test_clinician_labels_start_exactly_one_job_whose_gate_decision_holds_both_m
     [(job_id, job)] = all_jobs().items()
     assert job["trigger"] == "training_label" and job["new_labels"] == 3
 
-    returncode = jobs.launcher().wait(job_id, timeout=400)
+    returncode = launchers.launcher().wait(job_id, timeout=400)
     job = all_jobs()[job_id]
     assert returncode == 0 and job["status"] == "done", Path(job["handle"].rsplit("log ", 1)[-1]).read_text()[-3000:]
     # The first job fine-tunes the served weights: the shipped model's checkpoint was registered with it.
@@ -268,12 +269,12 @@ def test_clinician_labels_start_exactly_one_job_whose_gate_decision_holds_both_m
     assert not decision["promoted"] and decision["status"] == ("approved_pending" if expected else "refused")
     assert registry.current()["version"] == baseline["version"]
     assert decision["feedback_set"]["feedback_duplicates_dropped"] == 1
-    assert ledger()["active_job"] is None
+    assert ledger_state()["active_job"] is None
 
 
 def test_a_job_without_a_data_source_fails_closed_and_says_why():
     """Production's rule: no partial gate. The fixture machine has no PAD-UFES-20 or non-lesion folder."""
-    jobs.job_doc("no-data").set({"status": "queued", "trigger": "manual"})
+    ledger.job_doc("no-data").set({"status": "queued", "trigger": "manual"})
     env = {k: v for k, v in os.environ.items() if k != "DEEPSKIN_ALLOW_PARTIAL_GATE"}
     done = subprocess.run([sys.executable, "-m", "training.retrain", "--job-id", "no-data", "--config",
                            "training/configs/retrain_smoke.json"], env=env, cwd=REPO, capture_output=True, text=True,
@@ -322,13 +323,13 @@ def test_when_a_person_must_approve_a_passing_candidate_waits_for_them(tmp_path,
     assert registry.current()["version"] == served
     shown = ops.decision_summary({"id": "waits", **registry.decision_doc("waits").get().to_dict()})
     assert shown["status"] == "approved_pending" and shown["numbers"]["baseline"]["version"] == served
-    assert promote.approve("waits")["status"] == "promoted" and registry.current()["version"] == version
-    with pytest.raises(SystemExit, match="not awaiting approval"):
-        promote.approve("waits")
+    assert promotion.approve("waits")["status"] == "promoted" and registry.current()["version"] == version
+    with pytest.raises(promotion.NotAwaitingApproval, match="not awaiting approval"):
+        promotion.approve("waits")
     refused, _ = candidate_from_served(tmp_path / "worse", thresholds=for_both_types(low=0.3, high=1.01))
     promote.gate(refused, "refused", FOLDERS)
-    with pytest.raises(SystemExit, match="not awaiting approval"):
-        promote.approve("refused")
+    with pytest.raises(promotion.NotAwaitingApproval, match="not awaiting approval"):
+        promotion.approve("refused")
 
 
 def test_a_promotion_reaches_the_predict_path_without_a_redeploy_and_rolls_back(tmp_path, monkeypatch):
@@ -388,14 +389,14 @@ def test_vertex_custom_job_request(monkeypatch):
     monkeypatch.setenv("DEEPSKIN_TRAINING_ACCELERATOR", "NVIDIA_L4")
     monkeypatch.setenv("DEEPSKIN_TRAINING_ACCELERATORS", "1")
     monkeypatch.delenv("DEEPSKIN_RETRAIN_CONFIG")
-    body = jobs.custom_job("j1")
+    body = launchers.custom_job("j1")
     pool = body["jobSpec"]["workerPoolSpecs"][0]
     assert pool["machineSpec"]["acceleratorType"] == "NVIDIA_L4"
     assert pool["containerSpec"]["args"][:4] == ["--job-id", "j1", "--config", "training/configs/gpu.json"]
     assert body["jobSpec"]["serviceAccount"] == "train@p.iam.gserviceaccount.com"
     assert pool["containerSpec"]["imageUri"] == f"{IMAGE}@{DIGEST}"
     monkeypatch.setenv("DEEPSKIN_JOB_TIMEOUT_S", "5400")
-    assert jobs.custom_job("j1")["jobSpec"]["scheduling"]["timeout"] == "5400s"  # Vertex AI stops it there
+    assert launchers.custom_job("j1")["jobSpec"]["scheduling"]["timeout"] == "5400s"  # Vertex AI stops it there
 
 
 @pytest.mark.parametrize("image", [f"{IMAGE}:latest", f"{IMAGE}:1", f"{IMAGE}@sha256:abc", ""])
@@ -403,7 +404,7 @@ def test_a_retrain_never_runs_an_image_by_tag(monkeypatch, image):
     monkeypatch.setenv("DEEPSKIN_TRAINING_IMAGE", image)
     monkeypatch.setenv("DEEPSKIN_TRAINING_SERVICE_ACCOUNT", "train@p.iam.gserviceaccount.com")
     with pytest.raises(ValueError, match="by digest"):
-        jobs.custom_job("j1")
+        launchers.custom_job("j1")
 
 
 def test_in_google_cloud_a_job_needs_two_clinicians_by_default(monkeypatch):
@@ -427,6 +428,6 @@ def test_in_google_cloud_a_person_approves_promotions_by_default(monkeypatch, cl
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("DEEPSKIN_TRAINING_IMAGE", f"{IMAGE}@{DIGEST}")
     monkeypatch.setenv("DEEPSKIN_TRAINING_SERVICE_ACCOUNT", "train@p.iam.gserviceaccount.com")
-    env = {e["name"]: e["value"] for e in jobs.custom_job("j1")["jobSpec"]["workerPoolSpecs"][0]["containerSpec"]["env"]}
+    env = {e["name"]: e["value"] for e in launchers.custom_job("j1")["jobSpec"]["workerPoolSpecs"][0]["containerSpec"]["env"]}
     assert env["DEEPSKIN_PROMOTION_APPROVAL"] == passed
     assert settings().approval_required == (passed == "required")

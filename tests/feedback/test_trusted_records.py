@@ -17,9 +17,11 @@ import pytest
 from feedback_support import CLINICIAN, candidate_from_served, predictions, report
 
 from deepskin.core.bundle import BUNDLED_MODEL, load_card
-from deepskin.services import jobs, registry, store, sweeper
+from deepskin.loop import launchers, ledger, promotion, sweeper
+from deepskin.loop.labels import clinician_labels
+from deepskin.services import registry, store
 from deepskin.services.config import settings
-from training import promote, retrain
+from training import promote
 
 SHIPPED_VERSION = load_card(BUNDLED_MODEL)["version"]
 FOLDERS: dict = {}  # the fixture HAM10000 alone (see test_retrain.py)
@@ -28,7 +30,7 @@ WORSE = {"thresholds": {kind: {"low": 0.3, "high": 1.01} for kind in ("dermoscop
 
 def test_a_baseline_or_an_approval_forged_in_firestore_changes_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv("DEEPSKIN_PROMOTION_APPROVAL", "required")
-    promote.current_record()  # the shipped model is registered, as the first gate does
+    promotion.current_record(promote.shipped_checkpoint)  # the shipped model is registered, as the first gate does
     # A model whose "high" band is never reached, stored in the models bucket (an old version, say).
     worse_folder, worse = candidate_from_served(tmp_path / "worse", **WORSE)
     forged = registry.upload(worse_folder / registry.ONNX)
@@ -39,10 +41,10 @@ def test_a_baseline_or_an_approval_forged_in_firestore_changes_nothing(tmp_path,
     folder, version = candidate_from_served(tmp_path)
     decision = promote.gate(folder, "real", FOLDERS)
     assert decision["baseline"]["version"] == SHIPPED_VERSION != worse
-    with pytest.raises(SystemExit, match="not awaiting approval"):
-        promote.approve("forged")
+    with pytest.raises(promotion.NotAwaitingApproval, match="not awaiting approval"):
+        promotion.approve("forged")
     assert registry.current()["version"] == SHIPPED_VERSION
-    assert decision["status"] == "approved_pending" and promote.approve("real")["status"] == "promoted"
+    assert decision["status"] == "approved_pending" and promotion.approve("real")["status"] == "promoted"
     assert registry.current()["version"] == version
 
 
@@ -67,25 +69,25 @@ def test_the_job_trains_only_on_labels_it_can_verify(tmp_path, feedback_client, 
     # Not the id of this reporter's report on this prediction (so not a report the feedback function made).
     reports.document("c" * 32).set({**genuine, "training_image": f"gs://{training.name}/feedback/{'c' * 32}.bcc.jpg"})
 
-    images, dropped = retrain.clinician_labels(tmp_path / "scratch")
-    assert (list(images.image_id), list(images.label), dropped) == ([ids[0]], ["bcc"], 6)
+    images, dropped = clinician_labels(tmp_path / "scratch")
+    assert ([(row["image_id"], row["label"]) for row in images], dropped) == ([(ids[0], "bcc")], 6)
 
     monkeypatch.setenv("DEEPSKIN_LOCAL_CLINICIAN_KEYS", "1" * 64)  # the clinician is no longer allowed
-    assert retrain.clinician_labels(tmp_path / "again")[0].empty
+    assert clinician_labels(tmp_path / "again")[0] == []
 
 
 @pytest.mark.parametrize("launcher", ["local", "vertex"])
 def test_the_sweep_never_acts_on_a_handle_that_is_not_its_jobs(launcher, monkeypatch):
     monkeypatch.setenv("DEEPSKIN_JOB_TIMEOUT_S", "1")  # the forged job is long past it: the sweep would cancel
-    monkeypatch.setattr(jobs.VertexLauncher, "request", lambda *_a, **_k: pytest.fail("a request was made"))
+    monkeypatch.setattr(launchers.VertexLauncher, "request", lambda *_a, **_k: pytest.fail("a request was made"))
     with subprocess.Popen(["sleep", "300"], start_new_session=True) as victim:  # someone else's process group
         handles = {"local": f"pid {victim.pid}, log /tmp/x", "vertex": "projects/p/locations/r/customJobs/1"}
         try:
-            jobs.state_doc().set({"active_job": "forged", "labels_at_last_job": 3})
-            jobs.job_doc("forged").set({"status": "running", "launcher": launcher, "handle": handles[launcher],
+            ledger.state_doc().set({"active_job": "forged", "labels_at_last_job": 3})
+            ledger.job_doc("forged").set({"status": "running", "launcher": launcher, "handle": handles[launcher],
                                         "created_at": datetime.now(UTC) - timedelta(hours=1)})
             assert sweeper.sweep()["freed_job"] == "forged"
-            assert jobs.job_doc("forged").get().to_dict()["error"] == "invalid_handle"
+            assert ledger.job_doc("forged").get().to_dict()["error"] == "invalid_handle"
             assert victim.poll() is None
         finally:
             victim.kill()
@@ -99,8 +101,8 @@ def test_a_vertex_handle_is_checked_before_any_request_is_made_with_it(monkeypat
         asked.append(path)
         return {"labels": {"deepskin-job": "j1"}}
 
-    monkeypatch.setattr(jobs.VertexLauncher, "request", staticmethod(request))
-    vertex = jobs.VertexLauncher()
+    monkeypatch.setattr(launchers.VertexLauncher, "request", staticmethod(request))
+    vertex = launchers.VertexLauncher()
     for forged in ("projects/p/locations/us-central1/customJobs/1",
                    "projects/p/locations/europe-west4/customJobs/1:cancel",
                    "projects/p/locations/europe-west4/customJobs/1/../../../other", "https://example.org/x",

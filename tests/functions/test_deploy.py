@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import stage_functions as stager
 
-from deepskin.services import jobs
+from deepskin.loop import ledger
 from local.emulators import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -86,7 +86,7 @@ def test_staged_code_declares_exactly_what_it_imports(staged, name):
 
 def test_a_function_stages_only_the_modules_it_imports(staged):
     retrain = {p.relative_to(staged / "retrain_trigger").as_posix() for p in (staged / "retrain_trigger").rglob("*.py")}
-    assert "deepskin/services/jobs.py" in retrain
+    assert {"deepskin/loop/ledger.py", "deepskin/loop/launchers.py"} <= retrain
     assert not {"deepskin/core/model.py", "deepskin/core/pipeline.py", "deepskin/clients/cli.py"} & retrain
 
 
@@ -179,14 +179,14 @@ def test_feedback_deploys_alone_and_takes_a_report(emulators, installed, staged,
 
 
 def test_retrain_trigger_deploys_alone_and_counts_a_message(emulators, installed, staged):
-    before = (jobs.state_doc().get().to_dict() or {}).get("signals", 0)
+    before = (ledger.state_doc().get().to_dict() or {}).get("signals", 0)
     message = {"report_id": uuid.uuid4().hex, "label": "nv", "role": "user", "counts_as": "signal"}
     event = cloud_event({"message": {"data": base64.b64encode(json.dumps(message).encode()).decode(),
                                      "attributes": {}, "messageId": uuid.uuid4().hex}})
     with serving(installed, staged, "retrain_trigger", "on_feedback") as url:
         status, _ = request(url + "/", event["data"], event["headers"])
     assert status == 200
-    assert jobs.state_doc().get().to_dict()["signals"] == before + 1
+    assert ledger.state_doc().get().to_dict()["signals"] == before + 1
 
 
 def test_ops_deploys_alone_and_answers_an_operator(emulators, installed, staged):

@@ -634,14 +634,15 @@ def check_references(config: dict) -> list[str]:
 # Function environment: every DEEPSKIN_* setting the deployed code reads is set by Terraform.
 # --------------------------------------------------------------------------------------
 ENV_NAME = re.compile(r"\bDEEPSKIN_[A-Z0-9_]+\b")
+CONFIG = REPO / "deepskin" / "services" / "config.py"  # where every setting is read (settings())
 
 # Read by deployed code but deliberately NOT set by Terraform: unset is the safe (and wanted) cloud behaviour.
 SAFE_DEFAULTS = {
     # Local stand-in for clinician identity: ignored on Cloud Run (K_SERVICE is set); unset admits nobody.
     "DEEPSKIN_LOCAL_CLINICIAN_KEYS": "local stack only",
-    # Who is a clinician or an operator, and for which audiences their tokens are minted (deepskin.services.config,
-    # which every function imports): unset admits nobody. The feedback and ops functions must set theirs
-    # (check_required_settings).
+    # Who is a clinician or an operator, and for which audiences their tokens are minted (deepskin.services.identity;
+    # the retrain trigger passes the clinicians on to its jobs): unset admits nobody. The feedback and ops functions
+    # must set theirs (check_required_settings).
     "DEEPSKIN_CLINICIANS": "nobody is a clinician",
     "DEEPSKIN_FEEDBACK_AUDIENCE": "every clinician token refused",
     "DEEPSKIN_OPERATORS": "nobody is an operator",
@@ -651,38 +652,50 @@ SAFE_DEFAULTS = {
     # Unset: 0 = the promotion gate evaluates its whole frozen gate set (the strictest gate).
     "DEEPSKIN_RETRAIN_EVAL_LIMIT": "full evaluation",
     # Unset: the bundled model (predict stages models/); set on predict only when var.model_path is not empty.
-    # feedback/retrain read it through deepskin.services.config but never load a model.
     "DEEPSKIN_MODEL_PATH": "bundled model",
-    # deepskin.services.config reads them in every function; only the retrain trigger counts jobs, and it sets
-    # them (check_required_settings).
-    "DEEPSKIN_RETRAIN_MIN_CLINICIANS": "read by the retrain trigger only",
-    "DEEPSKIN_MANUAL_RETRAINS_PER_DAY": "read by the retrain trigger only",
-    "DEEPSKIN_RETRAIN_MIN_NEW_LABELS": "read by the retrain trigger only",
-    # Unset: the promotion gate requires every source of its set (only the repository's fixture tests set it).
-    "DEEPSKIN_ALLOW_PARTIAL_GATE": "the gate fails closed",
-    # Unset: 60 s, the default of var.model_check_seconds; the predict functions set it explicitly
-    # (test_required_function_settings); feedback/retrain import the registry but never serve a model.
-    "DEEPSKIN_MODEL_CHECK_SECONDS": "60 s",
 }
 
-# Read by modules a function imports but never on that function's code path (per staged source).
+# Read by modules a function imports but never on that function's code path (per staged source). A setting
+# counts as read where a module uses it (env_reads), not in deepskin.services.config, which reads them all.
 NOT_ON_CODE_PATH = {
-    # functions/ops reads the ledger and job documents through deepskin.services.jobs, but never counts,
-    # launches or gates a job.
+    # functions/ops reads the ledger and job documents through deepskin.loop.ledger, but never counts,
+    # launches or gates a job; it reads the registry (deepskin.services.registry) but never serves a model.
     "ops": {"DEEPSKIN_JOB_LAUNCHER", "DEEPSKIN_REGION",
             "DEEPSKIN_RETRAIN_CONFIG", "DEEPSKIN_RETRAIN_MIN_LABELS", "DEEPSKIN_TRAINING_ACCELERATOR",
             "DEEPSKIN_TRAINING_ACCELERATORS", "DEEPSKIN_TRAINING_IMAGE", "DEEPSKIN_TRAINING_MACHINE_TYPE",
-            "DEEPSKIN_TRAINING_SERVICE_ACCOUNT", "DEEPSKIN_JOB_TIMEOUT_S"},
+            "DEEPSKIN_TRAINING_SERVICE_ACCOUNT", "DEEPSKIN_JOB_TIMEOUT_S", "DEEPSKIN_RETRAIN_MIN_CLINICIANS",
+            "DEEPSKIN_MANUAL_RETRAINS_PER_DAY", "DEEPSKIN_RETRAIN_MIN_NEW_LABELS", "DEEPSKIN_MODEL_CHECK_SECONDS"},
 }
 
 
-def env_reads(files: set[Path]) -> set[str]:
-    """DEEPSKIN_* names in the string literals (docstrings included) of `files`."""
+def settings_reads(config: Path = CONFIG) -> dict[str, set[str]]:
+    """Each field (or property) of deepskin.services.config.Settings -> the DEEPSKIN_* names its value is read
+    from: the expression settings() gives that field, and the fields a property reads (`self.<field>`)."""
+    tree = ast.parse(config.read_text(encoding="utf-8"))
+    call = next(node for node in ast.walk(tree) if isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name) and node.func.id == "Settings")
+    fields = {kw.arg: set(ENV_NAME.findall(ast.unparse(kw.value))) for kw in call.keywords}
+    settings_class = next(node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "Settings")
+    for method in (node for node in settings_class.body if isinstance(node, ast.FunctionDef)):
+        fields[method.name] = set().union(*(fields.get(node.attr, set()) for node in ast.walk(method)
+                                            if isinstance(node, ast.Attribute)))
+    return fields
+
+
+def env_reads(files: set[Path], config: Path = CONFIG) -> set[str]:
+    """DEEPSKIN_* names that `files` read: those in their string literals (docstrings included), and for each
+    setting they use (an attribute named as a Settings field) the names config.settings() reads it from. The
+    settings module itself reads every name, for whoever asks: what it holds counts where it is used."""
+    fields = settings_reads(config)
     names: set[str] = set()
     for path in files:
+        if path.resolve() == config.resolve():
+            continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 names.update(ENV_NAME.findall(node.value))
+            elif isinstance(node, ast.Attribute) and node.attr in fields:
+                names.update(fields[node.attr])
     return names
 
 
@@ -1489,6 +1502,22 @@ def test_env_scan_follows_imports_only(tmp_path):
         "def f():\n    from deepskin import a  # lazy\n    return a.X  # DEEPSKIN_COMMENT\n", encoding="utf-8")
     files = stage_functions.deepskin_modules([tmp_path / "functions" / "x" / "main.py"], repo=tmp_path)
     assert env_reads(files) == {"DEEPSKIN_A", "DEEPSKIN_C"}
+
+
+def test_env_scan_counts_a_setting_where_it_is_used(tmp_path):
+    """config.settings() reads every name; a module reads those of the settings it uses (a property: the
+    fields it reads), so a function that imports the settings module alone reads none."""
+    config, user = tmp_path / "config.py", tmp_path / "user.py"
+    config.write_text(
+        "import os\n\nclass Settings:\n    a: str\n    b: int\n\n    @property\n    def b_twice(self):\n"
+        "        return 2 * self.b\n\ndef settings():\n    return Settings(a=os.environ.get('DEEPSKIN_A', ''),\n"
+        "                    b=int(os.environ.get('DEEPSKIN_B') or os.environ.get('DEEPSKIN_C', '1')))\n",
+        encoding="utf-8")
+    user.write_text("from config import settings\nX = settings().b_twice\n", encoding="utf-8")
+    assert settings_reads(config) == {"a": {"DEEPSKIN_A"}, "b": {"DEEPSKIN_B", "DEEPSKIN_C"},
+                                      "b_twice": {"DEEPSKIN_B", "DEEPSKIN_C"}}
+    assert env_reads({config}, config) == set()
+    assert env_reads({config, user}, config) == {"DEEPSKIN_B", "DEEPSKIN_C"}
 
 
 # --------------------------------------------------------------------------------------

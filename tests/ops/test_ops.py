@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from deepskin.core.bundle import BUNDLED_MODEL, load_card
-from deepskin.services import ops, registry
+from deepskin.loop import ops
+from deepskin.services import registry
 
 DEEPSKIN = Path(sys.executable).parent / "deepskin"
 

@@ -22,7 +22,8 @@ from support import LESIONS, deliver_upload, kill_function, paused, put_object, 
 
 from benchmarks.load_test import FINAL, LoadRun
 from deepskin.core.bundle import BUNDLED_MODEL, card_path
-from deepskin.services import jobs, predict_service, store
+from deepskin.loop import ledger
+from deepskin.services import predict_service, store
 from deepskin.services.config import settings
 from deepskin.services.served_model import use_model
 from local import bridge
@@ -219,9 +220,9 @@ def test_shuffled_redeliveries_count_each_label_once(feedback_client, trigger_cl
         headers, body = bridge.pubsub_event(message, settings().project, settings().feedback_topic,
                                             RETRAIN_SUBSCRIPTION)
         assert trigger_client.post("/", headers=headers, data=body).status_code == 200
-    ledger = jobs.state_doc().get().to_dict()
-    assert ledger["training_labels"] == 6 and len(fake_launcher.launched) == 1
-    assert ledger["active_job"] == fake_launcher.launched[0]
+    state = ledger.state_doc().get().to_dict()
+    assert state["training_labels"] == 6 and len(fake_launcher.launched) == 1
+    assert state["active_job"] == fake_launcher.launched[0]
     figure("shuffled_labels", len(messages))
     figure("shuffled_deliveries", len(deliveries))
     figure("shuffled_jobs", len(fake_launcher.launched))

@@ -2,7 +2,7 @@
 
 - `store.finish` writes only while the attempt still holds its claim: a result deleted meanwhile is not
   recreated (nor its heatmap kept), and an attempt whose claim was taken over writes nothing.
-- The sweeper (deepskin.services.sweeper) turns a claim untouched for `store.ABANDONED_AFTER` into `failed/abandoned`.
+- The sweeper (deepskin.loop.sweeper) turns a claim untouched for `store.ABANDONED_AFTER` into `failed/abandoned`.
 - The storage trigger's dead letter (on_upload_dead) gives an upload whose deliveries ran out a final result.
 """
 

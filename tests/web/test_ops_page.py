@@ -12,7 +12,7 @@ import pytest
 from browser_support import OPERATOR_KEY, check_accessible, opened, shoot
 from playwright.sync_api import Page, expect
 
-from deepskin.services import ops
+from deepskin.loop import ops
 
 
 @pytest.fixture

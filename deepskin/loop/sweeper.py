@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import logging
 
-from deepskin.services import jobs, store
+from deepskin.loop import ledger
+from deepskin.services import store
 
 log = logging.getLogger(__name__)
 
 
 def sweep() -> dict:
     """One pass; what it closed."""
-    swept = {"abandoned_results": store.sweep_abandoned(), "freed_job": jobs.sweep()}
+    swept = {"abandoned_results": store.sweep_abandoned(), "freed_job": ledger.sweep()}
     if swept["abandoned_results"] or swept["freed_job"]:
         log.warning("sweep: %s", swept)
     return swept

@@ -13,7 +13,8 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-from deepskin.services import jobs, registry, store
+from deepskin.loop.ledger import job_doc, state_doc
+from deepskin.services import registry, store
 from deepskin.services.config import settings
 from deepskin.services.results import jsonable
 
@@ -102,11 +103,11 @@ def feedback_counts() -> dict[str, dict[str, int]]:
 
 
 def ledger() -> dict:
-    """The retraining ledger (deepskin.services.jobs) and the job it is running, if any."""
-    state = jobs.state_doc().get().to_dict() or {}
+    """The retraining ledger (deepskin.loop.ledger) and the job it is running, if any."""
+    state = state_doc().get().to_dict() or {}
     running = None
     if state.get("active_job"):
-        job = jobs.job_doc(state["active_job"]).get().to_dict() or {}
+        job = job_doc(state["active_job"]).get().to_dict() or {}
         running = {"id": state["active_job"], **{k: job[k] for k in JOB_FIELDS if k in job}}
     return {"training_labels": state.get("training_labels", 0), "signals": state.get("signals", 0),
             "labels_at_last_job": state.get("labels_at_last_job", 0), "last_job": state.get("last_job"),

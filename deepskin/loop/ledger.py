@@ -1,4 +1,5 @@
-"""Retraining jobs: the feedback ledger that decides when to train, and the launchers that start a job.
+"""The retraining ledger: it counts the feedback, decides when to train, starts a job through its launcher
+(deepskin.loop.launchers), closes it, and sweeps a job that ended without closing itself.
 
 Firestore:
   ledger/state              {training_labels, signals, labels_at_last_job, active_job, active_job_expires_at,
@@ -19,15 +20,14 @@ launch happens after the commit (a transaction body may run more than once); a f
 gives its labels back.
 
 Nothing keeps the ledger for good: a job runs at most $DEEPSKIN_JOB_TIMEOUT_S (Vertex AI enforces it; the
-sweep cancels one past it), the ledger's hold expires LEDGER_GRACE after that, and `sweep` (deepskin.services.sweeper,
+sweep cancels one past it), the ledger's hold expires LEDGER_GRACE after that, and `sweep` (deepskin.loop.sweeper,
 run on a schedule) reads the active job's real state from its launcher and closes a job that ended without
 closing itself (killed, pre-empted), never started, or ran out of time, giving its labels back.
 
 A job document is in Firestore, which every function may write (infra/permissions.py): its handle is checked
-before the sweep acts on it. The launcher is the one configured here, never the one the document names, and
-the handle must be one that launcher gave to this job (`owns`): a Vertex AI job of this region labelled with
-the job's id, or a local process running this job's training.retrain. A job whose handle fails is closed
-without touching what the handle names.
+before the sweep acts on it. The launcher is the configured one (deepskin.loop.launchers), never the one the
+document names, and the handle must be one that launcher gave to this job (`owns`). A job whose handle fails
+is closed without touching what the handle names. Every setting comes from deepskin.services.config.
 """
 
 from __future__ import annotations
@@ -37,21 +37,16 @@ import binascii
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from google.cloud import firestore
 
 from deepskin.core.report import LABELS, ROLES, SIGNAL, TRAINING_LABEL
+from deepskin.loop import launchers
 from deepskin.services import store
 from deepskin.services.config import settings
 from deepskin.services.pubsub import publish_message
@@ -61,12 +56,6 @@ log = logging.getLogger(__name__)
 JOBS = "jobs"
 MANUAL = "manual"
 REPORT_ID = re.compile(r"^[0-9a-f]{32}$")
-LOCAL_HANDLE = re.compile(r"^pid (\d+), log ")
-# What VertexLauncher.launch gets back: projects/<number or id>/locations/<region>/customJobs/<id>.
-VERTEX_HANDLE = re.compile(r"projects/[a-z0-9-]+/locations/(?P<region>[a-z0-9-]+)/customJobs/\d+")
-# A training image by digest: a tag (`training:latest`) can be moved to other bytes after review, a digest cannot.
-IMAGE_BY_DIGEST = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
-REPO = Path(__file__).resolve().parents[2]
 CLOSED = ("done", "failed")
 LAUNCH_GRACE = timedelta(minutes=10)  # a job with no launcher handle after this never started
 LEDGER_GRACE = timedelta(minutes=30)  # past the timeout, for the launcher to have stopped the job
@@ -111,12 +100,8 @@ def decode(message: dict) -> Counted:
     return Counted(report_id, data["counts_as"])
 
 
-def min_labels() -> int:
-    return int(os.environ.get("DEEPSKIN_RETRAIN_MIN_LABELS", "50"))
-
-
 def job_timeout() -> timedelta:
-    return timedelta(seconds=int(os.environ.get("DEEPSKIN_JOB_TIMEOUT_S", "21600")))
+    return timedelta(seconds=settings().job_timeout_s)
 
 
 def state_doc() -> firestore.DocumentReference:
@@ -130,11 +115,11 @@ def job_doc(job_id: str) -> firestore.DocumentReference:
 def handle(message: dict) -> str | None:
     """Count one message; start a job when it is due. Returns the started job's id."""
     counted = decode(message)
-    job_id = count(store.firestore_client().transaction(), counted, min_labels())
+    job_id = count(store.firestore_client().transaction(), counted, settings().retrain_min_labels)
     if job_id is None:
         return None
     try:
-        name, handle_ = launcher_name(), launcher().launch(job_id)
+        name, handle_ = launchers.launcher_name(), launchers.launcher().launch(job_id)
     except Exception:  # pylint: disable=broad-except
         # Redelivery would not help (the message is already counted): give the labels back instead.
         log.exception("could not launch job %s", job_id)
@@ -218,13 +203,6 @@ def not_yet(state: dict, counted: Counted, clinicians: int, new_labels: int) -> 
     return None
 
 
-def scratch_dir(job_id: str) -> Path:
-    """Where a job keeps its inputs (clinicians' images) while it runs: local disk, never a bucket, removed
-    by training.retrain when it ends, or by the sweep when it was killed (on Vertex AI the disk goes with
-    the job's machine)."""
-    return Path(tempfile.gettempdir()) / f"deepskin-retrain-{job_id}-inputs"
-
-
 def holds_ledger(state: dict) -> bool:
     """An active job holds the ledger until it closes or its hold expires (a job from before expiries: held)."""
     expires_at = state.get("active_job_expires_at")
@@ -258,7 +236,7 @@ def sweep() -> str | None:
     error = not_running(job_id, job)
     if error is None or not abandon(store.firestore_client().transaction(), job_id, error):
         return None
-    shutil.rmtree(scratch_dir(job_id), ignore_errors=True)
+    shutil.rmtree(launchers.scratch_dir(job_id), ignore_errors=True)
     log.warning("job %s closed by the sweep: %s", job_id, error)
     return job_id
 
@@ -271,8 +249,8 @@ def not_running(job_id: str, job: dict) -> str | None:
     age = datetime.now(UTC) - job["created_at"] if job.get("created_at") else LAUNCH_GRACE
     if not job.get("handle"):
         return "never_started" if age >= LAUNCH_GRACE else None
-    launcher_ = make_launcher()
-    if job.get("launcher") != launcher_name() or not launcher_.owns(job["handle"], job_id):
+    launcher_ = launchers.make_launcher()
+    if job.get("launcher") != launchers.launcher_name() or not launcher_.owns(job["handle"], job_id):
         return "invalid_handle"  # not acted on: it may name someone else's process or job
     if not launcher_.running(job["handle"]):
         return "ended_without_closing"  # killed, pre-empted or crashed before training.retrain could record it
@@ -319,158 +297,3 @@ def dead_letter(message: dict, reason: str) -> None:
     publish_message(settings().feedback_dead_topic, data, attributes)
     log.warning("poison message %s (%s) sent to %s", attributes["original_message_id"], reason,
                 settings().feedback_dead_topic)
-
-
-# --- launchers ----------------------------------------------------------------------------------------
-
-def retrain_args() -> list[str]:
-    """The job's arguments after --job-id: the config and how many held-out images the gate uses (0: all)."""
-    default = "training/configs/gpu.json" if launcher_name() == "vertex" else "training/configs/retrain_cpu.json"
-    return ["--config", os.environ.get("DEEPSKIN_RETRAIN_CONFIG", default),
-            "--eval-limit", os.environ.get("DEEPSKIN_RETRAIN_EVAL_LIMIT", "0")]
-
-
-class LocalLauncher:
-    """`python -m training.retrain` as a child process of this one (local stack and tests), in its own process
-    group so that a cancel stops what it started too (the export)."""
-
-    def __init__(self) -> None:
-        self.processes: dict[str, subprocess.Popen] = {}
-
-    def launch(self, job_id: str) -> str:
-        logs = Path(tempfile.gettempdir()) / "deepskin-jobs"
-        logs.mkdir(exist_ok=True)
-        log_path = logs / f"{job_id}.log"
-        with open(log_path, "wb") as out:
-            # Not waited for here: the job outlives this request (tests wait with `wait`).
-            self.processes[job_id] = subprocess.Popen(  # pylint: disable=consider-using-with
-                [sys.executable, "-m", "training.retrain", "--job-id", job_id, *retrain_args()],
-                cwd=REPO, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        return f"pid {self.processes[job_id].pid}, log {log_path}"
-
-    @staticmethod
-    def pid(job_handle: str) -> int:
-        return int(LOCAL_HANDLE.match(job_handle)[1])
-
-    def owns(self, job_handle: str, job_id: str) -> bool:
-        """A handle this launcher gives (pid N, log PATH) whose process, while it exists, runs this job."""
-        if not LOCAL_HANDLE.match(job_handle):
-            return False
-        try:
-            argv = Path(f"/proc/{self.pid(job_handle)}/cmdline").read_bytes().split(b"\0")
-        except FileNotFoundError:
-            return True  # gone: nothing left to act on, and `running` says so
-        return b"training.retrain" in argv and job_id.encode() in argv
-
-    def running(self, job_handle: str) -> bool:
-        """The job's process exists and is not a zombie (the sweep may run in another process than `launch`)."""
-        try:
-            stat = Path(f"/proc/{self.pid(job_handle)}/stat").read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return False
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-    def cancel(self, job_handle: str) -> None:
-        try:
-            os.killpg(self.pid(job_handle), signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-    def wait(self, job_id: str, timeout: float) -> int:
-        return self.processes.pop(job_id).wait(timeout)
-
-
-class VertexLauncher:
-    """A Vertex AI CustomJob through the REST API (google-cloud-aiplatform is not a dependency).
-
-    Only testable on Google Cloud: it needs the training image, the training service account and
-    credentials allowed to act as it (infra/iam.tf, infra/vertex.tf).
-    """
-
-    def launch(self, job_id: str) -> str:
-        project = settings().project
-        response = self.request("POST", f"projects/{project}/locations/{os.environ['DEEPSKIN_REGION']}/customJobs",
-                                json=custom_job(job_id))
-        return response["name"]
-
-    def owns(self, job_handle: str, job_id: str) -> bool:
-        """A CustomJob name of this region (checked before any request is made with it) whose job carries this
-        job's label, as `launch` set it."""
-        match = VERTEX_HANDLE.fullmatch(job_handle)
-        if not match or match["region"] != os.environ["DEEPSKIN_REGION"]:
-            return False
-        return (self.request("GET", job_handle).get("labels") or {}).get("deepskin-job") == job_id
-
-    def running(self, job_handle: str) -> bool:
-        return self.request("GET", job_handle)["state"] not in VERTEX_ENDED
-
-    def cancel(self, job_handle: str) -> None:
-        self.request("POST", f"{job_handle}:cancel")
-
-    @staticmethod
-    def request(method: str, path: str, **kwargs) -> dict:
-        """The Vertex AI REST API at `path` (below /v1/), as this runtime's identity."""
-        import google.auth  # pylint: disable=import-outside-toplevel
-        from google.auth.transport.requests import AuthorizedSession  # pylint: disable=import-outside-toplevel
-
-        credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
-        url = f"https://{os.environ['DEEPSKIN_REGION']}-aiplatform.googleapis.com/v1/{path}"
-        response = AuthorizedSession(credentials).request(method, url, timeout=60, **kwargs)
-        response.raise_for_status()
-        return response.json()
-
-
-def custom_job(job_id: str) -> dict:
-    """The CustomJob body: the training image, by digest, runs training.retrain on the FUSE-mounted training
-    bucket; the job promotes nothing without a person unless this function's settings say so."""
-    env, config = os.environ, settings()
-    image = env.get("DEEPSKIN_TRAINING_IMAGE", "")
-    if not IMAGE_BY_DIGEST.match(image):
-        raise ValueError(f"DEEPSKIN_TRAINING_IMAGE must name the training image by digest (...@sha256:...): {image!r}")
-    machine = {"machineType": env.get("DEEPSKIN_TRAINING_MACHINE_TYPE", "n1-standard-8")}
-    accelerator = env.get("DEEPSKIN_TRAINING_ACCELERATOR", "")
-    if accelerator and accelerator != "ACCELERATOR_TYPE_UNSPECIFIED":
-        machine.update(acceleratorType=accelerator,
-                       acceleratorCount=int(env.get("DEEPSKIN_TRAINING_ACCELERATORS", "1")))
-    # The job re-checks every label's reporter against the clinicians allowed now (training.retrain).
-    passed = {"GOOGLE_CLOUD_PROJECT": config.project, "DEEPSKIN_MODELS_BUCKET": config.models_bucket,
-              "DEEPSKIN_TRAINING_BUCKET": config.training_bucket, "DEEPSKIN_RETENTION_DAYS": str(config.retention_days),
-              "DEEPSKIN_RECORD_RETENTION_DAYS": str(config.record_retention_days),
-              "DEEPSKIN_CLINICIANS": ",".join(config.clinicians),
-              "DEEPSKIN_PROMOTION_APPROVAL": config.promotion_approval}
-    return {
-        "displayName": f"deepskin-retrain-{job_id}",
-        "jobSpec": {
-            "workerPoolSpecs": [{
-                "machineSpec": machine,
-                "replicaCount": "1",
-                "containerSpec": {
-                    "imageUri": image,
-                    "command": ["python", "-m", "training.retrain"],
-                    "args": ["--job-id", job_id, *retrain_args(), "--data", f"/gcs/{config.training_bucket}/ham10000",
-                             "--work", f"/gcs/{config.training_bucket}/runs/{job_id}"],
-                    "env": [{"name": k, "value": v} for k, v in passed.items()],
-                },
-            }],
-            "serviceAccount": env["DEEPSKIN_TRAINING_SERVICE_ACCOUNT"],
-            "scheduling": {"timeout": f"{int(job_timeout().total_seconds())}s"},
-        },
-        "labels": {"deepskin-job": job_id},
-    }
-
-
-def launcher_name() -> str:
-    emulated = os.environ.get("FIRESTORE_EMULATOR_HOST") or os.environ.get("PUBSUB_EMULATOR_HOST")
-    return os.environ.get("DEEPSKIN_JOB_LAUNCHER") or ("local" if emulated else "vertex")
-
-
-VERTEX_ENDED = ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED",
-                "JOB_STATE_PARTIALLY_SUCCEEDED")
-LAUNCHERS = {"local": LocalLauncher, "vertex": VertexLauncher}
-
-
-def make_launcher() -> LocalLauncher | VertexLauncher:
-    return LAUNCHERS[launcher_name()]()
-
-
-launcher = store.once(make_launcher)
