@@ -79,6 +79,8 @@ IMAGE_TYPES = {"dermoscopy": False, "clinical": True}  # the gate table's `clini
 # The clinical margins are wider because the sample is small: 78 phone photos (45 malignant, 3 melanomas, so no
 # melanoma check of their own) put the 95% interval of a paired AUC difference some 0.03 wide on each side.
 TYPE_CHECKS = {"auc": {"dermoscopy": 0.02, "clinical": 0.05}, "malignant_low": {"dermoscopy": 0.02, "clinical": 0.05}}
+ALL_CHECKS = {**CHECKS, **{f"{check}_{kind}": (margin, CHECKS[check][1]) for check, by_type in TYPE_CHECKS.items()
+                           for kind, margin in by_type.items()}}
 RULE = ("promote only if, against the pinned baseline and the current model on the frozen gate set (paired grouped "
         "bootstrap, 95%): " + "; ".join(f"{c} difference {'lower bound > -' if d > 0 else 'upper bound < +'}{m}"
                                          for c, (m, d) in CHECKS.items())
@@ -178,9 +180,8 @@ def image_types(scores: pd.DataFrame) -> np.ndarray:
 
 def checks_for(scores: pd.DataFrame) -> dict:
     """CHECKS, and TYPE_CHECKS for each image type the gate set holds (a fixture gate may lack phone photos)."""
-    present = set(image_types(scores))
-    return {**CHECKS, **{f"{check}_{kind}": (margin, CHECKS[check][1]) for check, by_type in TYPE_CHECKS.items()
-                         for kind, margin in by_type.items() if IMAGE_TYPES[kind] in present}}
+    present = {kind for kind, flag in IMAGE_TYPES.items() if flag in set(image_types(scores))}
+    return {check: rule for check, rule in ALL_CHECKS.items() if check in CHECKS or check.rsplit("_", 1)[1] in present}
 
 
 def own_numbers(scored: pd.DataFrame) -> dict:
