@@ -40,7 +40,7 @@ from training import checkpoint_file, feedback_set, promote, retrain, sources
 from training.data import data_root
 from training.evaluate import auc_with_ci, score_set, told_shares
 from training.gate_set import gate_lesions, gate_non_lesions, require_sources
-from training.train import TrainConfig, seed_everything
+from training.train import TrainConfig, checkpoint, seed_everything
 
 REPORT = Path(__file__).parent / "reports" / "learning_curve.md"
 FLIPPED = {True: "benign", False: "malignant"}  # a poisoned label, by the lesion's true malignancy
@@ -99,10 +99,12 @@ def run(experiment: Experiment, folders: dict, work: Path) -> list[dict]:
     def gate_numbers(onnx: Path) -> dict:
         return promote.model_numbers(Model(onnx), lesions, non_lesions)
 
-    # The starting model goes through the same export as every candidate: all are calibrated alike.
+    # The starting model, saved with the job's config, goes through the same export as every candidate: all are
+    # calibrated alike, on the same sources' validation rows.
     start = work / "round0"
     start.mkdir(parents=True, exist_ok=True)
-    checkpoint_file.copy(experiment.start, start / registry.CHECKPOINT)
+    net, config = retrain.from_checkpoint(config, experiment.start)
+    checkpoint_file.save(checkpoint(net, config), start / registry.CHECKPOINT)
     baseline_onnx = retrain.export_candidate(start, folders, config.limit_val)
     baseline = current = gate_numbers(baseline_onnx)
     current_onnx, current_checkpoint = baseline_onnx, start / registry.CHECKPOINT
