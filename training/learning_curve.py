@@ -4,6 +4,7 @@ trains, chooses or gates on, shows whether what the loop promotes gets better. A
 wrong labels (every label flipped: malignant called benign and benign malignant) must be refused.
 
     git show 5659c08:training/checkpoints/2026.11.29-8c2a0e49.pt > /tmp/start.pt   # trained before ISIC was here
+    cp training/checkpoints/2026.11.29-8c2a0e49.pt.sha256 /tmp/start.pt.sha256      # checked before it is loaded
     python -m training.learning_curve --start /tmp/start.pt --source isic_archive --rounds 4 --per-round 400 \\
         --out training/reports/learning_curve.md
 
@@ -15,8 +16,8 @@ models bucket, which only carry the labels and the models there:
 - the current model is fine-tuned on a replay sample of its sources plus the training labels and exported
   calibrated on its sources' validation rows (`retrain.train_candidate`, the job's config);
 - the gate compares the candidate with the pinned baseline (the starting model) and the current model on the
-  frozen gate set, and with the current model on the feedback test set (`promote.decide`,
-  `promote.feedback_superiority`); a candidate is promoted here only when the gate would promote it without
+  frozen gate set, and with the current model on the feedback test set (`promote.judge`, the rule
+  `promote.gate` applies); a candidate is promoted here only when the gate would promote it without
   a person (a check that cannot apply, with under FEEDBACK_MIN_LABELS held-out labels, leaves it unpromoted);
 - the candidate and the current model are scored on the source's test part: ROC-AUC (refusals as
   referrals) and what people are told, with 95% intervals (grouped bootstrap, Clopper-Pearson).
@@ -117,10 +118,8 @@ def run(experiment: Experiment, folders: dict, work: Path) -> list[dict]:
         folder = work / f"round{number}"
         onnx = retrain.train_candidate(net, config, folders, train, folder, folder)
         candidate = gate_numbers(onnx)
-        decision = promote.decide(candidate, baseline, None if current is baseline else current)
-        superiority = promote.feedback_superiority(promote.feedback_scores(onnx, feedback_test),
-                                                   promote.feedback_scores(current_onnx, feedback_test))
-        decision = promote.with_feedback_test(decision, superiority)
+        decision, superiority = promote.judge(candidate, baseline, None if current is baseline else current, onnx,
+                                              current_onnx, feedback_test)
         promoted = decision["promoted"] and superiority["applies"]
         records.append({"round": number, "kind": "poisoned" if number > experiment.rounds else "clean",
                         "labels_fed": len(labels), "labels_so_far": len(fed), **counts, "promoted": promoted,
@@ -130,7 +129,7 @@ def run(experiment: Experiment, folders: dict, work: Path) -> list[dict]:
                         "candidate_held_out": held_out_numbers(onnx, test)})
         if promoted:
             current, current_onnx, current_checkpoint = candidate, onnx, folder / registry.CHECKPOINT
-        records[-1]["held_out"] = held_out_numbers(current_onnx, test) if promoted else records[-2]["held_out"]
+        records[-1]["held_out"] = records[-1]["candidate_held_out"] if promoted else records[-2]["held_out"]
     return records
 
 

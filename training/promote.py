@@ -311,6 +311,14 @@ def feedback_scores(onnx: Path, feedback: pd.DataFrame) -> pd.DataFrame:
     return score_set(feedback, Model(onnx), with_metadata=False)
 
 
+def judge(candidate: dict, baseline: dict, current: dict | None, candidate_onnx: Path, current_onnx: Path,
+          feedback: pd.DataFrame) -> tuple[dict, dict]:
+    """The whole rule: the gate-set decision (`decide`) joined with the superiority check of the candidate over the
+    current model on the feedback test set; (decision, that check)."""
+    superiority = feedback_superiority(feedback_scores(candidate_onnx, feedback), feedback_scores(current_onnx, feedback))
+    return with_feedback_test(decide(candidate, baseline, current), superiority), superiority
+
+
 def gate(candidate_dir: Path, decision_id: str, folders: dict, limit: int = 0, job_id: str | None = None,
          feedback: pd.DataFrame | None = None, feedback_counts: dict | None = None) -> dict:
     """Score the candidate, the pinned baseline and (when it is another version) the current model on the gate
@@ -328,10 +336,8 @@ def gate(candidate_dir: Path, decision_id: str, folders: dict, limit: int = 0, j
         return model_numbers(Model(onnx), lesions, non_lesions)
 
     current = None if record["version"] == pinned["version"] else numbers(registry.fetch(record))
-    decision = decide(numbers(candidate_dir / registry.ONNX), numbers(registry.fetch(pinned)), current)
-    superiority = feedback_superiority(feedback_scores(candidate_dir / registry.ONNX, feedback),
-                                       feedback_scores(registry.fetch(record), feedback))
-    decision = with_feedback_test(decision, superiority)
+    decision, superiority = judge(numbers(candidate_dir / registry.ONNX), numbers(registry.fetch(pinned)), current,
+                                  candidate_dir / registry.ONNX, registry.fetch(record), feedback)
     decision.update(job_id=job_id, current={"version": record["version"]}, status="refused",
                     gate_set={**lesions.source.value_counts().to_dict(), "non_lesion": len(non_lesions),
                               "limit": limit, "missing_sources": missing}, feedback_set=feedback_counts or {})
