@@ -27,7 +27,9 @@ FEEDBACK_TEST_SHARE = 0.25
 BIOPSY_WEIGHT = 3.0
 # Far below the same-spot hint's 0.30: only another copy of one photo (re-encoded, resized) is this close.
 DUPLICATE_BELOW = 0.08
-COLUMNS = ["image_id", "prediction_id", "group", "label", "histopathology", "path"]
+# clinician: the labelling clinician's pseudonym (deepskin.loop.ledger.pseudonym); a resolved label keeps the
+# first agreeing clinician's, for the feedback check that leaves each clinician's held-out labels out in turn.
+COLUMNS = ["image_id", "prediction_id", "group", "label", "histopathology", "path", "clinician"]
 
 
 def resolve(labels: pd.DataFrame) -> tuple[pd.DataFrame, int]:

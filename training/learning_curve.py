@@ -45,6 +45,7 @@ from training.train import TrainConfig, checkpoint, seed_everything
 
 REPORT = Path(__file__).parent / "reports" / "learning_curve.md"
 FLIPPED = {True: "benign", False: "malignant"}  # a poisoned label, by the lesion's true malignancy
+CLINICIANS = ("clinician-a", "clinician-b", "poisoner")
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class Experiment:
 
 def fed_rounds(table: pd.DataFrame, experiment: Experiment) -> list[pd.DataFrame]:
     """The source's training lesions as clinician labels (feedback_set.COLUMNS), `per_round` lesions a round in
-    a fixed random order (all images of a lesion together), then one round of flipped labels."""
+    a fixed random order (all images of a lesion together), then one round of flipped labels by another clinician."""
     rows = table[table.split == "train"]
     lesions = np.random.default_rng(experiment.seed).permutation(sorted(rows.group.astype(str).unique()))
     per_lesion = rows.assign(group=rows.group.astype(str)).groupby("group")
@@ -72,9 +73,13 @@ def fed_rounds(table: pd.DataFrame, experiment: Experiment) -> list[pd.DataFrame
         raise SystemExit(f"{experiment.source} has {len(lesions)} training lesions: too few for "
                          f"{experiment.rounds} + 1 rounds of {experiment.per_round}")
     fed = [pd.concat([per_lesion.get_group(g) for g in chunk]) for chunk in chunks]
+    # Two honest clinicians share the lesions, alternating; a third writes the poisoned round.
+    honest = {g: CLINICIANS[i % 2] for i, g in enumerate(lesions)}
     labels = [pd.DataFrame({"image_id": f.image_id, "prediction_id": f.image_id, "group": f.group, "label": f.dx,
-                            "histopathology": False, "path": f.path}, columns=feedback_set.COLUMNS) for f in fed]
-    labels[-1] = labels[-1].assign(label=labels[-1].label.map(feedback_set.malignant).map(FLIPPED))
+                            "histopathology": False, "path": f.path, "clinician": f.group.map(honest)},
+                           columns=feedback_set.COLUMNS) for f in fed]
+    labels[-1] = labels[-1].assign(label=labels[-1].label.map(feedback_set.malignant).map(FLIPPED),
+                                   clinician=CLINICIANS[2])
     return labels
 
 
@@ -125,7 +130,7 @@ def run(experiment: Experiment, folders: dict, work: Path) -> list[dict]:
                         "labels_fed": len(labels), "labels_so_far": len(fed), **counts, "promoted": promoted,
                         "failed": [r for r in decision["reasons"] if not r.endswith("passed")],
                         "feedback_test": {k: superiority[k] for k in ("labels", "malignant", "candidate", "current",
-                                                                      "difference", "ci95")},
+                                                                      "difference", "ci95", "without_each_clinician")},
                         "candidate_held_out": held_out_numbers(onnx, test)})
         if promoted:
             current, current_onnx, current_checkpoint = candidate, onnx, folder / registry.CHECKPOINT
@@ -139,6 +144,11 @@ def ci(value: float, interval: list[float], fmt: str = "{:.3f}") -> str:
 
 def told(numbers: dict, key: str) -> str:
     return ci(100 * numbers[key], [100 * b for b in numbers[f"{key}_ci95"]], "{:.1f}") + "%"
+
+
+def without_each(feedback_test: dict) -> str:
+    return "; ".join(f"without {c}: {ci(w['difference'], w['ci95'], '{:+.4f}')}"
+                     for c, w in feedback_test["without_each_clinician"].items()) or "-"
 
 
 def markdown(records: list[dict], experiment: Experiment, command: str) -> str:
@@ -163,12 +173,14 @@ def markdown(records: list[dict], experiment: Experiment, command: str) -> str:
                      f"| {told(h, 'benign_low')} |")
     lines += ["", "## Each round's candidate", "",
               ("| round | trained on / held out (feedback test) | feedback test Brier: candidate vs current, difference "
-              "(95% CI) | candidate's held-out AUC | checks that failed |"), "| --- | --- | --- | --- | --- |"]
+              "(95% CI) | the same without each clinician's labels | candidate's held-out AUC | checks that failed |"),
+              "| --- | --- | --- | --- | --- | --- |"]
     for r in records[1:]:
         f, c = r["feedback_test"], r["candidate_held_out"]
         failed = "; ".join(reason.split(":")[0] for reason in r["failed"]) or "none"
         lines.append(f"| {r['round']} ({r['kind']}) | {r['feedback_images']} / {f['labels']} ({f['malignant']} malignant) "
                      f"| {f['candidate']:.4f} vs {f['current']:.4f}, {ci(f['difference'], f['ci95'], '{:+.4f}')} "
+                 f"| {without_each(f)} "
                      f"| {ci(c['auc'], c['auc_ci95'])} | {failed} |")
     lines += ["", "Every failed check's full reason is in `training/reports/learning_curve.json`.", ""]
     return "\n".join(lines)

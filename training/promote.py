@@ -29,9 +29,12 @@ difference that cannot be computed (NaN: one class missing, or in over a tenth o
 Staying within margins is not learning: the candidate must also IMPROVE on the clinicians' held-out labels
 (training.feedback_set: the feedback test set, never trained on). The pre-declared check: the Brier score of
 P(malignant) on those labels (a refusal scored as 0.5), candidate minus the current model, paired bootstrap
-over label groups; the upper bound of its 95% interval must be below 0. Brier, not AUC: it is defined when
-the held-out labels are all of one class, and it rewards both ranking and calibration. With fewer than
-FEEDBACK_MIN_LABELS held-out labels the check cannot show anything but chance; the decision says so and a
+over label groups; the upper bound of its 95% interval must be below 0, on all the held-out labels and again
+without each clinician's labels in turn (a clinician's wrong labels train the candidate to fit that clinician's
+held-out labels too: the learning curve's poisoned round passed the pooled check; the other clinicians' labels
+show what was learned). Brier, not AUC: it is defined when the held-out labels are all of one class, and it
+rewards both ranking and calibration. With fewer than FEEDBACK_MIN_LABELS held-out labels (pooled, and without
+each clinician; so at least two clinicians) the check cannot show anything but chance; the decision says so and a
 passing candidate then waits for a person's approval whatever the approval setting, rather than being
 refused (which would stop the loop until four times as many labels had come) or promoted unproven.
 The pool is mostly HAM10000's dermoscopy, so the AUC and the malignant lesions told "low" are checked again on
@@ -268,22 +271,40 @@ def brier(scored: pd.DataFrame) -> float:
     return float(((p.to_numpy(dtype=float) - scored.truth.to_numpy(dtype=float)) ** 2).mean())
 
 
-def feedback_superiority(candidate: pd.DataFrame, reference: pd.DataFrame) -> dict:
-    """The pre-declared superiority check on the feedback test set: both models' scores of the same rows."""
-    n, groups = len(candidate), candidate.group.astype(str).to_numpy()
+def brier_difference(candidate: pd.DataFrame, reference: pd.DataFrame) -> dict:
+    """Candidate minus reference Brier score on the same rows, with its paired 95% bootstrap interval over groups."""
+    groups = candidate.group.astype(str).to_numpy()
     diffs = [brier(candidate.iloc[t]) - brier(reference.iloc[t]) for t in group_resamples(groups)]
     ci = [float(np.percentile(diffs, q)) for q in (2.5, 97.5)] if diffs else [float("nan")] * 2
-    ours, theirs = (brier(scores) if n else float("nan") for scores in (candidate, reference))
-    applies = n >= FEEDBACK_MIN_LABELS
-    passed = applies and ci[1] < 0
+    ours, theirs = (brier(scores) if len(candidate) else float("nan") for scores in (candidate, reference))
+    return {"labels": len(candidate), "groups": len(set(groups)), "candidate": ours, "current": theirs,
+            "difference": ours - theirs, "ci95": ci, "improved": len(candidate) >= FEEDBACK_MIN_LABELS and ci[1] < 0}
+
+
+def feedback_superiority(candidate: pd.DataFrame, reference: pd.DataFrame) -> dict:
+    """The pre-declared superiority check on the feedback test set: both models' scores of the same rows. The
+    improvement must also hold without each clinician's labels in turn: a clinician whose wrong labels trained the
+    candidate also wrote some of the held-out ones, which the candidate then fits; the other clinicians' labels
+    show what it learned. With one clinician, or too few labels without one, the check cannot apply."""
+    pooled = brier_difference(candidate, reference)
+    clinicians = sorted(set(candidate.clinician.astype(str))) if "clinician" in candidate else []
+    without = {c: brier_difference(candidate[keep], reference[keep]) for c in clinicians
+               for keep in [candidate.clinician.astype(str).to_numpy() != c]}
+    applies = pooled["labels"] >= FEEDBACK_MIN_LABELS and len(without) >= 2 and \
+        all(w["labels"] >= FEEDBACK_MIN_LABELS for w in without.values())
+    passed = applies and pooled["improved"] and all(w["improved"] for w in without.values())
     verdict = ("passed" if passed else "failed") if applies else (
-        f"not applied: {FEEDBACK_MIN_LABELS} held-out labels needed; a person decides")
-    reason = (f"feedback test set ({n} labels, {len(set(groups))} groups): {FEEDBACK_METRIC} candidate "
-              f"{ours:.4f} vs current {theirs:.4f}, difference {ours - theirs:+.4f} (95% CI {ci[0]:+.4f} to "
-              f"{ci[1]:+.4f}), needs upper bound < 0: {verdict}")
-    return {"metric": FEEDBACK_METRIC, "labels": n, "groups": len(set(groups)), "malignant": int(candidate.truth.sum()),
-            "candidate": ours, "current": theirs, "difference": ours - theirs, "ci95": ci, "applies": applies,
-            "passed": passed, "reason": reason}
+        f"not applied: {FEEDBACK_MIN_LABELS} held-out labels needed, from at least two clinicians, and as many "
+        "without each one; a person decides")
+    ci = pooled["ci95"]
+    reason = (f"feedback test set ({pooled['labels']} labels, {pooled['groups']} groups, {len(clinicians)} "
+              f"clinicians): {FEEDBACK_METRIC} candidate {pooled['candidate']:.4f} vs current {pooled['current']:.4f}, "
+              f"difference {pooled['difference']:+.4f} (95% CI {ci[0]:+.4f} to {ci[1]:+.4f})"
+              + "".join(f"; without clinician {c} ({w['labels']} labels) {w['difference']:+.4f} (95% CI "
+                        f"{w['ci95'][0]:+.4f} to {w['ci95'][1]:+.4f})" for c, w in without.items())
+              + f", each needs upper bound < 0: {verdict}")
+    return {"metric": FEEDBACK_METRIC, **pooled, "malignant": int(candidate.truth.sum()), "clinicians": len(clinicians),
+            "without_each_clinician": without, "applies": applies, "passed": passed, "reason": reason}
 
 
 def with_feedback_test(decision: dict, superiority: dict) -> dict:

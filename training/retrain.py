@@ -44,7 +44,7 @@ from deepskin.core.bundle import card_path, load_card
 from deepskin.core.spot import fingerprint
 from deepskin.loop import launchers, ledger, promotion
 from deepskin.loop.labels import clinician_labels
-from deepskin.services import registry, store
+from deepskin.services import registry
 from training import checkpoint_file, feedback_set, promote, sources
 from training.data import FOLDER_ENV, data_root
 from training.gate_set import LESION_SOURCES, require_sources
@@ -171,15 +171,13 @@ def main() -> None:
     try:
         decision = run(args.job_id, config, data_root(args.ham10000), work, args.eval_limit)
     except BaseException as exc:
-        ledger.finish(store.firestore_client().transaction(), args.job_id,
-                      {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:500]})
+        ledger.finish(args.job_id, {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:500]})
         raise
     finally:
         shutil.rmtree(launchers.scratch_dir(args.job_id), ignore_errors=True)
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
-    ledger.finish(store.firestore_client().transaction(), args.job_id,
-                  {"status": "done", "decision": promote.json_safe(decision)})
+    ledger.finish(args.job_id, {"status": "done", "decision": promote.json_safe(decision)})
     print(json.dumps(promote.json_safe(decision), indent=1))
 
 

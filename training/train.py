@@ -10,7 +10,8 @@ lesion at all?" (every image) and "a clinical, not dermoscopic, photo?" (lesions
 an optional input, dropped at random so that the network answers as well without them. Each epoch writes
 `last.pt` (resumable) and, when validation improves, `best.pt`; both carry the config and the
 preprocessing contract, and `best.pt` holds the EMA weights that are evaluated. `fit` is the loop itself;
-training.retrain runs it too, on a replay sample plus clinicians' labels, from the current model's weights.
+training.retrain runs it too, on a replay sample plus clinicians' labels, from the current model's weights,
+with a fourth loss there (`distill_weight`): the replayed images keep the current model's answers.
 A row's dx may also be a coarse label (benign, malignant): it trains the summed probability of its classes.
 """
 
@@ -69,6 +70,11 @@ class TrainConfig:
     meta_drop: float = 0.5  # chance that a training image is seen without age, sex and site
     lesion_loss_weight: float = 1.0
     domain_loss_weight: float = 0.3
+    # >0: fine-tuning keeps the starting model's answers on replayed (not feedback) images, a distillation loss
+    # of this weight at this temperature ("learning without forgetting"): the new labels may then move the
+    # network without the old sources' rankings drifting with it.
+    distill_weight: float = 0.0
+    distill_temperature: float = 2.0
     init: str = ""  # a checkpoint whose weights start the run (fine-tuning); empty: the ImageNet backbone
     samples_per_epoch: int = 0  # >0: draws per epoch (validation and checkpoints that often); 0: the set's size
     limit_train: int = 0  # >0: first N training images only (smoke runs)
@@ -186,6 +192,7 @@ class Split:
         # NaN: not known (a clinician's label says nothing about the camera), left out of that loss.
         self.clinical = torch.tensor(self.rows.clinical.astype(float).values, dtype=torch.float32, device=device)
         self.meta = patient_vectors(self.rows).to(device)
+        self.replayed = torch.tensor((self.rows.source != "feedback").to_numpy(bool), device=device)
         # How often a row is drawn: its source's weight times its own (a biopsy-confirmed clinician label's).
         own = self.rows.get("sample_weight", pd.Series(1.0, index=self.rows.index)).fillna(1.0).to_numpy(float)
         self.weights = torch.tensor([source_weight.get(s, 1.0) for s in self.rows.source], dtype=torch.float64) * \
@@ -284,6 +291,21 @@ def load_splits(rows: dict[str, pd.DataFrame], config: TrainConfig) -> tuple[Spl
     return train_set, val_set
 
 
+def distillation(student: dict, teacher: dict, keep: torch.Tensor, temperature: float) -> torch.Tensor:
+    """How far the student's class and lesion answers moved from the teacher's on the rows `keep`: the
+    temperature-softened KL divergence of the seven classes plus the lesion head's binary one."""
+    if not keep.any():
+        return student["logits"].sum() * 0.0
+    t = temperature
+    moved = F.kl_div((student["logits"][keep] / t).log_softmax(1), (teacher["logits"][keep] / t).log_softmax(1),
+                     log_target=True, reduction="batchmean") * t * t
+    if "lesion" in student:
+        target = teacher["lesion"][keep].sigmoid()
+        moved = moved + F.binary_cross_entropy_with_logits(student["lesion"][keep], target) - \
+            F.binary_cross_entropy_with_logits(teacher["lesion"][keep], target)  # minus the entropy: 0 when alike
+    return moved
+
+
 def train(config: TrainConfig, folders: dict, out: Path, resume: bool) -> Path:
     seed_everything(config.seed)
     train_set, val_set = load_splits(split_rows(config, folders), config)
@@ -300,6 +322,8 @@ def fit(model: EfficientNetLite, train_set: Split, val_set: Split, config: Train
     model = model.to(device).to(memory_format=torch.channels_last)
     frozen = freeze(model, config.freeze_blocks)
     ema = copy.deepcopy(model).requires_grad_(False)
+    # The starting weights, before a resume loads later ones: what distillation keeps the network close to.
+    teacher = copy.deepcopy(model).eval().requires_grad_(False) if config.distill_weight > 0 else None
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     draws = config.samples_per_epoch or len(train_set)
@@ -337,7 +361,13 @@ def fit(model: EfficientNetLite, train_set: Split, val_set: Split, config: Train
             idx = order[i * config.batch_size:(i + 1) * config.batch_size]
             x = normalise(random_view(train_set.images[idx], train_set.valid[idx], spec.image_size, generator), spec)
             meta = drop_fields(train_set.meta[idx], config.meta_drop, generator)
-            parts = losses(head_outputs(model, x, meta), train_set, idx, config, weights)
+            outputs = head_outputs(model, x, meta)
+            parts = losses(outputs, train_set, idx, config, weights)
+            if teacher is not None:
+                with torch.no_grad():
+                    taught = head_outputs(teacher, x, meta)
+                parts["distill"] = config.distill_weight * distillation(
+                    outputs, taught, train_set.replayed[idx], config.distill_temperature)
             loss = sum(parts.values())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

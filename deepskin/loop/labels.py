@@ -13,6 +13,7 @@ from google.api_core.exceptions import NotFound
 from google.cloud import firestore
 
 from deepskin.core.report import LABELS, TRAINING_LABEL, clinician_report_id
+from deepskin.loop import ledger
 from deepskin.loop.feedback import EXTENSIONS, OTHER_EXTENSION, training_copy_name
 from deepskin.services import identity, store
 from deepskin.services.config import settings
@@ -20,7 +21,7 @@ from deepskin.services.config import settings
 
 def clinician_labels(folder: Path) -> tuple[list[dict], int]:
     """Download the images of the trusted clinician labels whose report still exists; (one row per label:
-    image_id, prediction_id, group, label, histopathology, path; how many labels were dropped as untrusted)."""
+    training.feedback_set.COLUMNS; how many labels were dropped as untrusted)."""
     folder.mkdir(parents=True, exist_ok=True)
     reports = (store.firestore_client().collection(store.FEEDBACK)
                .where(filter=firestore.FieldFilter("counts_as", "==", TRAINING_LABEL)).stream())
@@ -40,7 +41,8 @@ def clinician_labels(folder: Path) -> tuple[list[dict], int]:
             continue
         rows.append({"image_id": report.id, "prediction_id": data["prediction_id"],
                      "group": data.get("group") or data["prediction_id"], "label": data["label"],
-                     "histopathology": bool(data.get("histopathology")), "path": path})
+                     "histopathology": bool(data.get("histopathology")), "path": path,
+                     "clinician": ledger.pseudonym(str(data["reporter"]))})
     return rows, dropped
 
 

@@ -123,8 +123,7 @@ def handle(message: dict) -> str | None:
     except Exception:  # pylint: disable=broad-except
         # Redelivery would not help (the message is already counted): give the labels back instead.
         log.exception("could not launch job %s", job_id)
-        finish(store.firestore_client().transaction(), job_id, {"status": "failed", "error": "launch_failed"},
-               give_labels_back=True)
+        finish(job_id, {"status": "failed", "error": "launch_failed"}, give_labels_back=True)
         return None
     job_doc(job_id).update({"launcher": name, "handle": handle_})
     log.info("job %s launched (%s): %s", job_id, name, handle_)
@@ -213,9 +212,13 @@ def mark_running(job_id: str, **fields) -> None:
     job_doc(job_id).update({"status": "running", "started_at": firestore.SERVER_TIMESTAMP, **fields})
 
 
+def finish(job_id: str, fields: dict, give_labels_back: bool = False) -> None:
+    """Close a job and free the ledger for the next one (the job's own record and the ledger, in one transaction)."""
+    close(store.firestore_client().transaction(), job_id, fields, give_labels_back)
+
+
 @firestore.transactional
-def finish(transaction: firestore.Transaction, job_id: str, fields: dict, give_labels_back: bool = False) -> None:
-    """Close a job and free the ledger for the next one."""
+def close(transaction: firestore.Transaction, job_id: str, fields: dict, give_labels_back: bool) -> None:
     state_ref, job_ref = state_doc(), job_doc(job_id)
     state = state_ref.get(transaction=transaction).to_dict() or {}
     job = job_ref.get(transaction=transaction).to_dict() or {}

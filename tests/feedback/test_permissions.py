@@ -223,7 +223,7 @@ def test_training_job(tmp_path, feedback_client, prediction):
         images, dropped = clinician_labels(tmp_path / "scratch")
         ledger.mark_running("job", feedback_images=len(images))
         decision = promote.gate(folder, "job", {}, job_id="job")  # no held-out labels: it waits for a person
-        ledger.finish(store.firestore_client().transaction(), "job", {"status": "done"})
+        ledger.finish("job", {"status": "done"})
     promotion.approve("job")  # a person's act, not the job's
     assert (len(images), dropped) == (1, 0) and decision["status"] == "approved_pending"
     assert registry.current()["version"] == version

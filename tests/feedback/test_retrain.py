@@ -120,7 +120,7 @@ def test_redelivered_messages_count_once_and_an_active_job_blocks_another(feedba
     manual = pull(RETRAIN_SUBSCRIPTION)
     redeliver_pulled(trigger_client, manual)
     assert len(fake_launcher.launched) == 1
-    ledger.finish(store.firestore_client().transaction(), job_id, {"status": "done"})
+    ledger.finish(job_id, {"status": "done"})
     redeliver_pulled(trigger_client, manual)  # counted already: a redelivery is not a new request
     assert len(fake_launcher.launched) == 1
     assert feedback_client.post("/retrain", headers=CLINICIAN).status_code == 202
@@ -181,7 +181,7 @@ def test_one_clinician_alone_never_starts_a_job(feedback_client, trigger_client,
     label(feedback_client, trigger_client, second_clinician)
     [job_id] = fake_launcher.launched
     assert (all_jobs()[job_id]["new_labels"], all_jobs()[job_id]["clinicians"]) == (5, 2)
-    ledger.finish(store.firestore_client().transaction(), job_id, {"status": "done"})
+    ledger.finish(job_id, {"status": "done"})
     label(feedback_client, trigger_client, CLINICIAN, 3)  # new labels again, one clinician's: no second job
     assert len(fake_launcher.launched) == 1
 
@@ -190,7 +190,7 @@ def test_a_failed_job_gives_its_clinicians_back_too(feedback_client, trigger_cli
     label(feedback_client, trigger_client, CLINICIAN, 2)
     label(feedback_client, trigger_client, second_clinician)
     [job_id] = fake_launcher.launched
-    ledger.finish(store.firestore_client().transaction(), job_id, {"status": "failed"}, give_labels_back=True)
+    ledger.finish(job_id, {"status": "failed"}, give_labels_back=True)
     assert feedback_client.post("/retrain", headers=CLINICIAN).status_code == 202  # both clinicians' labels count
     redeliver_pulled(trigger_client, pull(RETRAIN_SUBSCRIPTION))
     assert len(fake_launcher.launched) == 2
@@ -205,7 +205,7 @@ def test_each_clinician_has_a_daily_quota_of_manual_retrains(feedback_client, tr
         label(feedback_client, trigger_client, second_clinician)
         assert feedback_client.post("/retrain", headers=CLINICIAN).status_code == 202
         redeliver_pulled(trigger_client, pull(RETRAIN_SUBSCRIPTION))
-        ledger.finish(store.firestore_client().transaction(), fake_launcher.launched[-1], {"status": "done"})
+        ledger.finish(fake_launcher.launched[-1], {"status": "done"})
     assert len(fake_launcher.launched) == 1  # the second request the same day was refused
     assert feedback_client.post("/retrain", headers=second_clinician).status_code == 202  # another's quota
     redeliver_pulled(trigger_client, pull(RETRAIN_SUBSCRIPTION))

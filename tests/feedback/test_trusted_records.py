@@ -71,6 +71,8 @@ def test_the_job_trains_only_on_labels_it_can_verify(tmp_path, feedback_client, 
 
     images, dropped = clinician_labels(tmp_path / "scratch")
     assert ([(row["image_id"], row["label"]) for row in images], dropped) == ([(ids[0], "bcc")], 6)
+    # The job knows who labelled by pseudonym only: the feedback check leaves each clinician out in turn.
+    assert images[0]["clinician"] == ledger.pseudonym(genuine["reporter"]) != genuine["reporter"]
 
     monkeypatch.setenv("DEEPSKIN_LOCAL_CLINICIAN_KEYS", "1" * 64)  # the clinician is no longer allowed
     assert clinician_labels(tmp_path / "again")[0] == []

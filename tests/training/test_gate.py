@@ -148,11 +148,14 @@ def test_training_runs_never_see_the_gate_set():
 
 # --- the feedback test set: superiority on the clinicians' held-out labels ------------------------------
 
-def feedback_scores(p: np.ndarray, truth: np.ndarray, refused: np.ndarray | None = None) -> pd.DataFrame:
-    """What promote.feedback_scores returns: one answer per held-out label, one group each."""
+def feedback_scores(p: np.ndarray, truth: np.ndarray, refused: np.ndarray | None = None,
+                    clinician: np.ndarray | None = None) -> pd.DataFrame:
+    """What promote.feedback_scores returns: one answer per held-out label, one group each; two clinicians
+    take turns unless told."""
     refused = np.zeros(len(p), bool) if refused is None else refused
+    clinician = np.array(["a", "b"])[np.arange(len(p)) % 2] if clinician is None else clinician
     return pd.DataFrame({"status": np.where(refused, "refused:not_a_lesion", "done"), "malignant": p,
-                         "group": np.arange(len(p)).astype(str), "truth": truth})
+                         "group": np.arange(len(p)).astype(str), "truth": truth, "clinician": clinician})
 
 
 @pytest.fixture
@@ -183,6 +186,32 @@ def test_too_few_held_out_labels_do_not_apply_the_check_and_say_so(held_out_trut
     empty = promote.feedback_superiority(feedback_scores(np.array([]), np.array([], bool)),
                                          feedback_scores(np.array([]), np.array([], bool)))
     assert (empty["labels"], empty["applies"]) == (0, False) and np.isnan(empty["ci95"]).all()
+
+
+def test_an_improvement_that_rests_on_one_clinicians_labels_is_not_learning():
+    """A poisoner's flipped labels train the candidate to fit the poisoner's held-out labels too: pooled, the
+    candidate looks better; without the poisoner's labels it is worse, and the check fails."""
+    rng = np.random.default_rng(3)
+    truth = rng.random(120) < 0.4
+    clinician = np.array(["a", "b", "poisoner"])[np.arange(120) % 3]
+    poisoned = clinician == "poisoner"
+    said = np.where(poisoned, ~truth, truth)  # what each clinician wrote: the poisoner flips every label
+    current = feedback_scores(np.clip(truth * 0.5 + rng.random(120) * 0.5, 0, 1), said, clinician=clinician)
+    candidate = feedback_scores(np.where(poisoned, said * 0.9 + 0.05, np.clip(truth * 0.3 + rng.random(120) * 0.7,
+                                                                              0, 1)), said, clinician=clinician)
+    check = promote.feedback_superiority(candidate, current)
+    assert check["improved"] and check["ci95"][1] < 0  # pooled, it passes
+    assert check["applies"] and not check["passed"] and check["clinicians"] == 3
+    assert not check["without_each_clinician"]["poisoner"]["improved"]
+    assert "without clinician poisoner" in check["reason"]
+
+
+def test_one_clinicians_held_out_labels_cannot_show_learning_and_a_person_decides(held_out_truth):
+    truth, rng = held_out_truth
+    alone = np.full(60, "a")
+    better = feedback_scores(np.clip(truth * 0.8 + rng.random(60) * 0.2, 0, 1), truth, clinician=alone)
+    check = promote.feedback_superiority(better, feedback_scores(rng.random(60), truth, clinician=alone))
+    assert check["improved"] and not check["applies"] and "at least two clinicians" in check["reason"]
 
 
 def test_a_refusal_on_a_held_out_label_scores_as_no_information(held_out_truth):

@@ -1,4 +1,5 @@
-"""The class loss shared by training and retraining: class labels and clinicians' coarse labels."""
+"""The losses shared by training and retraining: class labels and clinicians' coarse labels, and the distillation
+that keeps a retrained model's answers on replayed images."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import torch
 from torch.nn import functional as F
 
 from deepskin.core.labels import CLASSES, MALIGNANT_INDEX
-from training.train import TARGETS, class_loss
+from training.train import TARGETS, class_loss, distillation
 
 
 def test_class_labels_alone_give_the_weighted_cross_entropy():
@@ -26,3 +27,25 @@ def test_a_coarse_label_trains_the_summed_probability_of_its_group_whatever_the_
     loss.backward()
     benign = [i for i in range(len(CLASSES)) if i not in MALIGNANT_INDEX]
     assert (logits.grad[0, list(MALIGNANT_INDEX)] < 0).all() and (logits.grad[0, benign] > 0).all()
+
+
+def heads(n: int, seed: int) -> dict:
+    generator = torch.Generator().manual_seed(seed)
+    return {"logits": torch.randn(n, len(CLASSES), generator=generator), "lesion": torch.randn(n, generator=generator)}
+
+
+def test_distillation_is_zero_when_the_student_answers_as_the_teacher_and_grows_as_it_moves():
+    teacher, keep = heads(8, 0), torch.ones(8, dtype=torch.bool)
+    assert distillation(teacher, teacher, keep, 2.0).abs() < 1e-6
+    moved = {k: v + 0.5 * torch.randn(v.shape, generator=torch.Generator().manual_seed(1)) for k, v in teacher.items()}
+    further = {k: teacher[k] + 2 * (moved[k] - teacher[k]) for k in teacher}
+    assert 0 < distillation(moved, teacher, keep, 2.0) < distillation(further, teacher, keep, 2.0)
+
+
+def test_distillation_reads_only_the_replayed_rows_so_the_new_labels_move_the_model_freely():
+    teacher, student = heads(6, 0), heads(6, 1)
+    replayed = torch.tensor([True, True, True, False, False, False])
+    alike_on_replay = {k: torch.cat([teacher[k][:3], student[k][3:]]) for k in teacher}
+    assert distillation(alike_on_replay, teacher, replayed, 2.0).abs() < 1e-6
+    assert distillation(student, teacher, replayed, 2.0) > 0
+    assert distillation(student, teacher, torch.zeros(6, dtype=torch.bool), 2.0) == 0
