@@ -287,9 +287,9 @@ def feedback_superiority(candidate: pd.DataFrame, reference: pd.DataFrame) -> di
     candidate also wrote some of the held-out ones, which the candidate then fits; the other clinicians' labels
     show what it learned. With one clinician, or too few labels without one, the check cannot apply."""
     pooled = brier_difference(candidate, reference)
-    clinicians = sorted(set(candidate.clinician.astype(str))) if "clinician" in candidate else []
-    without = {c: brier_difference(candidate[keep], reference[keep]) for c in clinicians
-               for keep in [candidate.clinician.astype(str).to_numpy() != c]}
+    who = candidate.clinician.astype(str).to_numpy() if "clinician" in candidate else np.array([], dtype=str)
+    clinicians = sorted(set(who))
+    without = {c: brier_difference(candidate[who != c], reference[who != c]) for c in clinicians}
     applies = pooled["labels"] >= FEEDBACK_MIN_LABELS and len(without) >= 2 and \
         all(w["labels"] >= FEEDBACK_MIN_LABELS for w in without.values())
     passed = applies and pooled["improved"] and all(w["improved"] for w in without.values())
