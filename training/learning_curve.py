@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,8 +93,8 @@ def held_out_numbers(onnx: Path, test: pd.DataFrame) -> dict:
             **told_shares(scored, malignant)}
 
 
-def run(experiment: Experiment, folders: dict, work: Path) -> list[dict]:
-    """Every round's record: what was fed and kept, the gate's decision and the held-out numbers."""
+def run(experiment: Experiment, folders: dict, work: Path) -> Iterator[dict]:
+    """Each round's record as it ends: what was fed and kept, the gate's decision and the held-out numbers."""
     seed_everything(experiment.seed)
     missing = require_sources(folders)
     table = sources.table([experiment.source], folders)
@@ -114,7 +115,8 @@ def run(experiment: Experiment, folders: dict, work: Path) -> list[dict]:
     baseline_onnx = retrain.export_candidate(start, folders, config.limit_val)
     baseline = current = gate_numbers(baseline_onnx)
     current_onnx, current_checkpoint = baseline_onnx, start / registry.CHECKPOINT
-    records = [{"round": 0, "kind": "start", "held_out": held_out_numbers(baseline_onnx, test)}]
+    held_out = held_out_numbers(baseline_onnx, test)
+    yield {"round": 0, "kind": "start", "held_out": held_out}
     fed = pd.DataFrame(columns=feedback_set.COLUMNS)
     for number, labels in enumerate(fed_rounds(table, experiment), start=1):
         fed = pd.concat([fed, labels], ignore_index=True)
@@ -126,16 +128,16 @@ def run(experiment: Experiment, folders: dict, work: Path) -> list[dict]:
         decision, superiority = promote.judge(candidate, baseline, None if current is baseline else current, onnx,
                                               current_onnx, feedback_test)
         promoted = decision["promoted"] and superiority["applies"]
-        records.append({"round": number, "kind": "poisoned" if number > experiment.rounds else "clean",
-                        "labels_fed": len(labels), "labels_so_far": len(fed), **counts, "promoted": promoted,
-                        "failed": [r for r in decision["reasons"] if not r.endswith("passed")],
-                        "feedback_test": {k: superiority[k] for k in ("labels", "malignant", "candidate", "current",
-                                                                      "difference", "ci95", "without_each_clinician")},
-                        "candidate_held_out": held_out_numbers(onnx, test)})
+        record = {"round": number, "kind": "poisoned" if number > experiment.rounds else "clean",
+                  "labels_fed": len(labels), "labels_so_far": len(fed), **counts, "promoted": promoted,
+                  "failed": [r for r in decision["reasons"] if not r.endswith("passed")],
+                  "feedback_test": {k: superiority[k] for k in ("labels", "malignant", "candidate", "current",
+                                                                "difference", "ci95", "without_each_clinician")},
+                  "candidate_held_out": held_out_numbers(onnx, test)}
         if promoted:
             current, current_onnx, current_checkpoint = candidate, onnx, folder / registry.CHECKPOINT
-        records[-1]["held_out"] = records[-1]["candidate_held_out"] if promoted else records[-2]["held_out"]
-    return records
+            held_out = record["candidate_held_out"]
+        yield {**record, "held_out": held_out}
 
 
 def ci(value: float, interval: list[float], fmt: str = "{:.3f}") -> str:
@@ -203,9 +205,11 @@ def main() -> None:
     args = parser.parse_args()
     experiment = Experiment(args.start, args.source, args.rounds, args.per_round, args.config, tuple(args.set),
                             args.eval_limit, args.test_limit)
-    records = run(experiment, retrain.source_folders(data_root(args.ham10000)), args.work)
-    args.out.write_text(markdown(records, experiment, "python -m training.learning_curve " + " ".join(sys.argv[1:])))
-    args.out.with_suffix(".json").write_text(json.dumps(promote.json_safe(records), indent=1, default=float) + "\n")
+    records = []
+    for record in run(experiment, retrain.source_folders(data_root(args.ham10000)), args.work):
+        records.append(record)  # the report so far, rewritten after every round: a stopped run keeps what ended
+        args.out.write_text(markdown(records, experiment, "python -m training.learning_curve " + " ".join(sys.argv[1:])))
+        args.out.with_suffix(".json").write_text(json.dumps(promote.json_safe(records), indent=1, default=float) + "\n")
     print(args.out.read_text())
 
 

@@ -22,7 +22,8 @@ are kept for the labelled retention ($DEEPSKIN_LABELLED_RETENTION_DAYS, the rete
 states; the uploads' by default), so that the feedback set can grow past the uploads' 30 days. The owner's
 delete of the result removes both, while the result exists (after it expires the owner has nothing to name it
 by). A report names its `group` (the followed spot, else the prediction), by which training.feedback_set holds
-labels out. And a prediction takes at most REPORTS_PER_PREDICTION
+labels out; its training copy carries the same group in its metadata, where the job reads it (a group rewritten
+in Firestore could move a label from the training side to the feedback test set). And a prediction takes at most REPORTS_PER_PREDICTION
 reports of each role (counted on the prediction's document): past that, 429 too_many_reports, so that one token
 cannot fill Firestore and the ledger.
 """
@@ -89,7 +90,7 @@ def submit(report: Report, token: str | None, headers: Any) -> dict:
             return {"report_id": id_, "counts_as": counts_as}
         # Otherwise the first attempt stored the report but died before publishing: finish its work.
     if counts_as == TRAINING_LABEL and result.get("status") == "done" and result.get("upload"):
-        copy_for_training(doc, id_, report.label, result["upload"])
+        copy_for_training(doc, id_, report.label, result["upload"], fields["group"])
     publish(id_, report, counts_as)
     doc.update({"published": True})
     return {"report_id": id_, "counts_as": counts_as}
@@ -124,10 +125,11 @@ def training_copy_name(id_: str, label: str, extension: str) -> str:
     return f"{TRAINING_PREFIX}{id_}.{label}.{extension}"
 
 
-def copy_for_training(doc: Any, id_: str, label: str, upload: dict) -> None:
+def copy_for_training(doc: Any, id_: str, label: str, upload: dict, group: str) -> None:
     """Copy the labelled upload to training/feedback/<id>.<label>.<ext> without its metadata (EXIF, GPS, comments:
-    a training set keeps pixels and labels only), its name recorded on the report first; nothing when the
-    upload is already gone. A copy already there is an earlier attempt's: done."""
+    a training set keeps pixels and labels only) but with the label, the report and the group as the object's
+    own, its name recorded on the report first; nothing when the upload is already gone. A copy already there is
+    an earlier attempt's: done."""
     gcs = store.storage_client()
     source = gcs.bucket(upload["bucket"]).get_blob(upload["name"], generation=int(upload["generation"]))
     if source is None:
@@ -141,7 +143,7 @@ def copy_for_training(doc: Any, id_: str, label: str, upload: dict) -> None:
     except NotFound:  # deleted between the lookup and the download: the report keeps a name with no copy
         return
     # Set in the upload request itself: the function may create objects there, not update them.
-    copy.metadata = {"label": label, "report_id": id_}
+    copy.metadata = {"label": label, "report_id": id_, "group": group}
     # The label's time: a lifecycle rule on daysSinceCustomTime keeps it for the labelled retention
     # (infra/storage.tf), not the upload's, as its report in Firestore.
     copy.custom_time = datetime.now(UTC)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from google.api_core.exceptions import NotFound
-from google.cloud import firestore
+from google.api_core.exceptions import NotFound, PreconditionFailed
+from google.cloud import firestore, storage
 
 from deepskin.core.report import LABELS, TRAINING_LABEL, clinician_report_id
 from deepskin.loop import ledger
@@ -33,17 +33,24 @@ def clinician_labels(folder: Path) -> tuple[list[dict], int]:
         if not trusted_label(report.id, data):
             dropped += 1
             continue
-        path = folder / data["training_image"].rsplit("/", 1)[-1]
+        path, copy = folder / data["training_image"].rsplit("/", 1)[-1], store.blob_at(data["training_image"])
         try:
-            store.blob_at(data["training_image"]).download_to_filename(str(path))
-        except NotFound:
+            copy.reload()  # its metadata: the group the feedback function wrote with it
+            copy.download_to_filename(str(path), if_generation_match=copy.generation)
+        except (NotFound, PreconditionFailed):
             path.unlink(missing_ok=True)
             continue
         rows.append({"image_id": report.id, "prediction_id": data["prediction_id"],
-                     "group": data.get("group") or data["prediction_id"], "label": data["label"],
+                     "group": held_out_group(copy, data["prediction_id"]), "label": data["label"],
                      "histopathology": bool(data.get("histopathology")), "path": path,
                      "clinician": ledger.pseudonym(str(data["reporter"]))})
     return rows, dropped
+
+
+def held_out_group(copy: storage.Blob, prediction_id: str) -> str:
+    """The group that holds a label out with its lesion's others: the one the feedback function wrote on the
+    training copy, never the report's (Firestore); a copy made before copies carried it, its own prediction."""
+    return (copy.metadata or {}).get("group") or prediction_id
 
 
 def trusted_label(report_id: str, report: dict) -> bool:

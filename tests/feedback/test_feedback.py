@@ -141,7 +141,8 @@ def test_clinician_report_is_a_training_label_with_its_image_copied(feedback_cli
     copy = store.storage_client().bucket(settings().training_bucket).get_blob(name)
     upload = store.get_result(id_)["upload"]
     original = store.storage_client().bucket(upload["bucket"]).get_blob(upload["name"])
-    assert copy.metadata["label"] == "bcc" and copy.md5_hash == original.md5_hash
+    assert copy.metadata == {"label": "bcc", "report_id": answer["report_id"], "group": id_}  # no followed spot
+    assert copy.md5_hash == original.md5_hash
 
     deleted = store.delete_result(id_)  # the owner's delete reaches the training copy too
     assert doc["training_image"] in deleted["objects"]

@@ -63,6 +63,8 @@ def test_the_job_trains_only_on_labels_it_can_verify(tmp_path, feedback_client, 
     training.blob("ham10000/forged.jpg").upload_from_string(b"a data set image, relabelled")
     reports.document(ids[1]).update({"reporter": "local:000000000000"})  # nobody's key
     reports.document(ids[2]).update({"label": "nv"})  # the clinician said mel: its copy says so
+    # A group rewritten in Firestore would move a label across the feedback split: the copy's group holds.
+    reports.document(ids[0]).update({"group": "another lesion"})
     reports.document("f" * 32).set({**genuine, "training_image": f"gs://{training.name}/ham10000/forged.jpg"})
     reports.document("e" * 32).set({**demoted, "reporter": "google:someone@example.org"})  # not this report's copy
     reports.document("d" * 32).set({**genuine, "label": "not a label"})
@@ -73,6 +75,7 @@ def test_the_job_trains_only_on_labels_it_can_verify(tmp_path, feedback_client, 
     assert ([(row["image_id"], row["label"]) for row in images], dropped) == ([(ids[0], "bcc")], 6)
     # The job knows who labelled by pseudonym only: the feedback check leaves each clinician out in turn.
     assert images[0]["clinician"] == ledger.pseudonym(genuine["reporter"]) != genuine["reporter"]
+    assert images[0]["group"] == genuine["group"] == made[0][0]  # no followed spot: its prediction
 
     monkeypatch.setenv("DEEPSKIN_LOCAL_CLINICIAN_KEYS", "1" * 64)  # the clinician is no longer allowed
     assert clinician_labels(tmp_path / "again")[0] == []

@@ -97,7 +97,13 @@ def test_deleting_a_lesion_reaches_every_copy(http_client, event_client, feedbac
         f"lesions/92d/{lesion['id']}/{uuid.uuid4().hex}").upload_from_string(b"orphan")
     for role, headers in (("user", {"X-DeepSkin-Token": token}), ("clinician", clinician)):
         report = {"prediction_id": result_id, "label": "bcc", "role": role, "idempotency_key": role}
-        assert feedback_client.post("/feedback", json=report, headers=headers).status_code == 202
+        answer = feedback_client.post("/feedback", json=report, headers=headers)
+        assert answer.status_code == 202
+    # The label is held out, or trained on, with the spot's other photos: its training copy names the spot.
+    reported = store.firestore_client().collection(store.FEEDBACK).document(answer.get_json()["report_id"]).get()
+    copy = store.blob_at(reported.to_dict()["training_image"])
+    copy.reload()
+    assert copy.metadata["group"] == lesion["id"]
     objects, documents = every_store()
     # 2 photos, the original left by the crash, the orphan, 2 heatmaps, the training copy; 2 results, 2 reports,
     # the lesion.

@@ -69,7 +69,7 @@ def test_a_short_learning_curve_runs_every_round_through_the_job_and_the_gate(tm
     folders = {"ham10000": str(HAM_MINI), "isic_archive": str(fake_source(tmp_path / "isic_archive"))}
     experiment = Experiment(SHIPPED_CHECKPOINT, rounds=1, per_round=8, config="training/configs/retrain_smoke.json",
                             eval_limit=24)
-    records = run(experiment, folders, tmp_path / "work")
+    records = list(run(experiment, folders, tmp_path / "work"))
     assert [r["kind"] for r in records] == ["start", "clean", "poisoned"]
     test_images = (pd.read_csv(tmp_path / "isic_archive" / "metadata.csv").split == "test").sum()
     for record in records:
