@@ -4,12 +4,12 @@
         [--out runs/NAME] [--resume]
 
 One config (a JSON file, any field overridable by `--set key=value`) drives CPU and CUDA alike, with bf16
-autocast and channels-last on both. The images are decoded once into memory (training/augment.py) and
-augmented on the training device. Three losses: the seven classes (lesions only, class-weighted), "a skin
-lesion at all?" (every image) and "a clinical, not dermoscopic, photo?" (lesions); age, sex and site are
-an optional input, dropped at random so that the network answers as well without them. Each epoch writes
-`last.pt` (resumable) and, when validation improves, `best.pt`; both carry the config and the
-preprocessing contract, and `best.pt` holds the EMA weights that are evaluated. `fit` is the loop itself;
+autocast (where the chip has it natively) and channels-last on both. The images are decoded once into memory
+(training/augment.py) and augmented on the training device. Three losses: the seven classes (lesions only,
+class-weighted), "a skin lesion at all?" (every image) and "a clinical, not dermoscopic, photo?" (lesions);
+age, sex and site are an optional input, dropped at random so that the network answers as well without them.
+Each epoch writes `last.pt` (resumable) and, when validation improves, `best.pt`; both carry the config and
+the preprocessing contract, and `best.pt` holds the EMA weights that are evaluated. `fit` is the loop itself;
 training.retrain runs it too, on a replay sample plus clinicians' labels, from the current model's weights,
 with a fourth loss there (`distill_weight`): the replayed images keep the current model's answers.
 A row's dx may also be a coarse label (benign, malignant): it trains the summed probability of its classes.
@@ -137,10 +137,16 @@ def quick_metrics(logits: np.ndarray, targets: np.ndarray) -> dict:
     return {"auc": float(auc), "bacc": float(balanced_accuracy_score(targets, probs.argmax(1)))}
 
 
+def native_bfloat16(device_type: str) -> bool:
+    """Whether bfloat16 is fast here: on a GPU's tensor cores and on a CPU with AMX or AVX-512 BF16. Elsewhere
+    (an AVX2-only CPU) it is emulated, about ten times slower than float32 for this network."""
+    return device_type == "cuda" or torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+
+
 def head_outputs(model: EfficientNetLite, x: torch.Tensor, meta: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Every head's output in float32: the backbone under bfloat16 autocast (AMX on this CPU, tensor cores on
-    a GPU), the small heads and the losses in float32."""
-    with torch.autocast(x.device.type, torch.bfloat16):
+    """Every head's output in float32: the backbone under bfloat16 autocast where that is fast
+    (`native_bfloat16`), the small heads and the losses in float32."""
+    with torch.autocast(x.device.type, torch.bfloat16, enabled=native_bfloat16(x.device.type)):
         pooled = model.features(x.contiguous(memory_format=torch.channels_last)).mean(dim=(2, 3)).float()
     return {k: v.float() for k, v in model.heads(pooled, meta).items()}
 

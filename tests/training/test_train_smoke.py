@@ -4,7 +4,8 @@ import json
 
 import torch
 
-from training.train import TrainConfig, load_model, train
+from training.net import LiteConfig, pretrained
+from training.train import TrainConfig, head_outputs, load_model, native_bfloat16, train
 
 SMOKE = "training/configs/smoke.json"
 
@@ -38,3 +39,15 @@ def test_config_rejects_unknown_keys():
 def test_overrides_are_parsed_by_type():
     config = TrainConfig.load(SMOKE, ["name=tiny", "epochs=3", "lr=0.5", 'source_weight={"pad_ufes20": 2}'])
     assert (config.name, config.epochs, config.lr, config.source_weight) == ("tiny", 3, 0.5, {"pad_ufes20": 2})
+
+
+def test_the_backbone_runs_in_float32_where_bfloat16_would_be_emulated(monkeypatch):
+    # An AVX2-only CPU emulates bfloat16 about ten times slower than float32: the network then runs in float32.
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    assert not native_bfloat16("cpu") and native_bfloat16("cuda")
+    model = pretrained(LiteConfig(variant="lite0", meta_dim=18, aux_heads=True)).eval()
+    x, meta = torch.rand(2, 3, 64, 64), torch.zeros(2, 18)
+    with torch.no_grad():
+        in_float32 = model.heads(model.features(x.contiguous(memory_format=torch.channels_last)).mean(dim=(2, 3)), meta)
+        assert torch.equal(head_outputs(model, x, meta)["logits"], in_float32["logits"])
