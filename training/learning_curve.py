@@ -3,9 +3,9 @@ clinician labels, round after round, through the loop's own steps; the source's 
 trains, chooses or gates on, shows whether what the loop promotes gets better. A last round of deliberately
 wrong labels (every label flipped: malignant called benign and benign malignant) must be refused.
 
-    git show 5659c08:training/checkpoints/2026.11.29-8c2a0e49.pt > /tmp/start.pt   # trained before ISIC was here
+    git show 5659c08:training/checkpoints/2026.11.29-8c2a0e49.pt > /tmp/start.pt   # never saw ISIC or BCN
     cp training/checkpoints/2026.11.29-8c2a0e49.pt.sha256 /tmp/start.pt.sha256      # checked before it is loaded
-    python -m training.learning_curve --start /tmp/start.pt --source isic_archive --rounds 4 --per-round 400 \\
+    python -m training.learning_curve --start /tmp/start.pt --source bcn20000_84px --rounds 4 --per-round 300 \\
         --out training/reports/learning_curve.md
 
 Each round, as a retraining job does it (training.retrain, training.promote), without Firestore and the
@@ -153,7 +153,7 @@ def without_each(feedback_test: dict) -> str:
                      for c, w in feedback_test["without_each_clinician"].items()) or "-"
 
 
-def markdown(records: list[dict], experiment: Experiment, command: str) -> str:
+def markdown(records: list[dict], experiment: Experiment, command: str, details: Path) -> str:
     start = records[0]["held_out"]
     lines = [
         "# Does the loop learn? A learning curve on a source the model never saw", "",
@@ -184,7 +184,7 @@ def markdown(records: list[dict], experiment: Experiment, command: str) -> str:
                      f"| {f['candidate']:.4f} vs {f['current']:.4f}, {ci(f['difference'], f['ci95'], '{:+.4f}')} "
                  f"| {without_each(f)} "
                      f"| {ci(c['auc'], c['auc_ci95'])} | {failed} |")
-    lines += ["", "Every failed check's full reason is in `training/reports/learning_curve.json`.", ""]
+    lines += ["", f"Every failed check's full reason is in `{details}`.", ""]
     return "\n".join(lines)
 
 
@@ -208,7 +208,8 @@ def main() -> None:
     records = []
     for record in run(experiment, retrain.source_folders(data_root(args.ham10000)), args.work):
         records.append(record)  # the report so far, rewritten after every round: a stopped run keeps what ended
-        args.out.write_text(markdown(records, experiment, "python -m training.learning_curve " + " ".join(sys.argv[1:])))
+        args.out.write_text(markdown(records, experiment, "python -m training.learning_curve " + " ".join(sys.argv[1:]),
+                                     args.out.with_suffix(".json")))
         args.out.with_suffix(".json").write_text(json.dumps(promote.json_safe(records), indent=1, default=float) + "\n")
     print(args.out.read_text())
 
