@@ -40,7 +40,8 @@ from deepskin.core.model import Model
 from deepskin.services import registry
 from training import checkpoint_file, feedback_set, promote, retrain, sources
 from training.data import data_root
-from training.evaluate import auc_with_ci, score_set, told_shares
+from training.evaluate import auc as roc_auc
+from training.evaluate import auc_with_ci, group_resamples, referral_scores, score_set, told_shares
 from training.gate_set import gate_lesions, gate_non_lesions, require_sources
 from training.train import TrainConfig, checkpoint, seed_everything
 
@@ -84,12 +85,20 @@ def fed_rounds(table: pd.DataFrame, experiment: Experiment) -> list[pd.DataFrame
     return labels
 
 
-def held_out_numbers(onnx: Path, test: pd.DataFrame) -> dict:
-    """What a model tells the source's test lesions: AUC (refusals as referrals) and the told shares, with CIs."""
-    scored = score_set(test, Model(onnx), with_metadata=False)
+def held_out_scores(onnx: Path, test: pd.DataFrame) -> pd.DataFrame:
+    return score_set(test, Model(onnx), with_metadata=False)
+
+
+def held_out_numbers(scored: pd.DataFrame, start: pd.DataFrame) -> dict:
+    """What a model tells the source's test lesions: AUC (refusals as referrals) and the told shares, with CIs,
+    and its AUC minus the starting model's on the same images with the paired interval (lesions resampled)."""
     malignant = scored.dx.map(feedback_set.malignant).to_numpy(dtype=bool)
     auc, ci = auc_with_ci(scored, malignant)
+    ours, theirs, y = referral_scores(scored), referral_scores(start.loc[scored.index]), malignant.astype(int)
+    paired = [roc_auc(y[t], ours[t]) - roc_auc(y[t], theirs[t])
+              for t in group_resamples(scored.group.astype(str).to_numpy())]
     return {"lesions": len(scored), "malignant": int(malignant.sum()), "auc": auc, "auc_ci95": ci,
+            "auc_vs_start": auc - roc_auc(y, theirs), "auc_vs_start_ci95": list(np.percentile(paired, [2.5, 97.5])),
             **told_shares(scored, malignant)}
 
 
@@ -115,7 +124,8 @@ def run(experiment: Experiment, folders: dict, work: Path) -> Iterator[dict]:
     baseline_onnx = retrain.export_candidate(start, folders, config.limit_val)
     baseline = current = gate_numbers(baseline_onnx)
     current_onnx, current_checkpoint = baseline_onnx, start / registry.CHECKPOINT
-    held_out = held_out_numbers(baseline_onnx, test)
+    start_scores = held_out_scores(baseline_onnx, test)
+    held_out = held_out_numbers(start_scores, start_scores)
     yield {"round": 0, "kind": "start", "held_out": held_out}
     fed = pd.DataFrame(columns=feedback_set.COLUMNS)
     for number, labels in enumerate(fed_rounds(table, experiment), start=1):
@@ -133,7 +143,7 @@ def run(experiment: Experiment, folders: dict, work: Path) -> Iterator[dict]:
                   "failed": [r for r in decision["reasons"] if not r.endswith("passed")],
                   "feedback_test": {k: superiority[k] for k in ("labels", "malignant", "candidate", "current",
                                                                 "difference", "ci95", "without_each_clinician")},
-                  "candidate_held_out": held_out_numbers(onnx, test)}
+                  "candidate_held_out": held_out_numbers(held_out_scores(onnx, test), start_scores)}
         if promoted:
             current, current_onnx, current_checkpoint = candidate, onnx, folder / registry.CHECKPOINT
             held_out = record["candidate_held_out"]
@@ -162,20 +172,23 @@ def markdown(records: list[dict], experiment: Experiment, command: str, details:
         f"a round as clinician labels; held out: its test part ({start['lesions']} images, {start['malignant']} "
         "malignant), never trained, chosen or gated on. Job config: "
         f"`{experiment.config}` {' '.join(experiment.overrides)}. 95% intervals: AUC by grouped bootstrap, "
-        "shares by Clopper-Pearson, the feedback test set's Brier difference (candidate minus current model) by "
-        "paired bootstrap over lesions."), "",
+        "shares by Clopper-Pearson, the AUC difference from the starting model and the feedback test set's Brier "
+        "difference (candidate minus current model) by paired bootstrap over lesions."), "",
         "## What the current model tells the held-out test part after each round", "",
-        "| round | labels | gate decision | held-out AUC, current model | malignant told low | benign told low |",
-        "| --- | --- | --- | --- | --- | --- |",
+        ("| round | labels | gate decision | held-out AUC, current model | minus the start's (paired 95% CI) "
+         "| malignant told low | benign told low |"),
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in records:
         h, fed = r["held_out"], (f"{r['labels_so_far']} ({r['kind']})" if r["round"] else "none (start)")
         verdict = "-" if not r["round"] else "promoted" if r["promoted"] else "refused"
-        lines.append(f"| {r['round']} | {fed} | {verdict} | {ci(h['auc'], h['auc_ci95'])} | {told(h, 'malignant_low')} "
-                     f"| {told(h, 'benign_low')} |")
+        versus = "-" if h == start else ci(h["auc_vs_start"], h["auc_vs_start_ci95"], "{:+.3f}")  # the start serves
+        lines.append(f"| {r['round']} | {fed} | {verdict} | {ci(h['auc'], h['auc_ci95'])} | {versus} "
+                     f"| {told(h, 'malignant_low')} | {told(h, 'benign_low')} |")
     lines += ["", "## Each round's candidate", "",
               ("| round | trained on / held out (feedback test) | feedback test Brier: candidate vs current, difference "
-              "(95% CI) | the same without each clinician's labels | candidate's held-out AUC | checks that failed |"),
+              "(95% CI) | the same without each clinician's labels | candidate's held-out AUC, minus the start's "
+              "(paired 95% CI) | checks that failed |"),
               "| --- | --- | --- | --- | --- | --- |"]
     for r in records[1:]:
         f, c = r["feedback_test"], r["candidate_held_out"]
@@ -183,7 +196,8 @@ def markdown(records: list[dict], experiment: Experiment, command: str, details:
         lines.append(f"| {r['round']} ({r['kind']}) | {r['feedback_images']} / {f['labels']} ({f['malignant']} malignant) "
                      f"| {f['candidate']:.4f} vs {f['current']:.4f}, {ci(f['difference'], f['ci95'], '{:+.4f}')} "
                  f"| {without_each(f)} "
-                     f"| {ci(c['auc'], c['auc_ci95'])} | {failed} |")
+                     f"| {ci(c['auc'], c['auc_ci95'])}, {ci(c['auc_vs_start'], c['auc_vs_start_ci95'], '{:+.3f}')} "
+                     f"| {failed} |")
     lines += ["", f"Every failed check's full reason is in `{details}`.", ""]
     return "\n".join(lines)
 

@@ -79,6 +79,9 @@ def test_a_short_learning_curve_runs_every_round_through_the_job_and_the_gate(tm
         dropped = record["feedback_duplicates_dropped"] + record["feedback_copies_of_held_out_dropped"]
         assert kept + dropped == record["labels_so_far"]
         assert record["feedback_test"]["labels"] == record["feedback_test_labels"]
+        # Scored on the same images as the start, so the paired difference is the difference of the AUCs.
+        held_out = record["candidate_held_out"]
+        assert held_out["auc_vs_start"] == pytest.approx(held_out["auc"] - records[0]["held_out"]["auc"])
         if not record["promoted"]:  # people keep being told what the current model tells them
             assert record["held_out"] == records[record["round"] - 1]["held_out"]
     # Under 30 held-out labels the feedback check cannot apply, so no round here is promoted without a person.
