@@ -195,7 +195,7 @@ def markdown(records: list[dict], experiment: Experiment, command: str, details:
         failed = "; ".join(reason.split(":")[0] for reason in r["failed"]) or "none"
         lines.append(f"| {r['round']} ({r['kind']}) | {r['feedback_images']} / {f['labels']} ({f['malignant']} malignant) "
                      f"| {f['candidate']:.4f} vs {f['current']:.4f}, {ci(f['difference'], f['ci95'], '{:+.4f}')} "
-                 f"| {without_each(f)} "
+                     f"| {without_each(f)} "
                      f"| {ci(c['auc'], c['auc_ci95'])}, {ci(c['auc_vs_start'], c['auc_vs_start_ci95'], '{:+.3f}')} "
                      f"| {failed} |")
     lines += ["", f"Every failed check's full reason is in `{details}`.", ""]

@@ -23,9 +23,9 @@ states; the uploads' by default), so that the feedback set can grow past the upl
 delete of the result removes both, while the result exists (after it expires the owner has nothing to name it
 by). A report names its `group` (the followed spot, else the prediction), by which training.feedback_set holds
 labels out; its training copy carries the same group in its metadata, where the job reads it (a group rewritten
-in Firestore could move a label from the training side to the feedback test set). And a prediction takes at most REPORTS_PER_PREDICTION
-reports of each role (counted on the prediction's document): past that, 429 too_many_reports, so that one token
-cannot fill Firestore and the ledger.
+in Firestore could move a label from the training side to the feedback test set). And a prediction takes at most
+REPORTS_PER_PREDICTION reports of each role (counted on the prediction's document): past that, 429
+too_many_reports, so that one token cannot fill Firestore and the ledger.
 """
 
 from __future__ import annotations
