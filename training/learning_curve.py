@@ -41,7 +41,7 @@ from deepskin.services import registry
 from training import checkpoint_file, feedback_set, promote, retrain, sources
 from training.data import data_root
 from training.evaluate import auc as roc_auc
-from training.evaluate import auc_with_ci, group_resamples, referral_scores, score_set, told_shares
+from training.evaluate import auc_with_ci, bootstrap_ci, referral_scores, score_set, told_shares
 from training.gate_set import gate_lesions, gate_non_lesions, require_sources
 from training.train import TrainConfig, checkpoint, seed_everything
 
@@ -95,11 +95,10 @@ def held_out_numbers(scored: pd.DataFrame, start: pd.DataFrame) -> dict:
     malignant = scored.dx.map(feedback_set.malignant).to_numpy(dtype=bool)
     auc, ci = auc_with_ci(scored, malignant)
     ours, theirs, y = referral_scores(scored), referral_scores(start.loc[scored.index]), malignant.astype(int)
-    paired = [roc_auc(y[t], ours[t]) - roc_auc(y[t], theirs[t])
-              for t in group_resamples(scored.group.astype(str).to_numpy())]
+    paired = bootstrap_ci(lambda t: roc_auc(y[t], ours[t]) - roc_auc(y[t], theirs[t]),
+                          scored.group.astype(str).to_numpy())
     return {"lesions": len(scored), "malignant": int(malignant.sum()), "auc": auc, "auc_ci95": ci,
-            "auc_vs_start": auc - roc_auc(y, theirs), "auc_vs_start_ci95": list(np.percentile(paired, [2.5, 97.5])),
-            **told_shares(scored, malignant)}
+            "auc_vs_start": auc - roc_auc(y, theirs), "auc_vs_start_ci95": paired, **told_shares(scored, malignant)}
 
 
 def run(experiment: Experiment, folders: dict, work: Path) -> Iterator[dict]:

@@ -137,10 +137,13 @@ def quick_metrics(logits: np.ndarray, targets: np.ndarray) -> dict:
     return {"auc": float(auc), "bacc": float(balanced_accuracy_score(targets, probs.argmax(1)))}
 
 
+# bfloat16 is fast on a GPU's tensor cores and on a CPU with AMX or AVX-512 BF16; an AVX2-only CPU emulates it,
+# about ten times slower than float32 for this network. Read once: head_outputs runs on every training step.
+CPU_BFLOAT16 = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+
+
 def native_bfloat16(device_type: str) -> bool:
-    """Whether bfloat16 is fast here: on a GPU's tensor cores and on a CPU with AMX or AVX-512 BF16. Elsewhere
-    (an AVX2-only CPU) it is emulated, about ten times slower than float32 for this network."""
-    return device_type == "cuda" or torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+    return device_type == "cuda" or CPU_BFLOAT16
 
 
 def head_outputs(model: EfficientNetLite, x: torch.Tensor, meta: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -4,6 +4,7 @@ import json
 
 import torch
 
+from training import train as train_module
 from training.net import LiteConfig, pretrained
 from training.train import TrainConfig, head_outputs, load_model, native_bfloat16, train
 
@@ -43,8 +44,7 @@ def test_overrides_are_parsed_by_type():
 
 def test_the_backbone_runs_in_float32_where_bfloat16_would_be_emulated(monkeypatch):
     # An AVX2-only CPU emulates bfloat16 about ten times slower than float32: the network then runs in float32.
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(train_module, "CPU_BFLOAT16", False)
     assert not native_bfloat16("cpu") and native_bfloat16("cuda")
     model = pretrained(LiteConfig(variant="lite0", meta_dim=18, aux_heads=True)).eval()
     x, meta = torch.rand(2, 3, 64, 64), torch.zeros(2, 18)
