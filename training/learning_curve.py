@@ -175,15 +175,15 @@ def markdown(records: list[dict], experiment: Experiment, command: str, details:
         "difference (candidate minus current model) by paired bootstrap over lesions."), "",
         "## What the current model tells the held-out test part after each round", "",
         ("| round | labels | gate decision | held-out AUC, current model | minus the start's (paired 95% CI) "
-         "| malignant told low | benign told low |"),
-        "| --- | --- | --- | --- | --- | --- | --- |",
+         "| malignant told low | benign told low | benign told high (urgent) |"),
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in records:
         h, fed = r["held_out"], (f"{r['labels_so_far']} ({r['kind']})" if r["round"] else "none (start)")
         verdict = "-" if not r["round"] else "promoted" if r["promoted"] else "refused"
         versus = "-" if h == start else ci(h["auc_vs_start"], h["auc_vs_start_ci95"], "{:+.3f}")  # the start serves
         lines.append(f"| {r['round']} | {fed} | {verdict} | {ci(h['auc'], h['auc_ci95'])} | {versus} "
-                     f"| {told(h, 'malignant_low')} | {told(h, 'benign_low')} |")
+                     f"| {told(h, 'malignant_low')} | {told(h, 'benign_low')} | {told(h, 'benign_high')} |")
     lines += ["", "## Each round's candidate", "",
               ("| round | trained on / held out (feedback test) | feedback test Brier: candidate vs current, difference "
               "(95% CI) | the same without each clinician's labels | candidate's held-out AUC, minus the start's "
