@@ -141,7 +141,7 @@ def run(experiment: Experiment, folders: dict, work: Path) -> Iterator[dict]:
                   "labels_fed": len(labels), "labels_so_far": len(fed), **counts, "promoted": promoted,
                   "failed": [r for r in decision["reasons"] if not r.endswith("passed")],
                   "feedback_test": {k: superiority[k] for k in ("labels", "malignant", "candidate", "current",
-                                                                "difference", "ci95", "without_each_clinician")},
+                                                                "difference", "ci95", "without_each_clinician", "triage")},
                   "candidate_held_out": held_out_numbers(held_out_scores(onnx, test), start_scores)}
         if promoted:
             current, current_onnx, current_checkpoint = candidate, onnx, folder / registry.CHECKPOINT
@@ -160,6 +160,11 @@ def told(numbers: dict, key: str) -> str:
 def without_each(feedback_test: dict) -> str:
     return "; ".join(f"without {c}: {ci(w['difference'], w['ci95'], '{:+.4f}')}"
                      for c, w in feedback_test["without_each_clinician"].items()) or "-"
+
+
+def triage(feedback_test: dict) -> str:
+    return "; ".join(f"{check} {t['candidate']:.3f} vs {t['current']:.3f}, {ci(t['difference'], t['ci95'], '{:+.3f}')}"
+                     f" ({'passed' if t['passed'] else 'failed'})" for check, t in feedback_test["triage"].items())
 
 
 def markdown(records: list[dict], experiment: Experiment, command: str, details: Path) -> str:
@@ -187,8 +192,9 @@ def markdown(records: list[dict], experiment: Experiment, command: str, details:
     lines += ["", "## Each round's candidate", "",
               ("| round | trained on / held out (feedback test) | feedback test Brier: candidate vs current, difference "
               "(95% CI) | the same without each clinician's labels | candidate's held-out AUC, minus the start's "
-              "(paired 95% CI) | checks that failed |"),
-              "| --- | --- | --- | --- | --- | --- |"]
+              "(paired 95% CI) | told on the feedback test set: candidate vs current, difference (95% CI) "
+              "| checks that failed |"),
+              "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in records[1:]:
         f, c = r["feedback_test"], r["candidate_held_out"]
         failed = "; ".join(reason.split(":")[0] for reason in r["failed"]) or "none"
@@ -196,7 +202,7 @@ def markdown(records: list[dict], experiment: Experiment, command: str, details:
                      f"| {f['candidate']:.4f} vs {f['current']:.4f}, {ci(f['difference'], f['ci95'], '{:+.4f}')} "
                      f"| {without_each(f)} "
                      f"| {ci(c['auc'], c['auc_ci95'])}, {ci(c['auc_vs_start'], c['auc_vs_start_ci95'], '{:+.3f}')} "
-                     f"| {failed} |")
+                     f"| {triage(f)} | {failed} |")
     lines += ["", f"Every failed check's full reason is in `{details}`.", ""]
     return "\n".join(lines)
 

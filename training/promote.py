@@ -67,7 +67,7 @@ from deepskin.loop import promotion
 from deepskin.services import registry
 from training import checkpoint_file, sources
 from training.calibrate import expected_calibration_error
-from training.evaluate import group_resamples, score_set
+from training.evaluate import bootstrap_ci, group_resamples, score_set
 from training.gate_set import gate_lesions, gate_non_lesions, require_sources
 
 # The PyTorch weights of models shipped in models/, by version: the first retrain's starting point.
@@ -93,6 +93,12 @@ Z95 = 1.959964
 MIN_DEFINED = 0.9  # the share of bootstrap resamples in which a check must be defined
 FEEDBACK_METRIC = "brier"  # of P(malignant) on the feedback test set; lower is better
 FEEDBACK_MIN_LABELS = 30  # held-out labels below which superiority cannot be shown
+# What people are told about the clinicians' held-out lesions may not get worse either: a candidate that ranks a
+# new source better can still send far more of its benign lesions urgently (the BCN20000 learning curve of
+# 2026-12-02 promoted one that did: 23% -> 43%). check -> upper bound of the candidate-minus-current difference
+# (paired bootstrap over lesions, 95%), declared on 2026-12-03 before any run was judged by it: 5 more benign
+# lesions in 100 sent urgently, 2 more malignant in 100 reassured (the gate set's dermoscopy margin).
+FEEDBACK_TRIAGE = {"benign_high": 0.05, "malignant_low": 0.02}
 REFUSED_CHANCE = 0.5  # a refusal says nothing about malignancy
 
 
@@ -271,40 +277,77 @@ def brier(scored: pd.DataFrame) -> float:
     return float(((p.to_numpy(dtype=float) - scored.truth.to_numpy(dtype=float)) ** 2).mean())
 
 
-def brier_difference(candidate: pd.DataFrame, reference: pd.DataFrame) -> dict:
-    """Candidate minus reference Brier score on the same rows, with its paired 95% bootstrap interval over groups."""
-    groups = candidate.group.astype(str).to_numpy()
-    diffs = [brier(candidate.iloc[t]) - brier(reference.iloc[t]) for t in group_resamples(groups)]
-    ci = [float(np.percentile(diffs, q)) for q in (2.5, 97.5)] if diffs else [float("nan")] * 2
-    ours, theirs = (brier(scores) if len(candidate) else float("nan") for scores in (candidate, reference))
+def benign_high(scored: pd.DataFrame) -> float:
+    """Share of the held-out benign lesions told "high" (see someone urgently); a refusal is not an answer."""
+    told = ((scored.status == "done") & (scored.risk == "high")).to_numpy()
+    return share(told[scored.truth.to_numpy(dtype=float) == 0])
+
+
+def malignant_low(scored: pd.DataFrame) -> float:
+    """Share of the held-out malignant lesions told "low" (reassured)."""
+    told = ((scored.status == "done") & (scored.risk == "low")).to_numpy()
+    return share(told[scored.truth.to_numpy(dtype=float) == 1])
+
+
+FEEDBACK_METRICS = {"brier": brier, "benign_high": benign_high, "malignant_low": malignant_low}
+
+
+def paired_difference(candidate: pd.DataFrame, reference: pd.DataFrame, metric: str) -> dict:
+    """Candidate minus reference `metric` on the same rows, with its paired 95% bootstrap interval over groups."""
+    measure, groups = FEEDBACK_METRICS[metric], candidate.group.astype(str).to_numpy()
+    ci = bootstrap_ci(lambda t: measure(candidate.iloc[t]) - measure(reference.iloc[t]), groups)
+    ours, theirs = (measure(scores) if len(candidate) else float("nan") for scores in (candidate, reference))
     return {"labels": len(candidate), "groups": len(set(groups)), "candidate": ours, "current": theirs,
-            "difference": ours - theirs, "ci95": ci, "improved": len(candidate) >= FEEDBACK_MIN_LABELS and ci[1] < 0}
+            "difference": ours - theirs, "ci95": ci}
+
+
+def by_clinician(candidate: pd.DataFrame, reference: pd.DataFrame, metric: str) -> tuple[dict, dict]:
+    """The paired difference pooled and without each clinician's labels in turn: a clinician whose wrong labels
+    trained the candidate also wrote some of the held-out ones, which the candidate then fits; the other
+    clinicians' labels show what it learned."""
+    who = candidate.clinician.astype(str).to_numpy() if "clinician" in candidate else np.array([], dtype=str)
+    return paired_difference(candidate, reference, metric), {
+        c: paired_difference(candidate[who != c], reference[who != c], metric) for c in sorted(set(who))}
+
+
+def difference_line(name: str, pooled: dict, without: dict) -> str:
+    ci = pooled["ci95"]
+    return (f"{name} candidate {pooled['candidate']:.4f} vs current {pooled['current']:.4f}, difference "
+            f"{pooled['difference']:+.4f} (95% CI {ci[0]:+.4f} to {ci[1]:+.4f})"
+            + "".join(f"; without clinician {c} ({w['labels']} labels) {w['difference']:+.4f} (95% CI "
+                      f"{w['ci95'][0]:+.4f} to {w['ci95'][1]:+.4f})" for c, w in without.items()))
 
 
 def feedback_superiority(candidate: pd.DataFrame, reference: pd.DataFrame) -> dict:
-    """The pre-declared superiority check on the feedback test set: both models' scores of the same rows. The
-    improvement must also hold without each clinician's labels in turn: a clinician whose wrong labels trained the
-    candidate also wrote some of the held-out ones, which the candidate then fits; the other clinicians' labels
-    show what it learned. With one clinician, or too few labels without one, the check cannot apply."""
-    pooled = brier_difference(candidate, reference)
-    who = candidate.clinician.astype(str).to_numpy() if "clinician" in candidate else np.array([], dtype=str)
-    clinicians = sorted(set(who))
-    without = {c: brier_difference(candidate[who != c], reference[who != c]) for c in clinicians}
+    """The pre-declared checks on the feedback test set, both models' scores of the same rows: the candidate must
+    be better on FEEDBACK_METRIC (upper bound below 0) and tell people no worse (FEEDBACK_TRIAGE: upper bound
+    below the margin), pooled and without each clinician's labels (`by_clinician`). With one clinician, or too
+    few labels without one, the checks cannot apply and a person decides."""
+    pooled, without = by_clinician(candidate, reference, FEEDBACK_METRIC)
     applies = pooled["labels"] >= FEEDBACK_MIN_LABELS and len(without) >= 2 and \
         all(w["labels"] >= FEEDBACK_MIN_LABELS for w in without.values())
-    passed = applies and pooled["improved"] and all(w["improved"] for w in without.values())
+    pooled["improved"] = pooled["labels"] >= FEEDBACK_MIN_LABELS and pooled["ci95"][1] < 0
+    for w in without.values():
+        w["improved"] = w["labels"] >= FEEDBACK_MIN_LABELS and w["ci95"][1] < 0
+    improved = pooled["improved"] and all(w["improved"] for w in without.values())
+    triage = {}
+    for check, margin in FEEDBACK_TRIAGE.items():
+        told, told_without = by_clinician(candidate, reference, check)
+        told.update(margin=margin, without_each_clinician=told_without,
+                    passed=all(d["ci95"][1] < margin for d in (told, *told_without.values())))  # NaN fails
+        triage[check] = told
+    passed = applies and improved and all(t["passed"] for t in triage.values())
     verdict = ("passed" if passed else "failed") if applies else (
         f"not applied: {FEEDBACK_MIN_LABELS} held-out labels needed, from at least two clinicians, and as many "
         "without each one; a person decides")
-    ci = pooled["ci95"]
-    reason = (f"feedback test set ({pooled['labels']} labels, {pooled['groups']} groups, {len(clinicians)} "
-              f"clinicians): {FEEDBACK_METRIC} candidate {pooled['candidate']:.4f} vs current {pooled['current']:.4f}, "
-              f"difference {pooled['difference']:+.4f} (95% CI {ci[0]:+.4f} to {ci[1]:+.4f})"
-              + "".join(f"; without clinician {c} ({w['labels']} labels) {w['difference']:+.4f} (95% CI "
-                        f"{w['ci95'][0]:+.4f} to {w['ci95'][1]:+.4f})" for c, w in without.items())
-              + f", each needs upper bound < 0: {verdict}")
-    return {"metric": FEEDBACK_METRIC, **pooled, "malignant": int(candidate.truth.sum()), "clinicians": len(clinicians),
-            "without_each_clinician": without, "applies": applies, "passed": passed, "reason": reason}
+    reason = (f"feedback test set ({pooled['labels']} labels, {pooled['groups']} groups, {len(without)} clinicians): "
+              + difference_line(FEEDBACK_METRIC, pooled, without) + ", each needs upper bound < 0"
+              + "".join("; " + difference_line(f"{check} told", t, t["without_each_clinician"])
+                        + f", each needs upper bound < +{t['margin']}" for check, t in triage.items())
+              + f": {verdict}")
+    return {"metric": FEEDBACK_METRIC, **pooled, "malignant": int(candidate.truth.sum()), "clinicians": len(without),
+            "without_each_clinician": without, "triage": triage, "applies": applies, "passed": passed,
+            "reason": reason}
 
 
 def with_feedback_test(decision: dict, superiority: dict) -> dict:

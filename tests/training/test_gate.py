@@ -150,11 +150,12 @@ def test_training_runs_never_see_the_gate_set():
 
 def feedback_scores(p: np.ndarray, truth: np.ndarray, refused: np.ndarray | None = None,
                     clinician: np.ndarray | None = None) -> pd.DataFrame:
-    """What promote.feedback_scores returns: one answer per held-out label, one group each; two clinicians
-    take turns unless told."""
+    """What promote.feedback_scores returns: one answer per held-out label, one group each, "high" from 0.5 and
+    "low" below 0.2; two clinicians take turns unless told."""
     refused = np.zeros(len(p), bool) if refused is None else refused
     clinician = np.array(["a", "b"])[np.arange(len(p)) % 2] if clinician is None else clinician
-    return pd.DataFrame({"status": np.where(refused, "refused:not_a_lesion", "done"), "malignant": p,
+    risk = np.select([p >= 0.5, p < 0.2], ["high", "low"], "medium")
+    return pd.DataFrame({"status": np.where(refused, "refused:not_a_lesion", "done"), "malignant": p, "risk": risk,
                          "group": np.arange(len(p)).astype(str), "truth": truth, "clinician": clinician})
 
 
@@ -174,6 +175,28 @@ def test_a_candidate_must_be_better_on_the_clinicians_held_out_labels(held_out_t
     assert same["applies"] and not same["passed"] and same["ci95"] == [0.0, 0.0]
     decision = promote.with_feedback_test({"promoted": True, "reasons": []}, same)
     assert not decision["promoted"] and "failed" in decision["reasons"][-1]
+
+
+def test_a_better_ranking_that_sends_more_benign_lesions_urgently_is_refused():
+    """The BCN20000 learning curve's promoted round: a lower Brier score on the new source's held-out labels, but
+    far more of its benign lesions told "high". The triage checks refuse it; so does one that reassures more
+    malignant lesions."""
+    rng = np.random.default_rng(5)
+    truth = np.arange(200) // 2 % 2 == 0  # each clinician labels as many malignant as benign lesions
+    current = feedback_scores(np.where(truth, 0.2 + 0.5 * rng.random(200), 0.1 + 0.45 * rng.random(200)), truth)
+    # Every malignant lesion near certain, every benign one just above the "high" cut-off: Brier drops.
+    urgent = feedback_scores(np.where(truth, 0.99, 0.5 + 0.01 * rng.random(200)), truth)
+    check = promote.feedback_superiority(urgent, current)
+    assert check["improved"] and check["applies"] and not check["passed"]
+    assert check["triage"]["benign_high"]["difference"] > 0.5 and not check["triage"]["benign_high"]["passed"]
+    assert check["triage"]["malignant_low"]["passed"] and "benign_high told candidate" in check["reason"]
+    # Malignant lesions near the middle, a few told "low": better calibrated overall, more of them reassured.
+    reassuring = feedback_scores(np.where(truth, np.where(np.arange(200) % 20 == 0, 0.19, 0.6), 0.01), truth)
+    check = promote.feedback_superiority(reassuring, current)
+    assert check["improved"] and check["triage"]["benign_high"]["passed"]
+    assert check["triage"]["malignant_low"]["difference"] == pytest.approx(0.1)
+    assert not check["triage"]["malignant_low"]["passed"] and not check["passed"]
+    assert promote.feedback_superiority(current, current)["triage"]["benign_high"]["passed"]  # no change passes
 
 
 def test_too_few_held_out_labels_do_not_apply_the_check_and_say_so(held_out_truth):
