@@ -68,6 +68,7 @@ from deepskin.services import registry
 from training import checkpoint_file, sources
 from training.calibrate import expected_calibration_error
 from training.evaluate import bootstrap_ci, group_resamples, score_set
+from training.evaluate import outcomes as told_bands
 from training.gate_set import gate_lesions, gate_non_lesions, require_sources
 
 # The PyTorch weights of models shipped in models/, by version: the first retrain's starting point.
@@ -277,19 +278,15 @@ def brier(scored: pd.DataFrame) -> float:
     return float(((p.to_numpy(dtype=float) - scored.truth.to_numpy(dtype=float)) ** 2).mean())
 
 
-def benign_high(scored: pd.DataFrame) -> float:
-    """Share of the held-out benign lesions told "high" (see someone urgently); a refusal is not an answer."""
-    told = ((scored.status == "done") & (scored.risk == "high")).to_numpy()
-    return share(told[scored.truth.to_numpy(dtype=float) == 0])
+def told_share(band: str, truth: int):
+    """The metric: the share of held-out lesions of one truth told `band` (evaluate.outcomes: a refusal is none)."""
+    def measure(scored: pd.DataFrame) -> float:
+        return share(told_bands(scored)[scored.truth.to_numpy(dtype=float) == truth] == band)
+    return measure
 
 
-def malignant_low(scored: pd.DataFrame) -> float:
-    """Share of the held-out malignant lesions told "low" (reassured)."""
-    told = ((scored.status == "done") & (scored.risk == "low")).to_numpy()
-    return share(told[scored.truth.to_numpy(dtype=float) == 1])
-
-
-FEEDBACK_METRICS = {"brier": brier, "benign_high": benign_high, "malignant_low": malignant_low}
+# benign told "high" (see someone urgently), malignant told "low" (reassured)
+FEEDBACK_METRICS = {"brier": brier, "benign_high": told_share("high", 0), "malignant_low": told_share("low", 1)}
 
 
 def paired_difference(candidate: pd.DataFrame, reference: pd.DataFrame, metric: str) -> dict:
@@ -326,10 +323,9 @@ def feedback_superiority(candidate: pd.DataFrame, reference: pd.DataFrame) -> di
     pooled, without = by_clinician(candidate, reference, FEEDBACK_METRIC)
     applies = pooled["labels"] >= FEEDBACK_MIN_LABELS and len(without) >= 2 and \
         all(w["labels"] >= FEEDBACK_MIN_LABELS for w in without.values())
-    pooled["improved"] = pooled["labels"] >= FEEDBACK_MIN_LABELS and pooled["ci95"][1] < 0
-    for w in without.values():
-        w["improved"] = w["labels"] >= FEEDBACK_MIN_LABELS and w["ci95"][1] < 0
-    improved = pooled["improved"] and all(w["improved"] for w in without.values())
+    for d in (pooled, *without.values()):
+        d["improved"] = d["labels"] >= FEEDBACK_MIN_LABELS and d["ci95"][1] < 0
+    improved = all(d["improved"] for d in (pooled, *without.values()))
     triage = {}
     for check, margin in FEEDBACK_TRIAGE.items():
         told, told_without = by_clinician(candidate, reference, check)
