@@ -14,6 +14,14 @@
   floors, the lowest wins); with too few lesions of a group to show its limit even with none missed, the
   cut-off sits at that group's lowest score and the card says the bound it reaches. "high" (urgent) when
   p >= t_high, the cut-off above which at most HIGH_MAX_BENIGN of benign validation lesions lie.
+- Every source of the validation rows (a clinic, a camera, the clinicians' own labels) is held to the same
+  limits on its own: each source with malignancies has its own floor, and "high" is the highest of the
+  sources' own cut-offs (among sources with at least POPULATION_MIN_BENIGN benign lesions, fewer would set it
+  by chance), so that no source sends more than HIGH_MAX_BENIGN of its benign lesions urgently because the
+  others are the many. A retrained model scores a new source higher than the old ones; pooled, the old ones
+  would set the cut-off and the new source's benign lesions would be sent urgently.
+- A coarse label (benign or malignant, no class) counts for P(malignant) and the bands, not for the
+  seven-class temperature.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from deepskin.core.model import calibrate, logit, recalibrate_malignant, sigmoid
 LOW_MAX_MISSED = {"malignant": 0.01, "mel": 0.01, "bcc": 0.02, "akiec": 0.03}
 CONFIDENCE = 0.95
 HIGH_MAX_BENIGN = 0.20
+POPULATION_MIN_BENIGN = 50
 ECE_BINS = 10  # equal-mass bins
 
 
@@ -76,21 +85,38 @@ def low_cutoff(scores: np.ndarray, limit: float) -> tuple[float, dict]:
                                    "limit": limit, "shown": bound <= limit}
 
 
-def band_thresholds(p_malignant: np.ndarray, targets: np.ndarray) -> tuple[dict, dict]:
-    """(thresholds {low, high}, how each floor was set) from validation P(malignant) and class indices."""
-    groups = {"malignant": np.isin(targets, MALIGNANT_INDEX),
-              **{c: targets == CLASSES.index(c) for c in MALIGNANT}}
-    if not groups["malignant"].any():
+def band_thresholds(p_malignant: np.ndarray, targets: np.ndarray, is_malignant: np.ndarray | None = None,
+                    sources: np.ndarray | None = None) -> tuple[dict, dict]:
+    """(thresholds {low, high}, how each floor was set) from validation P(malignant) and class indices (-1 for
+    a coarse label, whose malignancy `is_malignant` gives), each row of one of `sources` (default: one source)."""
+    is_malignant = np.isin(targets, MALIGNANT_INDEX) if is_malignant is None else is_malignant.astype(bool)
+    sources = np.full(len(targets), "validation") if sources is None else np.asarray(sources, str)
+    present = sorted(set(sources.tolist()))
+    groups = {"malignant": (is_malignant, LOW_MAX_MISSED["malignant"]),
+              **{c: (targets == CLASSES.index(c), LOW_MAX_MISSED[c]) for c in MALIGNANT}}
+    if len(present) > 1:
+        groups.update({f"malignant in {s}": (is_malignant & (sources == s), LOW_MAX_MISSED["malignant"])
+                       for s in present})
+    if not is_malignant.any():
         raise ValueError("no malignant cases to set the risk bands on")
-    floors = {g: low_cutoff(p_malignant[rows], LOW_MAX_MISSED[g]) for g, rows in groups.items() if rows.any()}
+    floors = {g: low_cutoff(p_malignant[rows], limit) for g, (rows, limit) in groups.items() if rows.any()}
     low = min(cut for cut, _ in floors.values())
-    benign = np.sort(p_malignant[~groups["malignant"]])
-    urgent = int(HIGH_MAX_BENIGN * len(benign))  # the most benign lesions "high" may take
-    high = float(benign[len(benign) - urgent]) if urgent else 1.0
-    return {"low": low, "high": max(high, low)}, {
+    benign = {s: p_malignant[~is_malignant & (sources == s)] for s in present}
+    voting = [scores for scores in benign.values() if len(scores) >= POPULATION_MIN_BENIGN]
+    high = max(low, *(high_cutoff(scores) for scores in voting or [p_malignant[~is_malignant]]))
+    pooled = p_malignant[~is_malignant]
+    return {"low": low, "high": high}, {
         "floors": {g: info for g, (_, info) in floors.items()},
-        "benign_high": float((benign >= max(high, low)).mean()) if len(benign) else None,
-        "benign_low": float((benign < low).mean()) if len(benign) else None}
+        "benign_high": float((pooled >= high).mean()) if len(pooled) else None,
+        "benign_low": float((pooled < low).mean()) if len(pooled) else None,
+        "benign_high_by_source": {s: float((scores >= high).mean()) for s, scores in benign.items() if len(scores)}}
+
+
+def high_cutoff(benign: np.ndarray) -> float:
+    """The cut-off at or above which at most HIGH_MAX_BENIGN of these benign scores lie (1.0 with too few)."""
+    benign = np.sort(benign)
+    urgent = int(HIGH_MAX_BENIGN * len(benign))  # the most benign lesions "high" may take
+    return float(benign[len(benign) - urgent]) if urgent else 1.0
 
 
 def fit_binary(p_malignant: np.ndarray, is_malignant: np.ndarray) -> dict:
@@ -131,26 +157,29 @@ def prior_shift(type_prior: np.ndarray, training_prior: np.ndarray) -> list[floa
     return [float(b) for b in np.log(type_prior) - np.log(training_prior)]
 
 
-def fit(logits: np.ndarray, targets: np.ndarray, prior_bias: list[float]) -> dict:
-    """Everything the model card's `calibration` and `thresholds` need, from validation logits."""
+def fit(logits: np.ndarray, targets: np.ndarray, prior_bias: list[float], is_malignant: np.ndarray | None = None,
+        sources: np.ndarray | None = None) -> dict:
+    """Everything the model card's `calibration` and `thresholds` need, from validation logits, class indices
+    (-1 for a coarse label: `is_malignant` then says its truth) and each row's source."""
+    is_malignant = np.isin(targets, MALIGNANT_INDEX) if is_malignant is None else is_malignant.astype(bool)
+    named = targets >= 0
     candidates = []
     for bias in ([0.0] * len(prior_bias), prior_bias):
-        candidate = {"logit_bias": bias, "temperature": fit_temperature(logits, targets, bias)}
-        candidates.append((nll(logits, targets, candidate), candidate))
+        candidate = {"logit_bias": bias, "temperature": fit_temperature(logits[named], targets[named], bias)}
+        candidates.append((nll(logits[named], targets[named], candidate), candidate))
     calibration = min(candidates, key=lambda c: c[0])[1]
-    is_malignant = np.isin(targets, MALIGNANT_INDEX)
     binary = fit_binary(malignant_probability(calibrate(logits, calibration)), is_malignant)
     p = recalibrate_malignant(calibrate(logits, calibration), binary)[1]
     raw = malignant_probability(softmax(logits))
-    thresholds, bands = band_thresholds(p, targets)
+    thresholds, bands = band_thresholds(p, targets, is_malignant, sources)
     return {
         "calibration": calibration,
         "malignant_calibration": binary,
         "thresholds": thresholds,
         "bands": bands,
         "val": {
-            "nll_before": nll(logits, targets, {}),
-            "nll_after": nll(logits, targets, calibration),
+            "nll_before": nll(logits[named], targets[named], {}),
+            "nll_after": nll(logits[named], targets[named], calibration),
             "nll_prior_corrected": candidates[1][0],
             "ece_before": expected_calibration_error(raw, is_malignant),
             "ece_after": expected_calibration_error(p, is_malignant),

@@ -1,7 +1,7 @@
 """Export a trained checkpoint to the served artifact: ONNX + model card, fitted on validation.
 
     python -m training.export --checkpoint runs/v2_gpu/best.pt --out models/deepskin.onnx [--data DIR] [--pad DIR]
-        [--non-lesion DIR]
+        [--non-lesion DIR] [--clinician-val CSV]
 
 The ONNX graph takes preprocessed images (N, 3, S, S) and patient vectors (N, 18) and returns
   logits (N, 7); cam (N, 7, h, w) class activation maps; lesion (N,) and clinical (N,) logits of the scope
@@ -11,7 +11,9 @@ The ONNX graph takes preprocessed images (N, 3, S, S) and patient vectors (N, 18
 The card is then filled from the validation split, scored through the exported ONNX itself (serving's
 code path): per image type, calibration, class priors and risk bands; the scope threshold on
 P(not a lesion); the distance past which a photo is called unfamiliar. `training.evaluate` adds the test
-metrics.
+metrics. A retraining job adds the clinicians' calibration share (--clinician-val, rows of
+training.sources.COLUMNS, source "feedback"; training.feedback_set) to the validation rows: the bands then
+hold on the photos clinicians see as well (training.calibrate holds each source to the limits on its own).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from deepskin.core.labels import CLASSES, MALIGNANT
 from deepskin.core.model import IMAGE_TYPES, OUTPUTS, Model, named_type
 from deepskin.core.patient import VECTOR_SIZE
 from deepskin.core.preprocess import model_input
-from training import calibrate, sources
+from training import calibrate, feedback_set, sources
 from training.data import split_hash
 from training.net import VARIANTS, EfficientNetLite
 from training.train import TrainConfig, class_weights, load_model, patient_vectors
@@ -166,7 +168,9 @@ def fit_card(model: Model, val: pd.DataFrame, train: pd.DataFrame, config: Train
     not_lesion = np.concatenate([s.not_lesion for s in scores])
     ood = np.concatenate([s.ood for s in scores])
     lesion = val.lesion.to_numpy(bool)
-    targets = np.array([CLASSES.index(d) if isinstance(d, str) else -1 for d in val.dx])
+    targets = np.array([CLASSES.index(d) if d in CLASSES else -1 for d in val.dx])  # -1: none, or coarse
+    is_malignant = val.dx.map(feedback_set.malignant).to_numpy(bool)
+    source = val.source.to_numpy(str)
     card = {"calibration": {}, "malignant_calibration": {}, "thresholds": {}, "bands": {}, "priors": {},
             "naming_power": {}, "validation": {}, "image_type": {"unsure": list(TYPE_UNSURE)}}
     lesions = train[train.lesion]
@@ -181,13 +185,17 @@ def fit_card(model: Model, val: pd.DataFrame, train: pd.DataFrame, config: Train
         counts = np.bincount([CLASSES.index(d) for d in of_kind.dx], minlength=len(CLASSES)) + 1.0
         prior = counts / counts.sum()
         fitted = calibrate.fit(logits[rows], targets[rows],
-                               calibrate.prior_shift(prior, training_prior / training_prior.sum()))
+                               calibrate.prior_shift(prior, training_prior / training_prior.sum()),
+                               is_malignant[rows], source[rows])
         for key in ("calibration", "malignant_calibration", "thresholds", "bands"):
             card[key][kind] = fitted[key]
         card["priors"][kind] = prior.round(6).tolist()
-        card["naming_power"][kind] = naming_power(calibrate.calibrate(logits[rows], fitted["calibration"]),
-                                                  targets[rows], prior)
-        card["validation"][kind] = {"images": int(rows.sum()), **fitted["val"]}
+        named = rows & (targets >= 0)
+        card["naming_power"][kind] = naming_power(calibrate.calibrate(logits[named], fitted["calibration"]),
+                                                  targets[named], prior)
+        card["validation"][kind] = {"images": int(rows.sum()),
+                                    "by_source": {s: int((source[rows] == s).sum()) for s in sorted(set(source[rows]))},
+                                    **fitted["val"]}
     for kind in IMAGE_TYPES:  # a type without validation images (smoke runs) reads as the other
         for key in ("calibration", "malignant_calibration", "thresholds", "bands", "priors", "naming_power"):
             card[key].setdefault(kind, next(iter(card[key].values())))
@@ -210,6 +218,7 @@ def main() -> None:
     parser.add_argument("--out", default="models/deepskin.onnx")
     sources.add_folder_arguments(parser)
     parser.add_argument("--limit", type=int, default=0, help="use only N images per split (smoke runs)")
+    parser.add_argument("--clinician-val", type=Path, help="CSV of clinicians' calibration labels (training.retrain)")
     args = parser.parse_args()
 
     net, ckpt = load_model(args.checkpoint)
@@ -220,6 +229,8 @@ def main() -> None:
     val = table[table.split == "val"]
     if args.limit:
         val = val.sample(min(args.limit, len(val)), random_state=0)
+    if args.clinician_val:
+        val = pd.concat([val, pd.read_csv(args.clinician_val)], ignore_index=True)
     parity_rows = table[table.split == "test"].head(32)
 
     print(f"fitting the out-of-distribution scorer on {len(fit)} training lesions")

@@ -3,10 +3,13 @@ image that the gate or a test split already holds. Pure functions of the labels 
 
 - `resolve`: labels from different clinicians on one prediction are resolved to one: a biopsy-confirmed
   (histopathology) label wins; otherwise the majority; a tie, or biopsies that disagree, is dropped.
-- `held_out`: a label's group (the followed spot, standing for the patient, when its prediction was in one;
-  else the prediction) decides, by a hash, whether it belongs to the feedback test set (FEEDBACK_TEST_SHARE)
-  or to training: the same group always lands on the same side, whatever job reads it, so the test set
-  grows with the labels and is never trained on.
+- `part`: a label's group (the followed spot, standing for the patient, when its prediction was in one;
+  else the prediction) decides, by a hash, whether it belongs to the feedback test set (FEEDBACK_TEST_SHARE),
+  to the calibration share (FEEDBACK_CALIBRATION_SHARE) or to training: the same group always lands in the
+  same part, whatever job reads it, so the test set grows with the labels and is never trained or fitted on.
+  The calibration share is never trained on either: it joins the replayed sources' validation rows where the
+  candidate's calibration and risk-band cut-offs are fitted (training.export), so that they hold on the photos
+  clinicians actually see, not only on the sources the model already knew.
 - `sample_weight`: a biopsy-confirmed label is drawn BIOPSY_WEIGHT times as often in training.
 - `near_duplicates`: feedback images whose same-spot fingerprint (deepskin.core.spot) is within
   DUPLICATE_BELOW of an image of the gate set or a test split: training on them would leak into the
@@ -24,6 +27,7 @@ from deepskin.core.labels import MALIGNANT
 from deepskin.core.spot import distance, fingerprint
 
 FEEDBACK_TEST_SHARE = 0.25
+FEEDBACK_CALIBRATION_SHARE = 0.20
 BIOPSY_WEIGHT = 3.0
 # Far below the same-spot hint's 0.30: only another copy of one photo (re-encoded, resized) is this close.
 DUPLICATE_BELOW = 0.08
@@ -55,16 +59,18 @@ def agreed_label(rows: pd.DataFrame) -> str | None:
     return None if tie else counts[0][0]
 
 
-def held_out(group: str) -> bool:
-    """Whether a label group belongs to the feedback test set: a fixed hash, so the answer never changes."""
+def part(group: str) -> str:
+    """"test", "calibration" or "train": a fixed hash of the label group, so the answer never changes."""
     bucket = int(hashlib.sha256(f"feedback-test\n{group}".encode()).hexdigest()[:8], 16) / 16 ** 8
-    return bucket < FEEDBACK_TEST_SHARE
+    if bucket < FEEDBACK_TEST_SHARE:
+        return "test"
+    return "calibration" if bucket < FEEDBACK_TEST_SHARE + FEEDBACK_CALIBRATION_SHARE else "train"
 
 
-def split(labels: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(training labels, feedback test labels)."""
-    test = labels.group.astype(str).map(held_out).astype(bool)
-    return labels[~test].reset_index(drop=True), labels[test].reset_index(drop=True)
+def split(labels: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(training labels, calibration labels, feedback test labels)."""
+    parts = labels.group.astype(str).map(part)
+    return tuple(labels[parts == name].reset_index(drop=True) for name in ("train", "calibration", "test"))
 
 
 def sample_weight(labels: pd.DataFrame) -> pd.Series:

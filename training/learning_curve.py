@@ -11,10 +11,11 @@ wrong labels (every label flipped: malignant called benign and benign malignant)
 Each round, as a retraining job does it (training.retrain, training.promote), without Firestore and the
 models bucket, which only carry the labels and the models there:
 - the labels fed so far (one per lesion, no biopsies) are resolved, de-duplicated against the gate set and the
-  test splits, and split by a fixed hash of their lesion into training labels and the rolling feedback test
-  set (training.feedback_set);
+  test splits, and split by a fixed hash of their lesion into training labels, a calibration share and the
+  rolling feedback test set (training.feedback_set);
 - the current model is fine-tuned on a replay sample of its sources plus the training labels and exported
-  calibrated on its sources' validation rows (`retrain.train_candidate`, the job's config);
+  calibrated on its sources' validation rows plus the calibration share (`retrain.train_candidate`, the job's
+  config; each source held to the band limits on its own, training.calibrate);
 - the gate compares the candidate with the pinned baseline (the starting model) and the current model on the
   frozen gate set, and with the current model on the feedback test set (`promote.judge`, the rule
   `promote.gate` applies); a candidate is promoted here only when the gate would promote it without
@@ -114,8 +115,8 @@ def run(experiment: Experiment, folders: dict, work: Path) -> Iterator[dict]:
     def gate_numbers(onnx: Path) -> dict:
         return promote.model_numbers(Model(onnx), lesions, non_lesions)
 
-    # The starting model, saved with the job's config, goes through the same export as every candidate: all are
-    # calibrated alike, on the same sources' validation rows.
+    # The starting model, saved with the job's config, goes through the same export as every candidate, on the
+    # same sources' validation rows; it serves before any label has come, so no calibration share joins them.
     start = work / "round0"
     start.mkdir(parents=True, exist_ok=True)
     net, config = retrain.from_checkpoint(config, experiment.start)
@@ -129,13 +130,13 @@ def run(experiment: Experiment, folders: dict, work: Path) -> Iterator[dict]:
     fed = pd.DataFrame(columns=feedback_set.COLUMNS)
     for number, labels in enumerate(fed_rounds(table, experiment), start=1):
         fed = pd.concat([fed, labels], ignore_index=True)
-        train, feedback_test, counts = retrain.feedback_sets(fed, 0, folders, missing)
+        feedback, counts = retrain.feedback_sets(fed, 0, folders, missing)
         net, config = retrain.from_checkpoint(config, current_checkpoint)
         folder = work / f"round{number}"
-        onnx = retrain.train_candidate(net, config, folders, train, folder, folder)
+        onnx = retrain.train_candidate(net, config, folders, feedback, folder, folder)
         candidate = gate_numbers(onnx)
         decision, superiority = promote.judge(candidate, baseline, None if current is baseline else current, onnx,
-                                              current_onnx, feedback_test)
+                                              current_onnx, feedback.test)
         promoted = decision["promoted"] and superiority["applies"]
         record = {"round": number, "kind": "poisoned" if number > experiment.rounds else "clean",
                   "labels_fed": len(labels), "labels_so_far": len(fed), **counts, "promoted": promoted,
@@ -190,7 +191,7 @@ def markdown(records: list[dict], experiment: Experiment, command: str, details:
         lines.append(f"| {r['round']} | {fed} | {verdict} | {ci(h['auc'], h['auc_ci95'])} | {versus} "
                      f"| {told(h, 'malignant_low')} | {told(h, 'benign_low')} | {told(h, 'benign_high')} |")
     lines += ["", "## Each round's candidate", "",
-              ("| round | trained on / held out (feedback test) | feedback test Brier: candidate vs current, difference "
+              ("| round | trained on / calibrated on / held out (feedback test) | feedback test Brier: candidate vs current, difference "
               "(95% CI) | the same without each clinician's labels | candidate's held-out AUC, minus the start's "
               "(paired 95% CI) | told on the feedback test set: candidate vs current, difference (95% CI) "
               "| checks that failed |"),
@@ -198,7 +199,7 @@ def markdown(records: list[dict], experiment: Experiment, command: str, details:
     for r in records[1:]:
         f, c = r["feedback_test"], r["candidate_held_out"]
         failed = "; ".join(reason.split(":")[0] for reason in r["failed"]) or "none"
-        lines.append(f"| {r['round']} ({r['kind']}) | {r['feedback_images']} / {f['labels']} ({f['malignant']} malignant) "
+        lines.append(f"| {r['round']} ({r['kind']}) | {r['feedback_images']} / {r['feedback_calibration_labels']} / {f['labels']} ({f['malignant']} malignant) "
                      f"| {f['candidate']:.4f} vs {f['current']:.4f}, {ci(f['difference'], f['ci95'], '{:+.4f}')} "
                      f"| {without_each(f)} "
                      f"| {ci(c['auc'], c['auc_ci95'])}, {ci(c['auc_vs_start'], c['auc_vs_start_ci95'], '{:+.3f}')} "

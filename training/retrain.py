@@ -22,8 +22,11 @@ Started by deepskin.loop.launchers: LocalLauncher runs it as a child process, Ve
   (deepskin.loop.launchers.scratch_dir), never to the run folder (on Vertex AI that is the training bucket's runs/<job>/, out of reach of an
   owner's delete), and removed when the job ends; so is a temporary run folder.
 - Other sources' folders: beside --data (the training bucket's layout), else their usual defaults.
-- Then `python -m training.export` (ONNX + card calibrated on validation) and the gate, which uploads
-  the checkpoint with a promoted candidate: the next retrain starts from it.
+- The labels are split by a fixed hash of their group (training.feedback_set): training labels; a
+  calibration share, never trained on, that joins the replayed sources' validation rows; and the feedback
+  test set the gate judges on.
+- Then `python -m training.export` (ONNX + card calibrated on validation and the calibration share) and the
+  gate, which uploads the checkpoint with a promoted candidate: the next retrain starts from it.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -81,30 +85,43 @@ def judging_fingerprints(folders: dict, missing: list[str]) -> list[dict]:
     return [fingerprint(Path(path).read_bytes()) for path in table[table.split.isin(["gate", "test"])].path]
 
 
+class FeedbackSets(NamedTuple):
+    """The clinicians' labels in their three parts (training.feedback_set.part)."""
+    train: pd.DataFrame  # trained on
+    calibration: pd.DataFrame  # fits the candidate's calibration and bands beside the validation rows
+    test: pd.DataFrame  # the feedback test set the gate judges on (with a `truth` column)
+
+
 def feedback_sets(labels: pd.DataFrame, untrusted: int, folders: dict, missing: list[str]
-                  ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """The clinicians' labels (rows of feedback_set.COLUMNS; `untrusted` of them already dropped) as (labels to
-    train on, the feedback test set, what was counted and dropped on the way)."""
+                  ) -> tuple[FeedbackSets, dict]:
+    """The clinicians' labels (rows of feedback_set.COLUMNS; `untrusted` of them already dropped) in their
+    three parts, and what was counted and dropped on the way."""
     labels, disagreeing = feedback_set.resolve(labels)
     images = {row.image_id: Path(row.path).read_bytes() for row in labels.itertuples()}
     duplicates = feedback_set.near_duplicates(images, judging_fingerprints(folders, missing))
-    train, test = feedback_set.split(labels[~labels.image_id.isin(duplicates)])
-    # Another photo of a held-out image, labelled on another prediction, would carry the test set into training.
-    copies = feedback_set.near_duplicates({i: images[i] for i in train.image_id},
-                                          [fingerprint(images[i]) for i in test.image_id])
+    train, calibration, test = feedback_set.split(labels[~labels.image_id.isin(duplicates)])
+    # Another photo of a held-out image, labelled on another prediction, would carry it into training.
+    held_out = [fingerprint(images[i]) for i in pd.concat([calibration.image_id, test.image_id])]
+    copies = feedback_set.near_duplicates({i: images[i] for i in train.image_id}, held_out)
     train = train[~train.image_id.isin(copies)]
-    counts = {"feedback_images": len(train), "feedback_test_labels": len(test),
+    counts = {"feedback_images": len(train), "feedback_calibration_labels": len(calibration),
+              "feedback_test_labels": len(test),
               "feedback_biopsy_confirmed": int(train.histopathology.sum()), "feedback_labels_dropped": untrusted,
               "feedback_disagreeing_dropped": disagreeing, "feedback_duplicates_dropped": len(duplicates),
               "feedback_copies_of_held_out_dropped": len(copies)}
-    return train, test.assign(truth=test.label.map(feedback_set.malignant)), counts
+    return FeedbackSets(train, calibration, test.assign(truth=test.label.map(feedback_set.malignant))), counts
+
+
+def as_source_rows(labels: pd.DataFrame, split: str) -> pd.DataFrame:
+    """Labelled images as rows of source "feedback" (training.sources.COLUMNS): lesions, camera (clinical or
+    dermoscopic) and age, sex, site unknown."""
+    return labels.assign(source="feedback", split=split, dx=labels.label, lesion=True, clinical=float("nan"),
+                         group=labels.image_id).reindex(columns=sources.COLUMNS)
 
 
 def with_feedback(rows: dict[str, pd.DataFrame], feedback: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """The replay rows plus the labelled images as training rows of source "feedback": lesions, camera
-    (clinical or dermoscopic) and age, sex, site unknown."""
-    labelled = feedback.assign(source="feedback", split="train", dx=feedback.label, lesion=True,
-                               clinical=float("nan"), group=feedback.image_id).reindex(columns=sources.COLUMNS)
+    """The replay rows plus the labelled images as training rows."""
+    labelled = as_source_rows(feedback, "train")
     labelled["sample_weight"] = feedback_set.sample_weight(feedback)  # a biopsy-confirmed label is drawn more often
     return {**rows, "train": pd.concat([rows["train"], labelled], ignore_index=True)}
 
@@ -117,23 +134,28 @@ def source_folders(ham10000: Path) -> dict[str, str]:
                                           if path.is_dir() and not os.environ.get(FOLDER_ENV[s])}}
 
 
-def train_candidate(net: EfficientNetLite, config: TrainConfig, folders: dict, feedback: pd.DataFrame,
+def train_candidate(net: EfficientNetLite, config: TrainConfig, folders: dict, feedback: FeedbackSets,
                     candidate: Path, work: Path) -> Path:
-    """Fine-tune `net` on the replay rows plus the feedback training labels, export it calibrated on the same
-    folders the model was trained on and the gate will measure; the candidate's ONNX (its checkpoint beside it)."""
+    """Fine-tune `net` on the replay rows plus the feedback training labels, export it calibrated on the
+    validation rows of the folders the model was trained on and the gate will measure, plus the feedback
+    calibration share; the candidate's ONNX (its checkpoint beside it)."""
     candidate.mkdir(parents=True, exist_ok=True)
-    rows = with_feedback(split_rows(config, folders), feedback)
+    rows = with_feedback(split_rows(config, folders), feedback.train)
     best = candidate / registry.CHECKPOINT  # the EMA weights the ONNX is made of; uploaded if promoted
     checkpoint_file.copy(fit(net, *load_splits(rows, config), config, work / "fit"), best)
-    return export_candidate(candidate, folders, config.limit_val)
+    clinician_val = work / "clinician_val.csv"  # in the run folder, not the candidate's: never uploaded
+    as_source_rows(feedback.calibration, "val").to_csv(clinician_val, index=False)
+    return export_candidate(candidate, folders, config.limit_val, clinician_val)
 
 
-def export_candidate(candidate: Path, folders: dict, limit_val: int) -> Path:
+def export_candidate(candidate: Path, folders: dict, limit_val: int, clinician_val: Path | None = None) -> Path:
     """`python -m training.export` of the candidate's checkpoint: its ONNX, the card calibrated on (`limit_val`
-    of) the validation rows of the checkpoint's sources."""
+    of) the validation rows of the checkpoint's sources, and the clinicians' calibration labels when given."""
     onnx = candidate / registry.ONNX
+    extra = ["--clinician-val", str(clinician_val)] if clinician_val else []
     subprocess.run([sys.executable, "-m", "training.export", "--checkpoint", str(candidate / registry.CHECKPOINT),
-                    "--out", str(onnx), *sources.folder_arguments(folders), "--limit", str(limit_val)], check=True)
+                    "--out", str(onnx), *sources.folder_arguments(folders), "--limit", str(limit_val), *extra],
+                   check=True)
     return onnx
 
 
@@ -145,15 +167,14 @@ def run(job_id: str, config: TrainConfig, root: Path, work: Path, eval_limit: in
     record = promotion.current_record(promote.shipped_checkpoint)
     net, config, init = starting_point(config, record, work)
     rows, untrusted = clinician_labels(launchers.scratch_dir(job_id))
-    feedback, feedback_test, counts = feedback_sets(pd.DataFrame(rows, columns=feedback_set.COLUMNS), untrusted,
-                                                    folders, missing)
+    feedback, counts = feedback_sets(pd.DataFrame(rows, columns=feedback_set.COLUMNS), untrusted, folders, missing)
     ledger.mark_running(job_id, init=init, **counts)
     onnx = train_candidate(net, config, folders, feedback, candidate, work)
     card = load_card(onnx)
     card["training"].update(init=init, job_id=job_id, base_model=record["version"],
-                            feedback_labels=feedback.label.value_counts().to_dict())
+                            feedback_labels=feedback.train.label.value_counts().to_dict())
     card_path(onnx).write_text(json.dumps(card, indent=1) + "\n")
-    return promote.gate(candidate, job_id, folders, eval_limit, job_id=job_id, feedback=feedback_test,
+    return promote.gate(candidate, job_id, folders, eval_limit, job_id=job_id, feedback=feedback.test,
                         feedback_counts=counts)
 
 

@@ -21,8 +21,8 @@ from deepskin.services.results import jsonable
 # The evaluation plots of training/reports (staged beside deepskin/ for the function, infra/stage_functions.py).
 PLOTS = Path(__file__).resolve().parents[2] / "training" / "reports"
 DECISIONS_SHOWN = 20
-JOB_FIELDS = ("status", "trigger", "new_labels", "init", "feedback_images", "feedback_test_labels", "created_at",
-              "started_at")
+JOB_FIELDS = ("status", "trigger", "new_labels", "init", "feedback_images", "feedback_calibration_labels",
+              "feedback_test_labels", "created_at", "started_at")
 
 
 def overview() -> dict:

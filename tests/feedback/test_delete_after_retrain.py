@@ -86,7 +86,8 @@ def test_an_owners_delete_reaches_every_copy_after_a_retrain(feedback_client, tr
     [job_id] = all_jobs()
     launchers.launcher().wait(job_id, timeout=400)
     job = all_jobs()[job_id]  # the job did download the photos (done or failed after)
-    assert job["feedback_images"] + job["feedback_test_labels"] + job["feedback_duplicates_dropped"] == 3
+    kept = job["feedback_images"] + job["feedback_calibration_labels"] + job["feedback_test_labels"]
+    assert kept + job["feedback_duplicates_dropped"] == 3
 
     for id_, token in made:
         assert http_client.delete(f"/results/{id_}", headers={"X-DeepSkin-Token": token}).status_code == 200

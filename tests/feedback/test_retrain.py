@@ -253,7 +253,8 @@ def test_clinician_labels_start_exactly_one_job_whose_gate_decision_holds_both_m
     assert returncode == 0 and job["status"] == "done", Path(job["handle"].rsplit("log ", 1)[-1]).read_text()[-3000:]
     # The first job fine-tunes the served weights: the shipped model's checkpoint was registered with it.
     assert job["init"] == f"checkpoint of model {SHIPPED_VERSION}"
-    assert job["feedback_duplicates_dropped"] == 1 and job["feedback_images"] + job["feedback_test_labels"] == 3
+    kept = job["feedback_images"] + job["feedback_calibration_labels"] + job["feedback_test_labels"]
+    assert job["feedback_duplicates_dropped"] == 1 and kept == 3
     decision = job["decision"]
     stored = registry.decision_doc(job_id).get().to_dict()
     assert {k: stored[k] for k in decision} == decision

@@ -6,8 +6,11 @@ import pytest
 from deepskin.core.labels import CLASSES, MALIGNANT_INDEX
 from deepskin.core.model import calibrate, recalibrate_malignant, softmax
 from training.calibrate import (
+    HIGH_MAX_BENIGN,
+    POPULATION_MIN_BENIGN,
     band_thresholds,
     expected_calibration_error,
+    fit,
     fit_binary,
     fit_temperature,
     low_cutoff,
@@ -62,6 +65,47 @@ def test_every_malignant_type_has_its_own_floor_and_high_takes_a_fifth_of_benign
     assert all(f["upper_bound"] <= f["limit"] for f in bands["floors"].values())
     assert (p[~malignant] >= thresholds["high"]).mean() <= 0.20
     assert (p[~malignant] >= thresholds["high"]).mean() > 0.19
+
+
+def test_a_new_source_that_scores_higher_is_held_to_the_limits_on_its_own():
+    rng = np.random.default_rng(2)
+    old = rng.choice(len(CLASSES), 3000)  # the many rows of the sources the model knew
+    new = rng.choice(["nv", "bcc"], 300)  # the clinicians' labels of a source it scores higher
+    targets = np.concatenate([old, [CLASSES.index(c) for c in new]])
+    malignant = np.isin(targets, MALIGNANT_INDEX)
+    shift = np.r_[np.zeros(old.size), np.full(new.size, 0.25)]
+    p = np.clip(np.where(malignant, rng.beta(5, 2, targets.size), rng.beta(2, 5, targets.size)) + shift, 0, 1)
+    source = np.r_[np.full(old.size, "replay"), np.full(new.size, "feedback")]
+    p[np.flatnonzero((source == "feedback") & malignant)[:3]] = 0.002  # its lowest malignancies score lowest
+
+    pooled, _ = band_thresholds(p, targets)
+    new_benign = (source == "feedback") & ~malignant
+    assert (p[new_benign] >= pooled["high"]).mean() > 2 * HIGH_MAX_BENIGN  # pooled, the many set the cut-off
+    thresholds, bands = band_thresholds(p, targets, sources=source)
+    for name in ("replay", "feedback"):
+        assert (p[(source == name) & ~malignant] >= thresholds["high"]).mean() <= HIGH_MAX_BENIGN
+        assert bands["benign_high_by_source"][name] <= HIGH_MAX_BENIGN
+    assert bands["floors"]["malignant in feedback"]["lesions"] == ((source == "feedback") & malignant).sum()
+    assert thresholds["low"] == 0.002 and pooled["low"] > 0.002  # three misses of ~150 cannot show 1%
+
+    few = source.copy()
+    few[np.flatnonzero(new_benign)[POPULATION_MIN_BENIGN - 1:]] = "replay"  # the new source keeps 49 benign
+    assert band_thresholds(p, targets, sources=few)[0]["high"] < thresholds["high"]  # too few to set "high"
+
+
+def test_a_coarse_label_counts_for_p_malignant_and_the_bands_not_for_the_temperature():
+    rng = np.random.default_rng(4)
+    targets = rng.choice(len(CLASSES), 2000)
+    logits = rng.normal(0, 1, (targets.size, len(CLASSES)))
+    logits[np.arange(targets.size), targets] += 2
+    is_malignant = np.isin(targets, MALIGNANT_INDEX)
+    named = fit(logits, targets, [0.0] * len(CLASSES))
+    coarse = targets.copy()
+    coarse[:500] = -1  # a clinician said only benign or malignant
+    fitted = fit(logits, coarse, [0.0] * len(CLASSES), is_malignant)
+    assert fitted["calibration"]["temperature"] == pytest.approx(named["calibration"]["temperature"], rel=0.1)
+    assert fitted["bands"]["floors"]["malignant"]["lesions"] == is_malignant.sum()
+    assert fitted["malignant_calibration"]["prevalence"] == pytest.approx(is_malignant.mean(), abs=1e-4)
 
 
 def test_binary_recalibration_recovers_a_known_distortion_and_keeps_classes_consistent():

@@ -38,15 +38,19 @@ def test_disagreeing_labels_resolve_biopsy_first_then_majority_and_a_tie_is_drop
     assert list(kept.histopathology) == [False]
 
 
-def test_the_held_out_share_is_fixed_by_group_and_near_the_declared_share():
+def test_the_held_out_shares_are_fixed_by_group_and_near_the_declared_shares():
     groups = [f"prediction-{i}" for i in range(4000)]
-    share = sum(map(feedback_set.held_out, groups)) / len(groups)
-    assert abs(share - feedback_set.FEEDBACK_TEST_SHARE) < 0.03
-    assert [feedback_set.held_out(g) for g in groups[:50]] == [feedback_set.held_out(g) for g in groups[:50]]
+    parts = [feedback_set.part(g) for g in groups]
+    assert abs(parts.count("test") / len(groups) - feedback_set.FEEDBACK_TEST_SHARE) < 0.03
+    assert abs(parts.count("calibration") / len(groups) - feedback_set.FEEDBACK_CALIBRATION_SHARE) < 0.03
+    assert parts[:50] == [feedback_set.part(g) for g in groups[:50]]
     frame = labels(*[(g, "nv", False) for g in groups[:200]])
     frame["group"] = [f"spot-{i // 4}" for i in range(200)]  # four predictions of one followed spot
-    train, test = feedback_set.split(frame)
-    assert len(train) + len(test) == 200 and not set(train.group) & set(test.group)
+    train, calibration, test = feedback_set.split(frame)
+    assert len(train) + len(calibration) + len(test) == 200
+    assert all(len(part) for part in (train, calibration, test))
+    assert not set(train.group) & set(test.group) and not set(train.group) & set(calibration.group)
+    assert not set(calibration.group) & set(test.group)
 
 
 def test_a_biopsy_confirmed_label_weighs_more():

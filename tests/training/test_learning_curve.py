@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from deepskin.core.bundle import load_card
+from deepskin.services import registry
 from training import feedback_set, sources
 from training.learning_curve import Experiment, fed_rounds, run
 
@@ -75,15 +76,20 @@ def test_a_short_learning_curve_runs_every_round_through_the_job_and_the_gate(tm
     for record in records:
         assert record["held_out"]["lesions"] == test_images
     for record in records[1:]:
-        kept = record["feedback_images"] + record["feedback_test_labels"]
+        kept = record["feedback_images"] + record["feedback_calibration_labels"] + record["feedback_test_labels"]
         dropped = record["feedback_duplicates_dropped"] + record["feedback_copies_of_held_out_dropped"]
         assert kept + dropped == record["labels_so_far"]
         assert record["feedback_test"]["labels"] == record["feedback_test_labels"]
+        # The calibration share, never trained on, fitted the candidate's card beside the validation rows.
+        card = load_card(tmp_path / "work" / f"round{record['round']}" / registry.ONNX)
+        calibrated = sum(v["by_source"].get("feedback", 0) for v in card["validation"].values())
+        assert calibrated == record["feedback_calibration_labels"]
         # Scored on the same images as the start, so the paired difference is the difference of the AUCs.
         held_out = record["candidate_held_out"]
         assert held_out["auc_vs_start"] == pytest.approx(held_out["auc"] - records[0]["held_out"]["auc"])
         if not record["promoted"]:  # people keep being told what the current model tells them
             assert record["held_out"] == records[record["round"] - 1]["held_out"]
+    assert any(r["feedback_calibration_labels"] for r in records[1:])
     # Under 30 held-out labels the feedback check cannot apply, so no round here is promoted without a person.
     assert not any(r["promoted"] for r in records[1:])
     assert any("not applied" in reason for reason in records[-1]["failed"])
