@@ -22,6 +22,9 @@
   would set the cut-off and the new source's benign lesions would be sent urgently.
 - A coarse label (benign or malignant, no class) counts for P(malignant) and the bands, not for the
   seven-class temperature.
+- The chance itself may be fitted on some of the rows only (`calibrate_on`): training.export fits it on the
+  sources' validation rows, not on the clinicians' labels, whose mix of cases is whatever they chose to label;
+  the bands, a triage decision, must hold on every source.
 """
 
 from __future__ import annotations
@@ -158,17 +161,21 @@ def prior_shift(type_prior: np.ndarray, training_prior: np.ndarray) -> list[floa
 
 
 def fit(logits: np.ndarray, targets: np.ndarray, prior_bias: list[float], is_malignant: np.ndarray | None = None,
-        sources: np.ndarray | None = None) -> dict:
+        sources: np.ndarray | None = None, calibrate_on: np.ndarray | None = None) -> dict:
     """Everything the model card's `calibration` and `thresholds` need, from validation logits, class indices
-    (-1 for a coarse label: `is_malignant` then says its truth) and each row's source."""
+    (-1 for a coarse label: `is_malignant` then says its truth) and each row's source. The temperature and
+    P(malignant)'s recalibration are fitted on the `calibrate_on` rows (default all), the bands on all rows."""
     is_malignant = np.isin(targets, MALIGNANT_INDEX) if is_malignant is None else is_malignant.astype(bool)
-    named = targets >= 0
+    fitted_on = np.ones(len(targets), bool) if calibrate_on is None else calibrate_on.astype(bool)
+    if len(set(is_malignant[fitted_on & (targets >= 0)].tolist())) < 2:  # too few to fit on (smoke runs): all rows
+        fitted_on = np.ones(len(targets), bool)
+    named = fitted_on & (targets >= 0)
     candidates = []
     for bias in ([0.0] * len(prior_bias), prior_bias):
         candidate = {"logit_bias": bias, "temperature": fit_temperature(logits[named], targets[named], bias)}
         candidates.append((nll(logits[named], targets[named], candidate), candidate))
     calibration = min(candidates, key=lambda c: c[0])[1]
-    binary = fit_binary(malignant_probability(calibrate(logits, calibration)), is_malignant)
+    binary = fit_binary(malignant_probability(calibrate(logits[fitted_on], calibration)), is_malignant[fitted_on])
     p = recalibrate_malignant(calibrate(logits, calibration), binary)[1]
     raw = malignant_probability(softmax(logits))
     thresholds, bands = band_thresholds(p, targets, is_malignant, sources)
@@ -181,8 +188,8 @@ def fit(logits: np.ndarray, targets: np.ndarray, prior_bias: list[float], is_mal
             "nll_before": nll(logits[named], targets[named], {}),
             "nll_after": nll(logits[named], targets[named], calibration),
             "nll_prior_corrected": candidates[1][0],
-            "ece_before": expected_calibration_error(raw, is_malignant),
-            "ece_after": expected_calibration_error(p, is_malignant),
-            "brier_after": float(((p - is_malignant) ** 2).mean()),
+            "ece_before": expected_calibration_error(raw[fitted_on], is_malignant[fitted_on]),
+            "ece_after": expected_calibration_error(p[fitted_on], is_malignant[fitted_on]),
+            "brier_after": float(((p[fitted_on] - is_malignant[fitted_on]) ** 2).mean()),
         },
     }

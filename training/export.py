@@ -12,8 +12,12 @@ The card is then filled from the validation split, scored through the exported O
 code path): per image type, calibration, class priors and risk bands; the scope threshold on
 P(not a lesion); the distance past which a photo is called unfamiliar. `training.evaluate` adds the test
 metrics. A retraining job adds the clinicians' calibration share (--clinician-val, rows of
-training.sources.COLUMNS, source "feedback"; training.feedback_set) to the validation rows: the bands then
-hold on the photos clinicians see as well (training.calibrate holds each source to the limits on its own).
+training.sources.COLUMNS, source "feedback"; training.feedback_set) to the validation rows: the risk bands
+then hold on the photos clinicians see as well (training.calibrate holds each source to the limits on its
+own). The chance itself stays fitted on the sources' validation rows: the clinicians' labels are whatever
+cases they chose to label, and pooled into the recalibration they moved the stated chance on the sources
+the gate checks (the gate set's calibration error rose by +0.017 to +0.042 in training/reports/
+learning_curve_calibration_pooled.md).
 """
 
 from __future__ import annotations
@@ -186,7 +190,7 @@ def fit_card(model: Model, val: pd.DataFrame, train: pd.DataFrame, config: Train
         prior = counts / counts.sum()
         fitted = calibrate.fit(logits[rows], targets[rows],
                                calibrate.prior_shift(prior, training_prior / training_prior.sum()),
-                               is_malignant[rows], source[rows])
+                               is_malignant[rows], source[rows], calibrate_on=source[rows] != feedback_set.SOURCE)
         for key in ("calibration", "malignant_calibration", "thresholds", "bands"):
             card[key][kind] = fitted[key]
         card["priors"][kind] = prior.round(6).tolist()

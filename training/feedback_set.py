@@ -26,6 +26,7 @@ import pandas as pd
 from deepskin.core.labels import MALIGNANT
 from deepskin.core.spot import distance, fingerprint
 
+SOURCE = "feedback"  # the clinicians' labels as rows of training.sources (and a key of TrainConfig.source_weight)
 FEEDBACK_TEST_SHARE = 0.25
 FEEDBACK_CALIBRATION_SHARE = 0.20
 BIOPSY_WEIGHT = 3.0

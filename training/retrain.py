@@ -113,9 +113,9 @@ def feedback_sets(labels: pd.DataFrame, untrusted: int, folders: dict, missing: 
 
 
 def as_source_rows(labels: pd.DataFrame, split: str) -> pd.DataFrame:
-    """Labelled images as rows of source "feedback" (training.sources.COLUMNS): lesions, camera (clinical or
+    """Labelled images as rows of source feedback_set.SOURCE (training.sources.COLUMNS): lesions, camera (clinical or
     dermoscopic) and age, sex, site unknown."""
-    return labels.assign(source="feedback", split=split, dx=labels.label, lesion=True, clinical=float("nan"),
+    return labels.assign(source=feedback_set.SOURCE, split=split, dx=labels.label, lesion=True, clinical=float("nan"),
                          group=labels.image_id).reindex(columns=sources.COLUMNS)
 
 
@@ -143,19 +143,22 @@ def train_candidate(net: EfficientNetLite, config: TrainConfig, folders: dict, f
     rows = with_feedback(split_rows(config, folders), feedback.train)
     best = candidate / registry.CHECKPOINT  # the EMA weights the ONNX is made of; uploaded if promoted
     checkpoint_file.copy(fit(net, *load_splits(rows, config), config, work / "fit"), best)
-    clinician_val = work / "clinician_val.csv"  # in the run folder, not the candidate's: never uploaded
-    as_source_rows(feedback.calibration, "val").to_csv(clinician_val, index=False)
-    return export_candidate(candidate, folders, config.limit_val, clinician_val)
+    return export_candidate(candidate, folders, config.limit_val, feedback.calibration)
 
 
-def export_candidate(candidate: Path, folders: dict, limit_val: int, clinician_val: Path | None = None) -> Path:
+def export_candidate(candidate: Path, folders: dict, limit_val: int, calibration: pd.DataFrame | None = None) -> Path:
     """`python -m training.export` of the candidate's checkpoint: its ONNX, the card calibrated on (`limit_val`
     of) the validation rows of the checkpoint's sources, and the clinicians' calibration labels when given."""
     onnx = candidate / registry.ONNX
-    extra = ["--clinician-val", str(clinician_val)] if clinician_val else []
-    subprocess.run([sys.executable, "-m", "training.export", "--checkpoint", str(candidate / registry.CHECKPOINT),
-                    "--out", str(onnx), *sources.folder_arguments(folders), "--limit", str(limit_val), *extra],
-                   check=True)
+    # The labels go to export through a temporary file, not the run folder: on Vertex AI that is the training
+    # bucket's runs/<job>/, which an owner's delete does not reach.
+    with tempfile.TemporaryDirectory(prefix="deepskin-clinician-val-") as scratch:
+        clinician_val = Path(scratch) / "clinician_val.csv"
+        if calibration is not None:
+            as_source_rows(calibration, "val").to_csv(clinician_val, index=False)
+        subprocess.run([sys.executable, "-m", "training.export", "--checkpoint", str(candidate / registry.CHECKPOINT),
+                        "--out", str(onnx), *sources.folder_arguments(folders), "--limit", str(limit_val),
+                        *(["--clinician-val", str(clinician_val)] if calibration is not None else [])], check=True)
     return onnx
 
 

@@ -108,6 +108,22 @@ def test_a_coarse_label_counts_for_p_malignant_and_the_bands_not_for_the_tempera
     assert fitted["malignant_calibration"]["prevalence"] == pytest.approx(is_malignant.mean(), abs=1e-4)
 
 
+def test_the_chance_is_fitted_on_the_chosen_rows_and_the_bands_on_all():
+    rng = np.random.default_rng(5)
+    targets = rng.choice(len(CLASSES), 3000)
+    logits = rng.normal(0, 1, (targets.size, len(CLASSES)))
+    logits[np.arange(targets.size), targets] += 2
+    chosen = np.arange(targets.size) < 2000
+    logits[~chosen, list(MALIGNANT_INDEX)[0]] += 3  # the other rows score far higher
+    source = np.where(chosen, "replay", "feedback")
+    alone = fit(logits[chosen], targets[chosen], [0.0] * len(CLASSES))
+    fitted = fit(logits, targets, [0.0] * len(CLASSES), sources=source, calibrate_on=chosen)
+    assert fitted["calibration"] == alone["calibration"]
+    assert fitted["malignant_calibration"] == alone["malignant_calibration"]
+    assert fitted["bands"]["floors"]["malignant"]["lesions"] == np.isin(targets, MALIGNANT_INDEX).sum()
+    assert fitted["thresholds"]["high"] > alone["thresholds"]["high"]  # the other rows' benign lesions count
+
+
 def test_binary_recalibration_recovers_a_known_distortion_and_keeps_classes_consistent():
     rng = np.random.default_rng(3)
     true = rng.uniform(0.02, 0.98, 20000)
