@@ -114,7 +114,7 @@ def test_the_chance_is_fitted_on_the_chosen_rows_and_the_bands_on_all():
     logits = rng.normal(0, 1, (targets.size, len(CLASSES)))
     logits[np.arange(targets.size), targets] += 2
     chosen = np.arange(targets.size) < 2000
-    logits[~chosen, list(MALIGNANT_INDEX)[0]] += 3  # the other rows score far higher
+    logits[~chosen, CLASSES.index("mel")] += 3  # the other rows score far higher
     source = np.where(chosen, "replay", "feedback")
     alone = fit(logits[chosen], targets[chosen], [0.0] * len(CLASSES))
     fitted = fit(logits, targets, [0.0] * len(CLASSES), sources=source, calibrate_on=chosen)
