@@ -104,10 +104,10 @@ def band_thresholds(p_malignant: np.ndarray, targets: np.ndarray, is_malignant: 
         raise ValueError("no malignant cases to set the risk bands on")
     floors = {g: low_cutoff(p_malignant[rows], limit) for g, (rows, limit) in groups.items() if rows.any()}
     low = min(cut for cut, _ in floors.values())
+    pooled = p_malignant[~is_malignant]
     benign = {s: p_malignant[~is_malignant & (sources == s)] for s in present}
     voting = [scores for scores in benign.values() if len(scores) >= POPULATION_MIN_BENIGN]
-    high = max(low, *(high_cutoff(scores) for scores in voting or [p_malignant[~is_malignant]]))
-    pooled = p_malignant[~is_malignant]
+    high = max(low, *(high_cutoff(scores) for scores in voting or [pooled]))
     return {"low": low, "high": high}, {
         "floors": {g: info for g, (_, info) in floors.items()},
         "benign_high": float((pooled >= high).mean()) if len(pooled) else None,
